@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Builds the local control plane (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl, kwok, helm) from Go modules, once per version.
+# k8s.io/kubernetes cannot be `go install`ed: its go.mod points the staging
+# modules at ./staging. A wrapper module replaces each by its published v0.Y.Z.
+set -euo pipefail
+
+K8S_VERSION="${K8S_VERSION:-v1.34.4}"
+KWOK_VERSION="${KWOK_VERSION:-v0.7.0}"
+HELM_VERSION="${HELM_VERSION:-v3.19.5}"
+CACHE_ROOT="${BEM_DEVCLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bem-devcluster}"
+BIN_DIR="$CACHE_ROOT/bin-k8s-${K8S_VERSION}-kwok-${KWOK_VERSION}-helm-${HELM_VERSION}"
+WANT=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
+
+all_present() {
+  for b in "${WANT[@]}"; do [[ -x "$BIN_DIR/$b" ]] || return 1; done
+}
+
+if all_present; then
+  echo "$BIN_DIR"
+  exit 0
+fi
+
+mkdir -p "$BIN_DIR"
+WORK="$CACHE_ROOT/build-k8s-${K8S_VERSION}"
+mkdir -p "$WORK"
+export GOFLAGS="${GOFLAGS:-} -mod=mod"
+export CGO_ENABLED=0
+
+minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+staging_version="v0.${K8S_VERSION#v1.}"
+
+(
+  cd "$WORK"
+  modfile="$(go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+  {
+    echo "module bemdevcluster/k8sbuild"
+    echo
+    echo "go 1.24.0"
+    echo
+    echo "require k8s.io/kubernetes ${K8S_VERSION}"
+    echo
+    echo "replace ("
+    grep -E '^\s*k8s.io/[a-z0-9-]+ => ./staging/' "$modfile" \
+      | awk -v v="$staging_version" '{print "\t" $1 " => " $1 " " v}'
+    echo ")"
+  } > go.mod
+  cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "go.etcd.io/etcd/server/v3"
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+  go mod tidy >/dev/null 2>&1 || go mod tidy
+  ldflags="-s -w"
+  for kv in "gitVersion=${K8S_VERSION}" "gitMajor=1" "gitMinor=${minor}" \
+            "gitTreeState=clean" "buildDate=1970-01-01T00:00:00Z"; do
+    ldflags+=" -X k8s.io/component-base/version.${kv} -X k8s.io/client-go/pkg/version.${kv}"
+  done
+  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    [[ -x "$BIN_DIR/$cmd" ]] && continue
+    echo "building $cmd ${K8S_VERSION}" >&2
+    go build -trimpath -ldflags "$ldflags" -o "$BIN_DIR/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd"
+    mv "$BIN_DIR/$cmd.tmp" "$BIN_DIR/$cmd"
+  done
+  if [[ ! -x "$BIN_DIR/etcd" ]]; then
+    echo "building etcd" >&2
+    go build -trimpath -ldflags "-s -w" -o "$BIN_DIR/etcd.tmp" go.etcd.io/etcd/server/v3
+    mv "$BIN_DIR/etcd.tmp" "$BIN_DIR/etcd"
+  fi
+)
+
+if [[ ! -x "$BIN_DIR/kwok" ]]; then
+  echo "building kwok ${KWOK_VERSION}" >&2
+  GOBIN="$BIN_DIR" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"
+fi
+if [[ ! -x "$BIN_DIR/helm" ]]; then
+  echo "building helm ${HELM_VERSION}" >&2
+  GOBIN="$BIN_DIR" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
+fi
+
+all_present
+echo "$BIN_DIR"
