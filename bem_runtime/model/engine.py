@@ -1,0 +1,214 @@
+"""The inference engine: a frozen base model with a BEM checkpoint attached, batched generation."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from .bem import AttachedBEM, load_bem
+from .errors import CheckpointError, NonFiniteLogitsError, PromptTooLongError
+from .routing import RoutingState
+from .runner import BatchForward
+from .sampling import make_generator, select_token
+from .text import RowOutput
+from .types import GenerationRequest, GenerationResult, RoutingDecision, RoutingOverrides, SamplingParams
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}  # fmt: skip
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of auto, {', '.join(sorted(_DTYPES))}; got {dtype!r}")
+    if device.type == "cpu" and _DTYPES[dtype] != torch.float32:
+        raise ValueError(f"dtype {dtype} needs a CUDA device; the CPU path runs in float32")
+    return _DTYPES[dtype]
+
+
+def load_base(model_dir: Path, device: torch.device, dtype: torch.dtype):
+    if not (model_dir / "config.json").is_file():
+        raise CheckpointError(f"base model directory {model_dir} has no config.json (expected a Hugging Face layout)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, local_files_only=True, dtype=dtype, attn_implementation="sdpa"
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"cannot load the base model from {model_dir}: {exc}") from exc
+    model.to(device).eval().requires_grad_(False)
+    return model, tokenizer
+
+
+class Engine:
+    """Blocking engine; the server calls it from one worker thread (a lock serialises callers)."""
+
+    def __init__(self, model, tokenizer, bem: AttachedBEM, device: torch.device) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.bem = bem
+        self.device = device
+        self.max_context = int(getattr(model.config, "max_position_embeddings", 2048))
+        self.num_experts = bem.config.num_experts
+        self.load_report = dict(bem.load_report)
+        self._lock = threading.Lock()
+        eos = {tokenizer.eos_token_id, *_as_list(model.generation_config.eos_token_id)}
+        self.eos_ids = {i for i in eos if i is not None}
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = int(pad) if pad is not None else 0
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: str | Path,
+        bem_dir: str | Path,
+        *,
+        device: str = "auto",
+        overrides: RoutingOverrides | None = None,
+        dtype: str = "auto",
+        allow_qkv: bool = False,
+    ) -> Engine:
+        dev = resolve_device(device)
+        model, tokenizer = load_base(Path(model_dir), dev, resolve_dtype(dtype, dev))
+        bem = load_bem(model, Path(bem_dir), overrides, allow_qkv=allow_qkv)
+        log.info(
+            "Loaded %s with %d BEM experts on %d sites (%s, %s); clamps %s",
+            type(model).__name__, bem.config.num_experts, len(bem.sites), dev, model.dtype, bem.load_report,
+        )  # fmt: skip
+        return cls(model, tokenizer, bem, dev)
+
+    def encode(self, text: str) -> list[int]:
+        ids = list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+        if not ids and self.tokenizer.bos_token_id is not None:
+            ids = [self.tokenizer.bos_token_id]
+        return ids
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def _check_fits(self, index: int, ids: list[int], params: SamplingParams) -> None:
+        if not ids:
+            raise ValueError(f"request {index}: the prompt is empty; send at least one token of text")
+        if len(ids) + params.max_new_tokens > self.max_context:
+            raise PromptTooLongError(
+                f"request {index}: prompt of {len(ids)} tokens plus max_new_tokens={params.max_new_tokens} "
+                f"exceeds the model context of {self.max_context} tokens; shorten the prompt or lower max_new_tokens"
+            )
+
+    def route(self, prompt: str) -> list[RoutingDecision]:
+        """Routing decisions for the prompt's positions; runs the model only up to the router layer."""
+        ids = self.encode(prompt)
+        self._check_fits(0, ids, SamplingParams(max_new_tokens=1))
+        with self._lock, torch.inference_mode():
+            state = RoutingState(self.bem.policy, [len(ids)], self.device)
+            BatchForward(self.model, [ids], self.pad_id, self.bem, state).route_only()
+            return state.finish(0, len(ids))
+
+    def generate_batch(
+        self,
+        requests: Sequence[GenerationRequest],
+        on_token: Callable[[int, str], None] | None = None,
+        *,
+        use_bem: bool = True,
+    ) -> list[GenerationResult]:
+        """Generate for all requests in shared forward passes; on_token(index, delta) streams text."""
+        if not requests:
+            return []
+        start = time.perf_counter()
+        encoded, tok_times = [], []
+        for i, req in enumerate(requests):
+            t0 = time.perf_counter()
+            ids = self.encode(req.prompt)
+            tok_times.append(time.perf_counter() - t0)
+            self._check_fits(i, ids, req.params)
+            encoded.append(ids)
+        bare = self.bem.bare(self.model) if not use_bem else contextlib.nullcontext()
+        with self._lock, bare, torch.inference_mode():
+            return self._generate(requests, encoded, tok_times, start, on_token, use_bem)
+
+    def _generate(self, requests, encoded, tok_times, start, on_token, use_bem) -> list[GenerationResult]:
+        prefill_start = time.perf_counter()
+        state = RoutingState(self.bem.policy, [len(x) for x in encoded], self.device) if use_bem else None
+        batch = BatchForward(self.model, encoded, self.pad_id, self.bem if use_bem else None, state)
+        rows = [RowOutput(self.tokenizer, r.params, self.eos_ids) for r in requests]
+        gens = [make_generator(r.params, self.device) for r in requests]
+        logits = batch.prefill()[:, -1]
+        prefill_end = time.perf_counter()
+        done_at = [0.0] * len(rows)
+        while True:
+            logits = logits.float()
+            active = [i for i, r in enumerate(rows) if not r.done]
+            if not bool(torch.isfinite(logits[active]).all()):
+                bad = [i for i in active if not bool(torch.isfinite(logits[i]).all())]
+                raise NonFiniteLogitsError(f"the model produced non-finite logits for requests {bad}")
+            greedy = logits.argmax(-1).tolist()
+            tokens = [self.pad_id] * len(rows)
+            for i in active:
+                p = rows[i].params
+                tokens[i] = greedy[i] if p.temperature == 0 else select_token(logits[i], p, gens[i])
+                delta = rows[i].push(tokens[i])
+                if delta and on_token is not None:
+                    on_token(i, delta)
+                if rows[i].done:
+                    done_at[i] = time.perf_counter()
+            if all(r.done for r in rows):
+                break
+            logits = batch.step(tokens, [not r.done for r in rows])
+        return [
+            self._result(i, rows[i], len(encoded[i]), state, tok_times[i], (start, prefill_start, prefill_end), done_at[i])
+            for i in range(len(rows))
+        ]
+
+    def _result(self, i, row, prompt_len, state, tok_time, marks, done_at) -> GenerationResult:
+        start, prefill_start, prefill_end = marks
+        routing = state.finish(i, prompt_len + row.sampled) if state is not None else []
+        low = sum(d.used_base_only for d in routing)
+        return GenerationResult(
+            text=row.text,
+            prompt_tokens=prompt_len,
+            completion_tokens=row.sampled,
+            finish_reason=row.finish_reason,
+            routing=routing,
+            timings={
+                "tokenize": tok_time,
+                "prefill": prefill_end - prefill_start,
+                "decode": done_at - prefill_end,
+                "total": done_at - start,
+            },
+            safety_events={"low_confidence": low} if low else {},
+        )
+
+    def warmup(self) -> None:
+        """One short greedy generation with and without BEM (allocations, kernels, caches)."""
+        req = [GenerationRequest("warm up", SamplingParams(max_new_tokens=2, temperature=0.0))]
+        self.generate_batch(req)
+        self.generate_batch(req, use_bem=False)
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]

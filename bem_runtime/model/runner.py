@@ -1,0 +1,85 @@
+"""Batched forward passes over a KV cache: left padding, attention mask, per-row positions."""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+
+from .bem import AttachedBEM, ForwardPlan, RoutingDone
+from .routing import RoutingState
+
+
+class BatchForward:
+    """One batch of rows with different lengths, prefilled together then decoded a token a step.
+
+    Rows are left-padded so that every row's newest token sits in the last column; each row gets
+    its own position ids, so padding never shifts a row's positions (its output does not depend
+    on the other rows).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        rows: list[list[int]],
+        pad_id: int,
+        bem: AttachedBEM | None = None,
+        routing: RoutingState | None = None,
+    ) -> None:
+        self.model = model
+        self.bem = bem
+        self.routing = routing
+        self.device = next(model.parameters()).device
+        self.lengths = [len(r) for r in rows]
+        width = max(self.lengths)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+        self.input_ids = ids.to(self.device)
+        self.mask = mask.to(self.device)
+        self.cache = DynamicCache(config=model.config)
+        self.pad_id = pad_id
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, counts: list[int], keep: int, stop: bool = False):
+        if self.bem is not None and self.routing is not None:
+            self.bem.plan = ForwardPlan(self.routing, counts, stop_after_routing=stop)
+        try:
+            out = self.model(
+                input_ids=ids,
+                attention_mask=self.mask,
+                position_ids=positions,
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=keep,
+            )
+        finally:
+            if self.bem is not None:
+                self.bem.plan = None
+                self.bem.holder.gate = None
+        return out.logits
+
+    def _prefill_positions(self) -> torch.Tensor:
+        return (self.mask.cumsum(-1) - 1).clamp(min=0)
+
+    def prefill(self, keep: int = 1) -> torch.Tensor:
+        """Run all prompts; logits [B, keep, V] of the last `keep` columns (0: all columns)."""
+        return self._forward(self.input_ids, self._prefill_positions(), list(self.lengths), keep)
+
+    def route_only(self) -> None:
+        """Run the prompts only up to the router layer (routing decisions, no logits)."""
+        try:
+            self._forward(self.input_ids, self._prefill_positions(), list(self.lengths), 1, stop=True)
+        except RoutingDone:
+            return
+        raise RuntimeError("the router hook did not run: is the BEM checkpoint attached?")
+
+    def step(self, tokens: list[int], active: list[bool]) -> torch.Tensor:
+        """Feed one token per row (finished rows feed padding that nobody reads); logits [B, V]."""
+        ids = torch.tensor(tokens, dtype=torch.long).unsqueeze(1).to(self.device)
+        positions = torch.tensor(self.lengths, dtype=torch.long).unsqueeze(1).to(self.device)
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(tokens), 1))], dim=1)
+        counts = [1 if a else 0 for a in active]
+        logits = self._forward(ids, positions, counts, 1)
+        self.lengths = [n + 1 for n in self.lengths]
+        return logits[:, -1]

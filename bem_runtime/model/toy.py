@@ -1,0 +1,111 @@
+"""Tiny random base model, tokenizer and matching BEM checkpoint, written offline in seconds."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from .config import CONFIG_FILE, FORMAT_VERSION, TENSORS_FILE
+from .sites import resolve_sites
+
+_TEXT = """\
+The quick brown fox jumps over the lazy dog. A frozen base model carries a few low-rank experts.
+Each chunk of tokens picks its experts once, from tokens that are already known, and keeps them.
+Kubernetes runs the serving pods; the operator keeps their deployment, service and autoscaler.
+Numbers 0 1 2 3 4 5 6 7 8 9 and symbols + - * / = ( ) [ ] { } < > , ; : ! ? ' " @ # % & _ ~
+She sells sea shells by the sea shore. Peter Piper picked a peck of pickled peppers.
+"""
+SPECIALS = ["<s>", "</s>", "<pad>"]
+SITES = {"llama": ["self_attn.o_proj", "mlp.down_proj"], "gpt2": ["attn.c_proj", "mlp.c_proj"]}
+NUM_LAYERS, NUM_EXPERTS, RANK, ALPHA = 4, 4, 4, 8.0
+
+
+def build_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
+    """Byte-level BPE trained on a built-in text: any string round-trips, no files needed."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator([_TEXT] * 4, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def build_model(arch: str, vocab_size: int) -> torch.nn.Module:
+    special = {"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}
+    if arch == "llama":
+        cfg = LlamaConfig(
+            vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=NUM_LAYERS,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+            initializer_range=0.1, tie_word_embeddings=False, **special,
+        )  # fmt: skip
+        return LlamaForCausalLM(cfg)
+    if arch == "gpt2":
+        cfg = GPT2Config(
+            vocab_size=vocab_size, n_embd=64, n_layer=NUM_LAYERS, n_head=4, n_positions=512,
+            initializer_range=0.1, **special,
+        )  # fmt: skip
+        return GPT2LMHeadModel(cfg)
+    raise ValueError(f"arch must be 'llama' or 'gpt2', got {arch!r}")
+
+
+def bem_config(arch: str, router_layer: int = 1) -> dict:
+    return {
+        "version": FORMAT_VERSION,
+        "num_experts": NUM_EXPERTS,
+        "rank": RANK,
+        "alpha": ALPHA,
+        "sites": SITES[arch],
+        "layers": list(range(router_layer, NUM_LAYERS)),
+        "router_layer": router_layer,
+        "routing": {"chunk_size": 8, "top_k": 2, "hysteresis": 0.0, "temperature": 1.0},
+        "governance": {"sigma_max": 50.0, "trust_region": 2.0},
+    }
+
+
+def build_experts(model: torch.nn.Module, tokenizer, cfg: dict) -> dict[str, torch.Tensor]:
+    """Random experts whose deltas are about half the base weight (so experts visibly matter),
+    and a router scaled to the real hidden states (so routing is decisive, not uniform)."""
+    sites = resolve_sites(model, tuple(cfg["sites"]), tuple(cfg["layers"]), allow_qkv=False)
+    e, r, scale = cfg["num_experts"], cfg["rank"], cfg["alpha"] / cfg["rank"]
+    tensors = {}
+    for s in sites:
+        w_fro = s.weight_out_in().detach().norm().item()
+        std_b = 0.5 * w_fro / (scale * math.sqrt(s.d_out * r))
+        tensors[f"A.{s.name}"] = torch.randn(e, r, s.d_in) / math.sqrt(s.d_in)
+        tensors[f"B.{s.name}"] = torch.randn(e, s.d_out, r) * std_b
+    ids = tokenizer(_TEXT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        hidden = model(ids, output_hidden_states=True).hidden_states[cfg["router_layer"]]
+    d = hidden.shape[-1]
+    rms = hidden.pow(2).mean().sqrt().item()
+    tensors["router.weight"] = torch.randn(e, d) * (3.0 / (rms * math.sqrt(d)))
+    tensors["router.bias"] = torch.zeros(e)
+    return tensors
+
+
+def write_toy_assets(out_dir: Path, arch: str = "llama", seed: int = 0) -> tuple[Path, Path]:
+    """Write out_dir/base (HF model + tokenizer) and out_dir/bem (checkpoint); return both paths."""
+    out_dir = Path(out_dir)
+    base, bem = out_dir / "base", out_dir / "bem"
+    tokenizer = build_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(arch, len(tokenizer)).eval()
+        cfg = bem_config(arch)
+        tensors = build_experts(model, tokenizer, cfg)
+    base.mkdir(parents=True, exist_ok=True)
+    bem.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(base, safe_serialization=True)
+    tokenizer.save_pretrained(base)
+    (bem / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(bem / TENSORS_FILE))
+    return base, bem
