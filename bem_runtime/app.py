@@ -1,0 +1,118 @@
+"""App factory. Long-lived resources (engine, scheduler, Redis) are owned by cleanup_ctx
+generators, so startup and shutdown order is explicit and tests get a clean app each time."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, AsyncIterator
+
+from aiohttp import web
+
+from bem_runtime.auth import ApiKeys
+from bem_runtime.cache import ResponseCache
+from bem_runtime.metrics import Metrics
+from bem_runtime.middlewares import add_headers, context_middleware, guard_middleware
+from bem_runtime.ratelimit import TokenBuckets
+from bem_runtime.routes import setup_routes
+from bem_runtime.scheduler import Scheduler
+from bem_runtime.settings import Settings
+from bem_runtime.state import STATE, AppState
+
+log = logging.getLogger("bem_runtime.app")
+LOAD_TASK = web.AppKey("bem_load_task", asyncio.Task)
+
+
+def create_app(settings: Settings, engine: Any = None) -> web.Application:
+    """Build the app; pass `engine` to serve an already loaded model (tests, the bench)."""
+    app = web.Application(client_max_size=settings.max_body_bytes,
+                          middlewares=[context_middleware, guard_middleware])
+    app[STATE] = AppState(settings=settings, metrics=Metrics(),
+                          keys=ApiKeys(settings.all_api_keys()),
+                          buckets=TokenBuckets(settings.rate_limit_rps, settings.rate_limit_burst),
+                          engine=engine)
+    setup_routes(app)
+    app.on_response_prepare.append(add_headers)
+    app.cleanup_ctx.append(_cache_ctx)
+    app.cleanup_ctx.append(_engine_ctx)
+    if not app[STATE].keys.enabled:
+        log.warning("Started without API keys: every client may call the API")
+    return app
+
+
+async def _cache_ctx(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    if state.settings.redis_url:
+        state.cache = ResponseCache(state.settings.redis_url, state.settings.cache_ttl,
+                                    state.metrics)
+        log.info("Enabled the Redis response cache", extra={"ttl_s": state.settings.cache_ttl})
+    yield
+    if state.cache is not None:
+        await state.cache.close()
+
+
+async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Load in the background so /health answers while a large model loads."""
+    state = app[STATE]
+    task = asyncio.create_task(_load_and_warm(state), name="bem-load")
+    app[LOAD_TASK] = task
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    state.ready = False
+    if state.scheduler is not None:
+        await state.scheduler.stop()
+
+
+async def _load_and_warm(state: AppState) -> None:
+    s = state.settings
+    loop = asyncio.get_running_loop()
+    start = time.perf_counter()
+    try:
+        if state.engine is None:
+            state.engine = await loop.run_in_executor(None, _load_engine, s)
+        state.metrics.observe_load_report(dict(state.engine.load_report))
+        state.scheduler = Scheduler(state.engine, max_batch_size=s.max_batch_size,
+                                    max_queue=s.max_queue, window_s=s.batch_window_ms / 1000,
+                                    metrics=state.metrics)
+        state.scheduler.start()
+        await state.scheduler.call(state.engine.warmup)
+    except Exception as exc:
+        state.load_error = exc
+        log.error("Failed to load the model: %s", exc)
+        raise
+    state.ready = True
+    state.created = int(time.time())
+    state.metrics.ready.set(1)
+    log.info("Loaded and warmed up the model", extra={
+        "device": str(state.engine.device), "seconds": round(time.perf_counter() - start, 2),
+        "load_report": dict(state.engine.load_report)})
+
+
+def _load_engine(s: Settings) -> Any:
+    from bem_runtime.model import Engine, RoutingOverrides  # torch loads here, in a thread
+
+    if s.model_dir is None or s.bem_dir is None:
+        raise ValueError("--model-dir and --bem-dir (or BEM_MODEL_DIR, BEM_CHECKPOINT_DIR) "
+                         "are required")
+    overrides = RoutingOverrides(
+        top_k=s.top_k, chunk_size=s.chunk_size, hysteresis=s.hysteresis,
+        temperature=s.router_temperature, sigma_max=s.sigma_max, trust_region=s.trust_region,
+        min_confidence=s.min_confidence)
+    return Engine.load(s.model_dir, s.bem_dir, device=s.device, overrides=overrides)
+
+
+async def drain(app: web.Application) -> bool:
+    """Stop taking work (503, /ready false) and wait for in-flight requests; True if all ended."""
+    state = app[STATE]
+    state.draining = True
+    state.metrics.ready.set(0)
+    log.info("Draining", extra={"inflight": state.inflight})
+    if state.inflight == 0:
+        return True
+    try:
+        await asyncio.wait_for(state.idle.wait(), state.settings.drain_timeout)
+        return True
+    except TimeoutError:
+        log.warning("Drain timed out with requests in flight", extra={"inflight": state.inflight})
+        return False

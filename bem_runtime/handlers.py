@@ -1,0 +1,111 @@
+"""HTTP handlers: parse, call inference, shape the JSON. Routes live in routes.py."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from bem_runtime import errors, inference, sse
+from bem_runtime.schemas import CompletionBody, GenerateBody, RouteBody, parse_body, stop_tuple
+from bem_runtime.state import STATE, AppState
+
+
+async def _body(request: web.Request, model):
+    # read() enforces client_max_size (aiohttp raises 413, mapped in the middleware).
+    return parse_body(await request.read(), request.content_type, model)
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    t0 = time.perf_counter()
+    body: GenerateBody = await _body(request, GenerateBody)
+    req = await inference.build_request(
+        state, body.prompt, max_new_tokens=body.max_new_tokens, temperature=body.temperature,
+        top_p=body.top_p, seed=body.seed, stop=stop_tuple(body.stop), tokens_field="max_new_tokens")
+    t_valid = time.perf_counter() - t0
+    if body.stream:
+        return await sse.stream_generate(request, state, req, body.use_bem, body.profile)
+    outcome = await inference.generate(state, req, use_bem=body.use_bem)
+    return web.json_response(generate_json(request, state, outcome, body.profile, t_valid))
+
+
+def generate_json(request: web.Request, state: AppState, outcome: inference.Outcome,
+                  profile: bool, t_valid: float = 0.0) -> dict:
+    data = inference.outcome_json(outcome)
+    out = {
+        "id": "gen-" + request["request_id"],
+        "model": state.settings.model_name,
+        "text": data["text"],
+        "finish_reason": data["finish_reason"],
+        "usage": _usage(data),
+        "routing": data["routing"],
+        "timings": {k + "_s": round(v, 6) for k, v in outcome.timings.items()},
+        "cached": outcome.cached,
+    }
+    if profile:
+        stages = {"validate": t_valid, **{f"engine_{k}": v for k, v in data["engine_timings"].items()},
+                  **outcome.timings}
+        out["profile"] = {k + "_s": round(v, 6) for k, v in stages.items()}
+    return out
+
+
+def _usage(data: dict) -> dict[str, int]:
+    p, c = data["prompt_tokens"], data["completion_tokens"]
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    body: CompletionBody = await _body(request, CompletionBody)
+    if body.model != state.settings.model_name:
+        raise errors.NotFound(f"model '{body.model}' is not served here; use "
+                              f"'{state.settings.model_name}' (see GET /v1/models)", field="model")
+    req = await inference.build_request(
+        state, body.prompt, max_new_tokens=body.max_tokens, temperature=body.temperature,
+        top_p=body.top_p, seed=body.seed, stop=stop_tuple(body.stop), tokens_field="max_tokens")
+    if body.stream:
+        return await sse.stream_completion(request, state, req)
+    outcome = await inference.generate(state, req)
+    data = inference.outcome_json(outcome)
+    choice = {"text": data["text"], "index": 0, "logprobs": None,
+              "finish_reason": data["finish_reason"]}
+    return web.json_response({
+        "id": "cmpl-" + request["request_id"], "object": "text_completion",
+        "created": int(time.time()), "model": state.settings.model_name,
+        "choices": [choice], "usage": _usage(data)})
+
+
+async def route(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body: RouteBody = await _body(request, RouteBody)
+    engine = inference.require_engine(state)
+    decisions = await state.scheduler.call(engine.route, body.prompt)
+    return web.json_response({"model": state.settings.model_name,
+                              "num_experts": engine.num_experts,
+                              "routing": [asdict(d) for d in decisions]})
+
+
+async def models(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return web.json_response({"object": "list", "data": [{
+        "id": state.settings.model_name, "object": "model", "created": state.created,
+        "owned_by": "bem-runtime", "ready": state.ready}]})
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.ready and not state.draining:
+        return web.json_response({"ready": True, "device": str(state.engine.device)})
+    reason = "draining" if state.draining else "failed" if state.load_error else "loading"
+    return web.json_response({"ready": False, "reason": reason}, status=503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    payload = request.app[STATE].metrics.render()
+    return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,123 @@
+"""What every generating endpoint shares: limits, the cache, the scheduler call, and the
+conversion of an engine result into JSON."""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bem_runtime import errors
+from bem_runtime.cache import cache_key, is_deterministic
+from bem_runtime.model.errors import NonFiniteLogitsError, PromptTooLongError
+from bem_runtime.model.types import GenerationRequest, SamplingParams
+from bem_runtime.scheduler import Job, TokenSink
+from bem_runtime.state import AppState
+
+
+@dataclass
+class Outcome:
+    """A finished generation plus where the time went."""
+
+    result: Any  # GenerationResult, or the cached body (a dict)
+    cached: bool
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def require_engine(state: AppState) -> Any:
+    if state.draining:
+        raise errors.ServiceUnavailable("server is shutting down", type_="draining")
+    if not state.ready or state.engine is None or state.scheduler is None:
+        raise errors.ServiceUnavailable("model is still loading; retry when GET /ready is 200",
+                                        retry_after=5, type_="not_ready")
+    return state.engine
+
+
+async def build_request(state: AppState, prompt: str, *, max_new_tokens: int,
+                        temperature: float, top_p: float, seed: int | None,
+                        stop: tuple[str, ...], tokens_field: str) -> GenerationRequest:
+    """Apply the server's limits (400 naming the field) and build the engine request."""
+    engine = require_engine(state)
+    limit = state.settings.max_new_tokens_limit
+    if max_new_tokens > limit:
+        raise errors.InvalidInput(f"{tokens_field} must be <= {limit} on this server, got "
+                                  f"{max_new_tokens}", field=tokens_field)
+    # Tokenising is cheap but not free: keep it off the event loop (not on the engine thread).
+    n_prompt = await asyncio.get_running_loop().run_in_executor(None, engine.count_tokens, prompt)
+    prompt_limit = engine.max_context - max_new_tokens
+    if state.settings.max_prompt_tokens is not None:
+        prompt_limit = min(prompt_limit, state.settings.max_prompt_tokens)
+    if n_prompt > prompt_limit:
+        raise errors.InvalidInput(
+            f"prompt is {n_prompt} tokens; at most {max(prompt_limit, 0)} fit with "
+            f"{tokens_field}={max_new_tokens} (context {engine.max_context}); shorten the prompt "
+            f"or lower {tokens_field}", field="prompt")
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
+                            top_p=top_p, seed=seed, stop=stop)
+    return GenerationRequest(prompt=prompt, params=params)
+
+
+def request_cache_key(state: AppState, req: GenerationRequest, use_bem: bool) -> str | None:
+    p = req.params
+    if state.cache is None or not is_deterministic(p.temperature, p.seed):
+        return None
+    s = state.settings
+    return cache_key({
+        "v": 1, "model": s.model_name, "model_dir": str(s.model_dir), "bem_dir": str(s.bem_dir),
+        "overrides": [s.top_k, s.chunk_size, s.hysteresis, s.router_temperature, s.sigma_max,
+                      s.trust_region, s.min_confidence],
+        "prompt": req.prompt, "params": asdict(p), "use_bem": use_bem})
+
+
+async def generate(state: AppState, req: GenerationRequest, *, use_bem: bool = True,
+                   on_token: TokenSink | None = None) -> Outcome:
+    """Serve from the cache when allowed, else queue on the scheduler and wait (with timeout)."""
+    start = time.perf_counter()
+    key = request_cache_key(state, req, use_bem) if on_token is None else None
+    if key is not None:
+        hit = await state.cache.get(key)
+        if hit is not None:
+            return Outcome(hit, True, {"queue": 0.0, "inference": 0.0,
+                                       "total": time.perf_counter() - start})
+    assert state.scheduler is not None
+    job = state.scheduler.submit(req, use_bem=use_bem, on_token=on_token)
+    result = await wait_result(state, job)
+    timings = job_timings(job, start)
+    if key is not None:
+        await state.cache.put(key, result_json(result))
+    return Outcome(result, False, timings)
+
+
+async def wait_result(state: AppState, job: Job) -> Any:
+    try:
+        result = await state.scheduler.result(job, state.settings.request_timeout)
+    except PromptTooLongError as exc:
+        raise errors.InvalidInput(str(exc), field="prompt") from None
+    except NonFiniteLogitsError as exc:
+        state.metrics.safety.labels("non_finite").inc()
+        raise errors.InferenceError(f"the model produced non-finite logits ({exc}); the "
+                                    "request was refused rather than return garbage") from None
+    state.metrics.observe_result(result)
+    return result
+
+
+def job_timings(job: Job, start: float) -> dict[str, float]:
+    now = time.perf_counter()
+    started = job.started or now
+    return {"queue": started - job.enqueued, "inference": now - started, "total": now - start}
+
+
+def result_json(result: Any) -> dict:
+    """The cacheable part of a result (no per-request timings)."""
+    return {
+        "text": result.text,
+        "finish_reason": result.finish_reason,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "routing": [asdict(d) for d in result.routing],
+        "engine_timings": dict(result.timings),
+    }
+
+
+def outcome_json(outcome: Outcome) -> dict:
+    return outcome.result if outcome.cached else result_json(outcome.result)

@@ -1,0 +1,50 @@
+"""Process lifecycle: bind, load in the background, and on SIGTERM drain before exiting 0
+(Kubernetes sends SIGTERM, then SIGKILL after terminationGracePeriodSeconds)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from bem_runtime.app import LOAD_TASK, create_app, drain
+from bem_runtime.logs import setup_logging
+from bem_runtime.settings import Settings
+
+log = logging.getLogger("bem_runtime.server")
+EXIT_LOAD_FAILED = 3
+
+
+async def serve(settings: Settings) -> int:
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port,
+                       shutdown_timeout=settings.drain_timeout)
+    await site.start()
+    log.info("Listening", extra={"host": settings.host, "port": settings.port})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    load = app[LOAD_TASK]
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({load, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if load.done() and not load.cancelled() and load.exception() is not None:
+        code = EXIT_LOAD_FAILED
+    else:
+        await stopper
+        log.info("Received a stop signal")
+        if not await drain(app):
+            code = 1
+    stopper.cancel()
+    await runner.cleanup()
+    log.info("Stopped", extra={"exit_code": code})
+    return code
+
+
+def run_server(settings: Settings) -> int:
+    setup_logging(settings.log_level)
+    return asyncio.run(serve(settings))

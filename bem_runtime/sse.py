@@ -1,0 +1,116 @@
+"""Server-sent events for /v1/generate and /v1/completions (stream=true).
+
+The job is queued before the response starts, so overload and validation still answer with a
+JSON error and the right status. After that, failures arrive as an SSE `error` event.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any, AsyncIterator
+
+from aiohttp import web
+
+from bem_runtime import errors, inference
+from bem_runtime.state import AppState
+
+log = logging.getLogger("bem_runtime.sse")
+_DONE = object()
+
+
+async def _events(state: AppState, req: Any, use_bem: bool,
+                  request: web.Request) -> tuple[web.StreamResponse, AsyncIterator]:
+    pieces: asyncio.Queue = asyncio.Queue()
+    start = time.perf_counter()
+    job = state.scheduler.submit(req, use_bem=use_bem, on_token=pieces.put_nowait)
+    # Token callbacks are scheduled before the future resolves, so _DONE always comes last.
+    job.future.add_done_callback(lambda _f: pieces.put_nowait(_DONE))
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+
+    async def iterate() -> AsyncIterator:
+        while (item := await pieces.get()) is not _DONE:
+            yield item
+        result = await inference.wait_result(state, job)
+        yield inference.Outcome(result, False, inference.job_timings(job, start))
+
+    async def guarded() -> AsyncIterator:
+        try:
+            async with asyncio.timeout(state.settings.request_timeout):
+                async for item in iterate():
+                    yield item
+        except TimeoutError:
+            job.future.cancel()
+            raise errors.RequestTimeout("generation did not finish within "
+                                        f"{state.settings.request_timeout:g} s") from None
+        finally:
+            if not job.future.done():  # client went away: skip or discard the work
+                job.future.cancel()
+
+    return response, guarded()
+
+
+async def _send(response: web.StreamResponse, data: Any, event: str | None = None) -> None:
+    text = data if isinstance(data, str) else json.dumps(data)
+    prefix = f"event: {event}\n" if event else ""
+    await response.write(f"{prefix}data: {text}\n\n".encode("utf-8"))
+
+
+async def _run(response: web.StreamResponse, events: AsyncIterator, on_piece, on_end) -> None:
+    try:
+        async for item in events:
+            if isinstance(item, inference.Outcome):
+                await on_end(item)
+            else:
+                await on_piece(item)
+    except errors.ApiError as err:
+        await _send(response, err.body(), event="error")
+    except ConnectionError:
+        log.info("Client disconnected during a stream")
+        return
+    except Exception:  # headers are sent: the error can only travel as an event
+        log.exception("Stream failed with an unexpected error")
+        await _send(response, errors.ApiError("internal error during generation").body(),
+                    event="error")
+    await response.write_eof()
+
+
+async def stream_generate(request: web.Request, state: AppState, req: Any, use_bem: bool,
+                          profile: bool) -> web.StreamResponse:
+    from bem_runtime.handlers import generate_json  # one JSON shape for both modes
+
+    response, events = await _events(state, req, use_bem, request)
+
+    async def piece(text: str) -> None:
+        await _send(response, {"type": "token", "text": text})
+
+    async def end(outcome: inference.Outcome) -> None:
+        await _send(response, {"type": "done", **generate_json(request, state, outcome, profile)})
+
+    await _run(response, events, piece, end)
+    return response
+
+
+async def stream_completion(request: web.Request, state: AppState,
+                            req: Any) -> web.StreamResponse:
+    response, events = await _events(state, req, True, request)
+    head = {"id": "cmpl-" + request["request_id"], "object": "text_completion",
+            "created": int(time.time()), "model": state.settings.model_name}
+
+    async def piece(text: str) -> None:
+        await _send(response, {**head, "choices": [
+            {"text": text, "index": 0, "logprobs": None, "finish_reason": None}]})
+
+    async def end(outcome: inference.Outcome) -> None:
+        r = outcome.result
+        await _send(response, {**head, "choices": [
+            {"text": "", "index": 0, "logprobs": None, "finish_reason": r.finish_reason}],
+            "usage": {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                      "total_tokens": r.prompt_tokens + r.completion_tokens}})
+        await _send(response, "[DONE]")
+
+    await _run(response, events, piece, end)
+    return response

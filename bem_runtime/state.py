@@ -1,0 +1,46 @@
+"""What the app holds at run time, under one typed AppKey (aiohttp's recommended pattern)."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from bem_runtime.auth import ApiKeys
+from bem_runtime.cache import ResponseCache
+from bem_runtime.metrics import Metrics
+from bem_runtime.ratelimit import TokenBuckets
+from bem_runtime.scheduler import Scheduler
+from bem_runtime.settings import Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    metrics: Metrics
+    keys: ApiKeys
+    buckets: TokenBuckets
+    engine: Any = None  # bem_runtime.model.Engine once loaded
+    scheduler: Scheduler | None = None
+    cache: ResponseCache | None = None
+    ready: bool = False
+    draining: bool = False
+    load_error: BaseException | None = None
+    inflight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    created: int = 0  # unix time the model became ready (for /v1/models)
+
+    def enter(self) -> None:
+        self.inflight += 1
+        self.idle.clear()
+        self.metrics.active.inc()
+
+    def leave(self) -> None:
+        self.inflight -= 1
+        self.metrics.active.dec()
+        if self.inflight == 0:
+            self.idle.set()
+
+
+STATE = web.AppKey("bem_state", AppState)
