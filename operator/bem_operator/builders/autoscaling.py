@@ -1,0 +1,57 @@
+"""The HorizontalPodAutoscaler (autoscaling/v2) that owns the Deployment's replica count."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from bem_operator.builders.labels import child_metadata
+from bem_operator.builders.spec_types import BEMServiceSpec
+
+REQUEST_RATE_METRIC = "bem_requests_per_second"
+
+
+def quantity(value: float) -> str:
+    """A Kubernetes quantity for a positive number: whole numbers plain, others in milli-units."""
+    if float(value).is_integer():
+        return str(int(value))
+    milli = round(value * 1000)
+    return f"{max(milli, 1)}m"
+
+
+def _utilization(resource: str, percent: int) -> dict[str, Any]:
+    return {
+        "type": "Resource",
+        "resource": {"name": resource, "target": {"type": "Utilization", "averageUtilization": percent}},
+    }
+
+
+def hpa_from_spec(spec: BEMServiceSpec) -> dict[str, Any] | None:
+    auto = spec.autoscaling
+    if auto is None:
+        return None
+    metrics: list[dict[str, Any]] = [{
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": REQUEST_RATE_METRIC},
+            "target": {"type": "AverageValue", "averageValue": quantity(auto.target_requests_per_second)},
+        },
+    }]
+    if auto.target_cpu_utilization is not None:
+        metrics.append(_utilization("cpu", auto.target_cpu_utilization))
+    if auto.target_memory_utilization is not None:
+        metrics.append(_utilization("memory", auto.target_memory_utilization))
+    body: dict[str, Any] = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.name},
+        "minReplicas": auto.min_replicas,
+        "maxReplicas": auto.max_replicas,
+        "metrics": metrics,
+    }
+    if auto.behavior:
+        body["behavior"] = copy.deepcopy(dict(auto.behavior))
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": child_metadata(spec),
+        "spec": body,
+    }

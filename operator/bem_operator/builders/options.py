@@ -1,0 +1,18 @@
+"""What the builders need to know about the cluster and the operator's own settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    # False when the monitoring.coreos.com ServiceMonitor CRD is not installed: then no
+    # ServiceMonitor is built (the API layer reports it in a status condition).
+    service_monitor_available: bool = True
+    # Used when spec.runtime.image is unset.
+    default_runtime_image: str = "bem-runtime:0.1.0"
+    # Optional (reference, version) pairs of objects the pods read, such as
+    # ("Secret/redis", "<resourceVersion>"): they enter the pod-template config hash so that
+    # a changed Secret rolls the pods. Versions only; builders never see Secret contents.
+    referenced_versions: tuple[tuple[str, str], ...] = ()

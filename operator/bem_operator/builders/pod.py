@@ -1,0 +1,219 @@
+"""The runtime pod template: container contract of docs/architecture.md, GPU scheduling, probes."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+from bem_operator.builders.labels import child_labels
+from bem_operator.builders.options import BuildOptions
+from bem_operator.builders.spec_types import BEMServiceSpec
+
+CONTAINER_NAME = "bem-runtime"
+HTTP_PORT = 8080
+RUNTIME_UID = 10001
+MODELS_DIR = "/models"
+API_KEYS_DIR = "/var/run/secrets/bem/api-keys"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+STARTUP_PERIOD_SECONDS = 5
+# Long enough for in-flight generations to finish after SIGTERM (the runtime drains).
+TERMINATION_GRACE_SECONDS = 60
+
+_ROUTING_ENV = {
+    "topK": "BEM_TOP_K",
+    "chunkSize": "BEM_CHUNK_SIZE",
+    "hysteresis": "BEM_HYSTERESIS",
+    "temperature": "BEM_ROUTER_TEMPERATURE",
+}
+_GOVERNANCE_ENV = {
+    "sigmaMax": "BEM_SIGMA_MAX",
+    "trustRegion": "BEM_TRUST_REGION",
+    "minConfidence": "BEM_MIN_CONFIDENCE",
+}
+
+
+def build_pod_template(spec: BEMServiceSpec, options: BuildOptions, config_hash: str) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,  # the runtime never talks to the API server
+        "enableServiceLinks": False,  # a Service named "bem" would inject BEM_PORT=tcp://...
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNTIME_UID,
+            "runAsGroup": RUNTIME_UID,
+            "fsGroup": RUNTIME_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [_container(spec, options)],
+        "volumes": _volumes(spec),
+    }
+    pod.update(_scheduling(spec))
+    if spec.runtime.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": n} for n in spec.runtime.image_pull_secrets]
+    return {
+        "metadata": {
+            "labels": child_labels(spec.name),
+            "annotations": {"bem.ai/config-hash": config_hash},
+        },
+        "spec": pod,
+    }
+
+
+def _container(spec: BEMServiceSpec, options: BuildOptions) -> dict[str, Any]:
+    rt = spec.runtime
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": rt.image or options.default_runtime_image,
+        "command": ["bem-runtime", "serve"],
+        "env": runtime_env(spec),
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "resources": _resources(spec),
+        "volumeMounts": _volume_mounts(spec),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNTIME_UID,
+            "runAsGroup": RUNTIME_UID,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    container.update(_probes(spec))
+    if rt.extra_args:
+        container["args"] = list(rt.extra_args)
+    if rt.image_pull_policy:
+        container["imagePullPolicy"] = rt.image_pull_policy
+    return container
+
+
+def _probes(spec: BEMServiceSpec) -> dict[str, Any]:
+    def http_get(path: str) -> dict[str, Any]:
+        return {"path": path, "port": "http", "scheme": "HTTP"}
+
+    # The startup probe waits on /ready: liveness stays off while the model loads and warms up,
+    # however long that takes (bounded by spec.runtime.startupTimeoutSeconds).
+    attempts = math.ceil(spec.runtime.startup_timeout_seconds / STARTUP_PERIOD_SECONDS)
+    return {
+        "startupProbe": {
+            "httpGet": http_get("/ready"), "periodSeconds": STARTUP_PERIOD_SECONDS,
+            "timeoutSeconds": 3, "failureThreshold": attempts, "successThreshold": 1,
+        },
+        "readinessProbe": {
+            "httpGet": http_get("/ready"), "periodSeconds": 5,
+            "timeoutSeconds": 3, "failureThreshold": 2, "successThreshold": 1,
+        },
+        "livenessProbe": {
+            "httpGet": http_get("/health"), "periodSeconds": 10,
+            "timeoutSeconds": 5, "failureThreshold": 3, "successThreshold": 1,
+        },
+    }
+
+
+def _fmt(value: int | float) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def runtime_env(spec: BEMServiceSpec) -> list[dict[str, Any]]:
+    """Runtime settings as BEM_* env vars (architecture.md), then the user's own variables."""
+    values: list[tuple[str, str]] = [
+        ("BEM_HOST", "0.0.0.0"),
+        ("BEM_PORT", str(HTTP_PORT)),
+        ("BEM_MODEL_DIR", f"{MODELS_DIR}/{spec.model.base_path}"),
+        ("BEM_CHECKPOINT_DIR", f"{MODELS_DIR}/{spec.model.checkpoint_path}"),
+        ("BEM_MODEL_NAME", spec.model.served_name),
+        ("BEM_DEVICE", "cuda" if spec.gpu.count > 0 else "cpu"),
+        ("BEM_LOG_LEVEL", spec.runtime.log_level),
+    ]
+    values += [(_ROUTING_ENV[k], _fmt(v)) for k, v in spec.model.routing.items()]
+    values += [(_GOVERNANCE_ENV[k], _fmt(v)) for k, v in spec.model.governance.items()]
+    if spec.runtime.max_batch_size is not None:
+        values.append(("BEM_MAX_BATCH_SIZE", str(spec.runtime.max_batch_size)))
+    if spec.runtime.max_queue is not None:
+        values.append(("BEM_MAX_QUEUE", str(spec.runtime.max_queue)))
+    if spec.auth is not None:
+        values.append(("BEM_API_KEY_FILE", f"{API_KEYS_DIR}/{spec.auth.key}"))
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values]
+    if spec.cache is not None:
+        ref = spec.cache.redis_url
+        env.append({"name": "BEM_REDIS_URL",
+                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+        env.append({"name": "BEM_CACHE_TTL", "value": str(spec.cache.ttl_seconds)})
+    # Never a download at run time; caches go to the writable /tmp.
+    env += [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HF_HOME", "value": "/tmp/huggingface"}]
+    # User variables come last; one of the same name replaces ours (server-side apply keys the
+    # list by name and refuses duplicates).
+    index = {item["name"]: i for i, item in enumerate(env)}
+    for item in spec.runtime.env:
+        if item["name"] in index:
+            env[index[item["name"]]] = copy.deepcopy(dict(item))
+        else:
+            index[item["name"]] = len(env)
+            env.append(copy.deepcopy(dict(item)))
+    return env
+
+
+def _resources(spec: BEMServiceSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {part: dict(sorted(values.items())) for part, values in spec.resources.items()}
+    if spec.gpu.count > 0:
+        # Extended resources: the request must equal the limit.
+        for part in ("limits", "requests"):
+            out.setdefault(part, {})[GPU_RESOURCE] = str(spec.gpu.count)
+            out[part] = dict(sorted(out[part].items()))
+    return dict(sorted(out.items()))
+
+
+def _volumes(spec: BEMServiceSpec) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    if spec.model.source == "PersistentVolumeClaim":
+        volumes.append({"name": "models", "persistentVolumeClaim": {
+            "claimName": spec.model.claim_name, "readOnly": True}})
+    if spec.auth is not None:
+        volumes.append({"name": "api-keys", "secret": {
+            "secretName": spec.auth.name,
+            "items": [{"key": spec.auth.key, "path": spec.auth.key}],
+            "defaultMode": 0o440,
+        }})
+    return volumes
+
+
+def _volume_mounts(spec: BEMServiceSpec) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    if spec.model.source == "PersistentVolumeClaim":
+        mounts.append({"name": "models", "mountPath": MODELS_DIR, "readOnly": True})
+    if spec.auth is not None:
+        mounts.append({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True})
+    return mounts
+
+
+def _scheduling(spec: BEMServiceSpec) -> dict[str, Any]:
+    """GPU placement merged with the user's: the user's nodeSelector wins on a key conflict."""
+    out: dict[str, Any] = {}
+    selector: dict[str, str] = {}
+    if spec.gpu.product:
+        selector[GPU_PRODUCT_LABEL] = spec.gpu.product
+    selector.update(spec.node_selector)
+    if selector:
+        out["nodeSelector"] = dict(sorted(selector.items()))
+    tolerations = [copy.deepcopy(dict(t)) for t in spec.tolerations]
+    if spec.gpu.count > 0 and not any(_covers(t, GPU_TOLERATION) for t in tolerations):
+        tolerations.append(dict(GPU_TOLERATION))
+    if tolerations:
+        out["tolerations"] = tolerations
+    if spec.affinity:
+        out["affinity"] = copy.deepcopy(dict(spec.affinity))
+    return out
+
+
+def _covers(user: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """True when the user's toleration already tolerates the taint `wanted` tolerates."""
+    if user.get("operator", "Equal") == "Exists" and not user.get("key"):
+        return not user.get("effect") or user.get("effect") == wanted["effect"]
+    if user.get("key") != wanted["key"]:
+        return False
+    if user.get("effect") and user.get("effect") != wanted["effect"]:
+        return False
+    return user.get("operator") == "Exists" and "tolerationSeconds" not in user
