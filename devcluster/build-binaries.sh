@@ -10,11 +10,19 @@ KWOK_VERSION="${KWOK_VERSION:-v0.7.0}"
 HELM_VERSION="${HELM_VERSION:-v3.19.5}"
 CACHE_ROOT="${BEM_DEVCLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bem-devcluster}"
 BIN_DIR="$CACHE_ROOT/bin-k8s-${K8S_VERSION}-kwok-${KWOK_VERSION}-helm-${HELM_VERSION}"
+# Keep in sync with devcluster/binaries.py (BINARIES).
 WANT=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
 
 all_present() {
   for b in "${WANT[@]}"; do [[ -x "$BIN_DIR/$b" ]] || return 1; done
 }
+
+# --print-dir: say where the binaries live (the single source of the versions),
+# without building; the Python side uses it to find or build them.
+if [[ "${1:-}" == "--print-dir" ]]; then
+  echo "$BIN_DIR"
+  exit 0
+fi
 
 if all_present; then
   echo "$BIN_DIR"

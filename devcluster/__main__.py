@@ -1,0 +1,149 @@
+"""`bem-devcluster`: build, start, stop and inspect the local control plane.
+
+    bem-devcluster build            build the binaries (cached per version)
+    bem-devcluster up [--foreground] start in .devcluster/ (or --state-dir)
+    bem-devcluster env              print `export KUBECONFIG=...` and PATH
+    bem-devcluster status           which components run, API server health
+    bem-devcluster down             stop everything and remove the state folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from devcluster import binaries
+from devcluster.cluster import STATE_FILE, AlreadyRunning, DevCluster
+from devcluster.health import StartupError
+
+ENV_STATE_DIR = "BEM_DEVCLUSTER_DIR"
+
+
+def _default_state_dir() -> Path:
+    # The repository root when run from a checkout, else the current folder.
+    env = os.environ.get(ENV_STATE_DIR)
+    if env:
+        return Path(env).resolve()
+    repo = Path(__file__).resolve().parent.parent
+    base = repo if (repo / "pyproject.toml").is_file() else Path.cwd()
+    return base / ".devcluster"
+
+
+def _recorded(state_dir: Path) -> DevCluster | None:
+    if not (state_dir / STATE_FILE).is_file():
+        return None
+    return DevCluster.from_state_dir(state_dir)
+
+
+def _print_env(cluster: DevCluster) -> None:
+    print(f"export KUBECONFIG={shlex.quote(str(cluster.kubeconfig))}")
+    print(f"export PATH={shlex.quote(str(cluster.bins.bin_dir))}:\"$PATH\"")
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    found = binaries.build()
+    print(found.bin_dir)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    try:
+        cluster = DevCluster.start(args.state_dir, timeout=args.timeout)
+    except AlreadyRunning as exc:
+        print(f"bem-devcluster: {exc}", file=sys.stderr)
+        existing = _recorded(args.state_dir)
+        if existing is not None:
+            _print_env(existing)
+        return 0
+    print(f"control plane up in {cluster.startup_seconds:.1f}s; "
+          f"kubeconfig: {cluster.kubeconfig}", file=sys.stderr)
+    _print_env(cluster)
+    if not args.foreground:
+        return 0
+    print("running in the foreground; Ctrl-C stops it", file=sys.stderr)
+    try:
+        while all(cluster.running().values()):
+            time.sleep(1)
+        print(f"a component exited: {cluster.running()}; see {args.state_dir}/logs",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        cluster.stop()
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    cluster = _recorded(args.state_dir)
+    if cluster is None:
+        print(f"no cluster recorded in {args.state_dir}", file=sys.stderr)
+        return 0
+    cluster.stop()
+    print(f"stopped; removed {args.state_dir}", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cluster = _recorded(args.state_dir)
+    if cluster is None:
+        print(f"not running (nothing recorded in {args.state_dir})")
+        return 1
+    running = cluster.running()
+    for name, alive in running.items():
+        print(f"{name:24} {'running' if alive else 'STOPPED'}")
+    ready = cluster.kubectl("get", "--raw", "/readyz", check=False, timeout=10)
+    print(f"{'apiserver /readyz':24} {ready.stdout.strip() or ready.stderr.strip()}")
+    print(f"{'kubeconfig':24} {cluster.kubeconfig}")
+    return 0 if all(running.values()) and ready.returncode == 0 else 1
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    cluster = _recorded(args.state_dir)
+    if cluster is None:
+        print(f"no cluster recorded in {args.state_dir}; run `bem-devcluster up`",
+              file=sys.stderr)
+        return 1
+    _print_env(cluster)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bem-devcluster", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--state-dir", type=Path, default=None,
+                   help=f"cluster state folder (default: .devcluster/ in the repo; "
+                        f"env {ENV_STATE_DIR})")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("build", help="build the binaries (skips cached ones)").set_defaults(
+        func=cmd_build)
+    up = sub.add_parser("up", help="start the control plane (builds first if needed)")
+    up.add_argument("--foreground", action="store_true",
+                    help="stay attached; Ctrl-C stops the cluster")
+    up.add_argument("--timeout", type=float, default=180.0,
+                    help="seconds to wait for each component (default 180)")
+    up.set_defaults(func=cmd_up)
+    for name, func, text in (
+        ("down", cmd_down, "stop every component and remove the state folder"),
+        ("status", cmd_status, "show components and API server readiness"),
+        ("env", cmd_env, "print shell exports for kubectl/helm"),
+    ):
+        sub.add_parser(name, help=text).set_defaults(func=func)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    args.state_dir = (args.state_dir or _default_state_dir()).resolve()
+    try:
+        return args.func(args)
+    except (StartupError, binaries.BinariesMissing, RuntimeError) as exc:
+        print(f"bem-devcluster: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Certificates and keys of the local control plane, generated with `cryptography`.
+
+ECDSA P-256 everywhere: every Kubernetes component accepts it and it is much
+faster to generate than RSA. Everything is valid for 10 days (a dev cluster).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+VALIDITY = dt.timedelta(days=10)
+# 10.0.0.1: first address of --service-cluster-ip-range, the `kubernetes` Service.
+SERVING_IPS = ("127.0.0.1", "10.0.0.1")
+SERVING_DNS = (
+    "localhost",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+# Client identities: file stem -> (common name = user, organisations = groups).
+CLIENTS = {
+    "admin": ("bem-devcluster-admin", ("system:masters",)),
+    "kube-controller-manager": ("system:kube-controller-manager", ()),
+    "kube-scheduler": ("system:kube-scheduler", ()),
+}
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Paths of the generated files (all under one folder)."""
+
+    root: Path
+
+    def crt(self, stem: str) -> Path:
+        return self.root / f"{stem}.crt"
+
+    def key(self, stem: str) -> Path:
+        return self.root / f"{stem}.key"
+
+    @property
+    def sa_key(self) -> Path:
+        return self.root / "sa.key"
+
+    @property
+    def sa_pub(self) -> Path:
+        return self.root / "sa.pub"
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+
+
+def _name(cn: str, orgs: tuple[str, ...] = ()) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
+    return x509.Name([*attrs, x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, public_key) -> x509.CertificateBuilder:
+    now = dt.datetime.now(dt.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + VALIDITY)
+    )
+
+
+def _make_ca(pki: Pki, stem: str, cn: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = _key()
+    name = _name(cn)
+    cert = (
+        _builder(name, name, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    pki.crt(stem).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(pki.key(stem), key)
+    return cert, key
+
+
+def _make_leaf(
+    pki: Pki,
+    stem: str,
+    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+    subject: x509.Name,
+    *,
+    server: bool,
+) -> None:
+    key = _key()
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    builder = (
+        _builder(subject, ca[0].subject, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    )
+    if server:
+        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in SERVING_DNS]
+        sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in SERVING_IPS]
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = builder.sign(ca[1], hashes.SHA256())
+    pki.crt(stem).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(pki.key(stem), key)
+
+
+def generate(root: Path) -> Pki:
+    """Write the cluster CA, serving cert, client certs, front-proxy pair and SA keys."""
+    root.mkdir(parents=True, exist_ok=True)
+    pki = Pki(root)
+    ca = _make_ca(pki, "ca", "bem-devcluster-ca")
+    _make_leaf(pki, "apiserver", ca, _name("kube-apiserver"), server=True)
+    for stem, (cn, orgs) in CLIENTS.items():
+        _make_leaf(pki, stem, ca, _name(cn, orgs), server=False)
+    # Aggregated APIs (e.g. a custom-metrics adapter) trust requests proxied by
+    # the API server through this separate CA.
+    front = _make_ca(pki, "front-proxy-ca", "bem-devcluster-front-proxy-ca")
+    _make_leaf(pki, "front-proxy-client", front, _name("front-proxy-client"), server=False)
+    sa = _key()
+    _write_key(pki.sa_key, sa)
+    pki.sa_pub.write_bytes(
+        sa.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return pki

@@ -1,0 +1,195 @@
+"""Start, stop and use the local control plane.
+
+`start()` brings up etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and kwok as background processes recorded in a state folder,
+registers the fake nodes and waits until a pod could run. `stop()` ends every
+recorded process and removes the folder. An ephemeral cluster (tests) also dies
+with its owner: atexit, SIGTERM turned into KeyboardInterrupt, and the
+kernel's parent-death signal when the owner is killed outright.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+from devcluster import binaries, certs, components, processes
+from devcluster import kubeconfig as kcfg
+from devcluster.binaries import Binaries
+from devcluster.client import Client
+from devcluster.components import Layout, Ports
+from devcluster.health import StartupError, admin_tls, http_ok, self_signed_tls, wait_until
+from devcluster.nodes import manifest
+
+MARKER = ".bem-devcluster"  # only folders carrying it are ever deleted
+STATE_FILE = "cluster.json"
+ORDER = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
+
+
+class AlreadyRunning(RuntimeError):
+    """The state folder holds a live cluster."""
+
+
+class DevCluster(Client):
+    """A control plane this process started (or found in a state folder)."""
+
+    def __init__(self, state_dir: Path, bins: Binaries, *, ephemeral: bool) -> None:
+        self.layout = Layout(state_dir)
+        self.state_dir = state_dir
+        self.ephemeral = ephemeral
+        super().__init__(self.layout.admin_kubeconfig, bins, scratch=state_dir)
+
+    # ---- lifecycle -------------------------------------------------------
+    @classmethod
+    def start(
+        cls,
+        state_dir: Path | None = None,
+        *,
+        bins: Binaries | None = None,
+        timeout: float = 180.0,
+    ) -> DevCluster:
+        """Start a cluster; with no state_dir, an ephemeral one in a temp folder."""
+        bins = bins or binaries.ensure()
+        ephemeral = state_dir is None
+        if state_dir is None:
+            state_dir = Path(tempfile.mkdtemp(prefix="bem-devcluster-"))
+        else:
+            _prepare_state_dir(state_dir)
+        (state_dir / MARKER).touch()
+        cluster = cls(state_dir, bins, ephemeral=ephemeral)
+        if ephemeral:
+            atexit.register(cluster.stop)
+            _sigterm_interrupts()
+        try:
+            cluster._boot(timeout)
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+
+    @classmethod
+    def from_state_dir(cls, state_dir: Path) -> DevCluster:
+        """The cluster recorded in state_dir (for `down`/`status` in another shell)."""
+        meta = json.loads((state_dir / STATE_FILE).read_text())
+        return cls(state_dir, Binaries(Path(meta["bin_dir"])), ephemeral=False)
+
+    def running(self) -> dict[str, bool]:
+        """Each recorded component and whether its process is alive."""
+        return {c.name: c.is_ours() for c in processes.recorded(self.state_dir)}
+
+    def stop(self) -> None:
+        """Stop every component and remove the state folder (idempotent)."""
+        if not self.state_dir.exists():
+            return
+        processes.stop_all(self.state_dir)
+        if (self.state_dir / MARKER).exists():
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    # ---- boot ------------------------------------------------------------
+    def _boot(self, timeout: float) -> None:
+        began = time.monotonic()
+        lay, bins = self.layout, self.bins
+        pki = certs.generate(lay.pki.root)
+        ports = Ports(*(processes.free_port() for _ in range(5)))
+        server = f"https://127.0.0.1:{ports.apiserver}"
+        self._write_kubeconfigs(server)
+        (self.state_dir / STATE_FILE).write_text(
+            json.dumps({"bin_dir": str(bins.bin_dir), "server": server, "ports": ports.__dict__})
+        )
+        processes.record_order(self.state_dir, ORDER)
+        die = self.ephemeral
+
+        etcd = self._spawn("etcd", components.etcd(bins, lay, ports), die)
+        self._wait("etcd /health", etcd, timeout,
+                   lambda: http_ok(f"http://127.0.0.1:{ports.etcd_client}/health"))
+        api = self._spawn("kube-apiserver", components.apiserver(bins, lay, ports), die)
+        tls = admin_tls(pki.crt("ca"), pki.crt("admin"), pki.key("admin"))
+        self._wait("kube-apiserver /readyz", api, timeout,
+                   lambda: http_ok(f"{server}/readyz", tls))
+        kcm = self._spawn(
+            "kube-controller-manager", components.controller_manager(bins, lay, ports), die
+        )
+        sched = self._spawn("kube-scheduler", components.scheduler(bins, lay, ports), die)
+        kwok = self._spawn("kwok", components.kwok(bins, lay), die, components.kwok_env(lay))
+        self.kubectl("create", "-f", "-", input=json.dumps(manifest()))
+        insecure = self_signed_tls()
+        self._wait("kube-controller-manager /healthz", kcm, timeout,
+                   lambda: http_ok(f"https://127.0.0.1:{ports.controller_manager}/healthz", insecure))
+        self._wait("kube-scheduler /healthz", sched, timeout,
+                   lambda: http_ok(f"https://127.0.0.1:{ports.scheduler}/healthz", insecure))
+        self._wait("fake nodes Ready and untainted", kwok, timeout, self._nodes_ready)
+        # Pods are refused until the namespace's default ServiceAccount exists.
+        self._wait("ServiceAccount default/default", kcm, timeout,
+                   lambda: self.kubectl("get", "sa", "default", check=False).returncode == 0)
+        self.startup_seconds = time.monotonic() - began
+
+    def _write_kubeconfigs(self, server: str) -> None:
+        lay, pki = self.layout, self.layout.pki
+        kcfg.write(lay.admin_kubeconfig, server=server, ca_file=pki.crt("ca"),
+                   user="admin", cert_file=pki.crt("admin"), key_file=pki.key("admin"))
+        for comp in ("kube-controller-manager", "kube-scheduler"):
+            kcfg.write(lay.kubeconfig(comp), server=server, ca_file=pki.crt("ca"),
+                       user=comp, cert_file=pki.crt(comp), key_file=pki.key(comp))
+
+    def _spawn(self, name: str, argv: list[str], die: bool,
+               env: dict[str, str] | None = None) -> processes.Component:
+        return processes.spawn(name, argv, self.state_dir, env=env, die_with_parent=die)
+
+    def _wait(self, what: str, comp: processes.Component, timeout: float, check) -> None:
+        log = self.state_dir / "logs" / f"{comp.name}.log"
+        wait_until(what, check, timeout=timeout, component=comp, log=log)
+
+    def _nodes_ready(self) -> bool:
+        out = self.kubectl("get", "nodes", "-o", "json", check=False)
+        if out.returncode != 0:
+            return False
+        items = json.loads(out.stdout)["items"]
+        expected = {n["metadata"]["name"] for n in manifest()["items"]}
+        ready = set()
+        for node in items:
+            conds = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions", [])}
+            taints = {t["key"] for t in node.get("spec", {}).get("taints", [])}
+            if conds.get("Ready") == "True" and not any(
+                t.startswith("node.kubernetes.io/") for t in taints
+            ):
+                ready.add(node["metadata"]["name"])
+        return expected <= ready
+
+
+def _prepare_state_dir(state_dir: Path) -> None:
+    """Refuse a live cluster; clear a stale one; refuse a folder that is not ours."""
+    if not state_dir.exists():
+        state_dir.mkdir(parents=True)
+        return
+    if not any(state_dir.iterdir()):
+        return
+    if not (state_dir / MARKER).exists():
+        raise StartupError(
+            f"{state_dir} is not empty and was not made by bem-devcluster; "
+            "pass an empty or new folder"
+        )
+    if any(c.is_ours() for c in processes.recorded(state_dir)):
+        raise AlreadyRunning(f"a cluster is already running in {state_dir}; "
+                             "`bem-devcluster down` stops it")
+    processes.stop_all(state_dir)
+    shutil.rmtree(state_dir)
+    state_dir.mkdir(parents=True)
+
+
+def _sigterm_interrupts() -> None:
+    """Turn SIGTERM into KeyboardInterrupt so finalizers and atexit run."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def _raise(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, _raise)
+    except ValueError:
+        pass  # not the main thread: the parent-death signal still covers us
