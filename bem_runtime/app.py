@@ -90,7 +90,11 @@ async def _load_and_warm(state: AppState) -> None:
 
 
 def _load_engine(s: Settings) -> Any:
+    from transformers.utils import logging as hf_logging
+
     from bem_runtime.model import Engine, RoutingOverrides  # torch loads here, in a thread
+
+    hf_logging.disable_progress_bar()  # progress bars would break the JSON log stream
 
     if s.model_dir is None or s.bem_dir is None:
         raise ValueError("--model-dir and --bem-dir (or BEM_MODEL_DIR, BEM_CHECKPOINT_DIR) "

@@ -72,8 +72,8 @@ async def context_middleware(request: web.Request, handler) -> web.StreamRespons
 @web.middleware
 async def guard_middleware(request: web.Request, handler) -> web.StreamResponse:
     """API paths only: refuse while draining, then check the key, then the rate limit."""
-    if not request.path.startswith(API_PREFIXES):
-        return await handler(request)
+    if not request.path.startswith(API_PREFIXES) or request.match_info.http_exception:
+        return await handler(request)  # unmatched: the precise 404/405 helps more than a 401
     state = request.app[STATE]
     if state.draining:
         raise errors.ServiceUnavailable("server is shutting down; retry on another replica",
