@@ -127,6 +127,27 @@ class Engine:
             BatchForward(self.model, [ids], self.pad_id, self.bem, state).route_only()
             return state.finish(0, len(ids))
 
+    def score(
+        self, ids: list[int], prompt_len: int, *, incremental: bool = False, use_bem: bool = True
+    ) -> tuple[torch.Tensor, list[RoutingDecision]]:
+        """Teacher forcing: logits [len(ids), V] (float32, CPU) and routing decisions of a sequence.
+
+        incremental=False runs one full-sequence forward; True prefills the prompt and then feeds
+        the rest a token at a time through the KV cache. BEM.md requires both to agree.
+        """
+        if not 0 < prompt_len <= len(ids):
+            raise ValueError(f"prompt_len must be in [1, {len(ids)}], got {prompt_len}")
+        bare = self.bem.bare(self.model) if not use_bem else contextlib.nullcontext()
+        with self._lock, bare, torch.inference_mode():
+            state = RoutingState(self.bem.policy, [prompt_len], self.device) if use_bem else None
+            first = ids[:prompt_len] if incremental else ids
+            batch = BatchForward(self.model, [first], self.pad_id, self.bem if use_bem else None, state)
+            parts = [batch.prefill(keep=0)[0]]
+            if incremental:
+                parts += [batch.step([t], [True]) for t in ids[prompt_len:]]
+            logits = torch.cat(parts).float().cpu()
+            return logits, state.finish(0, len(ids)) if state is not None else []
+
     def generate_batch(
         self,
         requests: Sequence[GenerationRequest],

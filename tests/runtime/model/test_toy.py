@@ -1,0 +1,37 @@
+"""Toy assets: offline, loadable by plain transformers, deterministic per seed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoTokenizer
+
+from bem_runtime.model.toy import write_toy_assets
+
+
+def test_toy_base_loads_with_plain_transformers(toy_dirs):
+    base, bem = toy_dirs["gpt2"]
+    tok = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    text = "Sea shells, 42 and ünïcödé!"
+    assert tok.decode(tok(text).input_ids, skip_special_tokens=True) == text
+    assert AutoConfig.from_pretrained(base, local_files_only=True).model_type == "gpt2"
+    cfg = json.loads((bem / "bem_config.json").read_text())
+    assert cfg["sites"] == ["attn.c_proj", "mlp.c_proj"] and cfg["version"] == 1
+
+
+def test_toy_assets_are_deterministic_per_seed(tmp_path):
+    first = load_file(str(write_toy_assets(tmp_path / "a", seed=3)[1] / "experts.safetensors"))
+    again = load_file(str(write_toy_assets(tmp_path / "b", seed=3)[1] / "experts.safetensors"))
+    other = load_file(str(write_toy_assets(tmp_path / "c", seed=4)[1] / "experts.safetensors"))
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not torch.equal(first["router.weight"], other["router.weight"])
+    # B is not zero: the experts change the model
+    assert all(first[k].abs().max() > 0 for k in first if k.startswith("B."))
+
+
+def test_unknown_arch_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="arch must be 'llama' or 'gpt2'"):
+        write_toy_assets(tmp_path, arch="mamba")
