@@ -1,0 +1,73 @@
+"""Unit tests: token bucket, API keys, request schemas, CLI flags with env fallbacks."""
+from __future__ import annotations
+
+import pytest
+
+from bem_runtime.cli import build_parser, settings_from_args
+from bem_runtime.errors import InvalidInput, RateLimited, UnsupportedMediaType
+from bem_runtime.ratelimit import TokenBuckets
+from bem_runtime.schemas import GenerateBody, parse_body
+from bem_runtime.settings import Settings, read_key_file
+
+
+def test_token_bucket_refills_at_the_rate_and_isolates_clients():
+    buckets = TokenBuckets(rate=2.0, burst=3)
+    for _ in range(3):
+        buckets.take("a", now=0.0)
+    with pytest.raises(RateLimited) as info:
+        buckets.take("a", now=0.0)
+    assert info.value.headers["Retry-After"] == "1"
+    buckets.take("b", now=0.0)  # another client has its own bucket
+    buckets.take("a", now=0.5)  # one token back after 1/rate seconds
+    with pytest.raises(RateLimited):
+        buckets.take("a", now=0.5)
+
+
+def test_key_file_ignores_blanks_and_comments_and_refuses_empty(tmp_path):
+    f = tmp_path / "keys"
+    f.write_text("\n# rotated 2026\nk1\n  k2  \n", encoding="utf-8")
+    assert read_key_file(f) == ["k1", "k2"]
+    f.write_text("\n# nothing\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="holds no key"):
+        read_key_file(f)
+
+
+def test_parse_body_errors_name_the_field():
+    with pytest.raises(UnsupportedMediaType):
+        parse_body(b"{}", "text/plain", GenerateBody)
+    with pytest.raises(InvalidInput) as info:
+        parse_body(b'{"prompt": "x", "top_p": 0}', "application/json", GenerateBody)
+    assert info.value.field == "top_p"
+    body = parse_body(b'{"prompt": "x", "stop": "END"}', "application/json", GenerateBody)
+    assert body.stop == "END" and body.max_new_tokens == 64
+
+
+def test_env_vars_fill_flags_and_flags_win(monkeypatch):
+    monkeypatch.setenv("BEM_MAX_BATCH_SIZE", "4")
+    monkeypatch.setenv("BEM_PORT", "9000")
+    monkeypatch.setenv("BEM_ROUTER_TEMPERATURE", "0.5")
+    monkeypatch.setenv("BEM_API_KEYS", "a, b")
+    args = build_parser().parse_args(["serve", "--port", "9100"])
+    s = settings_from_args(args)
+    assert (s.max_batch_size, s.port, s.router_temperature) == (4, 9100, 0.5)
+    assert s.all_api_keys() == ("a", "b")
+
+
+def test_bad_env_value_and_bad_settings_are_refused(monkeypatch, capsys):
+    monkeypatch.setenv("BEM_MAX_QUEUE", "lots")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve"])
+    assert "--max-queue: invalid int value: 'lots'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="device must be one of"):
+        Settings(device="tpu")
+    with pytest.raises(ValueError, match="max-batch-size must be >= 1"):
+        Settings(max_batch_size=0)
+
+
+def test_help_documents_every_env_var():
+    parser = build_parser()
+    serve = parser._subparsers._group_actions[0].choices["serve"]
+    text = serve.format_help()
+    for env in ("BEM_MODEL_DIR", "BEM_CHECKPOINT_DIR", "BEM_API_KEY_FILE", "BEM_REDIS_URL",
+                "BEM_MAX_BATCH_SIZE", "BEM_MAX_QUEUE", "BEM_LOG_LEVEL", "BEM_DEVICE"):
+        assert env in text
