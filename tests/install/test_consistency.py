@@ -1,0 +1,83 @@
+"""One source of truth: the CRD copies, the RBAC rules and the operator pod spec agree."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from .support import CHART, MANIFESTS, ROOT, Helm, by_kind, load_yaml_docs, rule_set
+
+CRD_SOURCE = ROOT / "crds" / "bemservice.yaml"
+CRD_COPIES = [CHART / "crds" / "bemservice.yaml", MANIFESTS / "crd.yaml"]
+
+
+def _sync_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("sync_crd", ROOT / "scripts" / "sync_crd.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("copy", CRD_COPIES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_crd_copy_is_byte_identical_to_the_source(copy: Path) -> None:
+    assert CRD_SOURCE.is_file(), f"{CRD_SOURCE.relative_to(ROOT)} is missing"
+    assert copy.is_file(), f"{copy.relative_to(ROOT)} is missing; run `make sync-crd`"
+    assert copy.read_bytes() == CRD_SOURCE.read_bytes(), (
+        f"{copy.relative_to(ROOT)} differs from crds/bemservice.yaml; run `make sync-crd`")
+
+
+def test_sync_crd_finds_and_fixes_stale_copies(tmp_path: Path) -> None:
+    sync = _sync_module()
+    (tmp_path / "crds").mkdir()
+    (tmp_path / "crds" / "bemservice.yaml").write_bytes(b"kind: CustomResourceDefinition\n")
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "crd.yaml").write_bytes(b"kind: Old\n")
+    assert sorted(map(str, sync.stale_copies(tmp_path))) == sorted(map(str, sync.COPIES))
+    assert sorted(map(str, sync.sync(tmp_path))) == sorted(map(str, sync.COPIES))
+    assert sync.stale_copies(tmp_path) == []
+    for copy in sync.COPIES:
+        assert (tmp_path / copy).read_bytes() == b"kind: CustomResourceDefinition\n"
+
+
+def test_chart_cluster_role_grants_exactly_the_manifest_rules(helm: Helm) -> None:
+    manifest_role = by_kind(load_yaml_docs(MANIFESTS / "rbac.yaml"), "ClusterRole")
+    chart_role = by_kind(helm.template(), "ClusterRole")
+    assert len(manifest_role) == 1 and len(chart_role) == 1
+    expected = rule_set(manifest_role[0]["rules"])
+    assert expected, "manifests/rbac.yaml grants nothing"
+    assert rule_set(chart_role[0]["rules"]) == expected
+
+
+def test_chart_namespaced_roles_grant_exactly_the_manifest_rules(helm: Helm) -> None:
+    expected = rule_set(by_kind(load_yaml_docs(MANIFESTS / "rbac.yaml"), "ClusterRole")[0]["rules"])
+    roles = by_kind(helm.template("--set", "watchNamespaces={team-a,team-b}"), "Role")
+    assert [r["metadata"]["namespace"] for r in roles] == ["team-a", "team-b"]
+    for role in roles:
+        assert rule_set(role["rules"]) == expected
+
+
+def test_manifest_binding_names_the_manifest_service_account() -> None:
+    docs = load_yaml_docs(MANIFESTS / "rbac.yaml")
+    account = by_kind(docs, "ServiceAccount")[0]["metadata"]
+    binding = by_kind(docs, "ClusterRoleBinding")[0]
+    assert binding["roleRef"]["name"] == by_kind(docs, "ClusterRole")[0]["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"],
+                                    "namespace": account["namespace"]}]
+    namespace = load_yaml_docs(MANIFESTS / "namespace.yaml")[0]
+    assert namespace["kind"] == "Namespace" and namespace["metadata"]["name"] == account["namespace"]
+
+
+def test_manifest_operator_matches_the_chart_default_render(helm: Helm) -> None:
+    manifest = load_yaml_docs(MANIFESTS / "operator.yaml")
+    chart = helm.template()
+    manifest_deploy, chart_deploy = by_kind(manifest, "Deployment")[0], by_kind(chart, "Deployment")[0]
+    # Labels differ on purpose (Helm adds its own); the running operator must not.
+    assert manifest_deploy["spec"] == chart_deploy["spec"]
+    assert manifest_deploy["metadata"]["name"] == chart_deploy["metadata"]["name"]
+    manifest_svc, chart_svc = by_kind(manifest, "Service")[0], by_kind(chart, "Service")[0]
+    assert manifest_svc["spec"] == chart_svc["spec"]
+    assert manifest_svc["metadata"]["name"] == chart_svc["metadata"]["name"]
