@@ -1,0 +1,47 @@
+"""Entry point: `bem-operator` (or `python -m bem_operator`).
+
+Settings come from the environment (see settings.py); credentials from the
+in-cluster service account, else from $KUBECONFIG / ~/.kube/config.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import kopf
+from kubernetes.config import ConfigException
+
+from bem_operator.engine import Engine
+from bem_operator.handlers import register
+from bem_operator.k8s import KubeApi
+from bem_operator.settings import OperatorSettings, SettingsError
+
+
+def main() -> int:
+    try:
+        settings = OperatorSettings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"bem-operator: {exc}", file=sys.stderr)
+        return 2
+    try:
+        api = KubeApi.from_environment(request_timeout=settings.request_timeout)
+    except ConfigException as exc:
+        print(f"bem-operator: found no cluster credentials ({exc}): run it in a pod with a "
+              "service account, or point KUBECONFIG at a kubeconfig file", file=sys.stderr)
+        return 2
+    kopf.configure(verbose=settings.log_level == "DEBUG",
+                   quiet=settings.log_level in ("WARNING", "ERROR"))
+    registry = kopf.OperatorRegistry()
+    register(registry, Engine(api, settings))
+    kopf.run(
+        registry=registry,
+        standalone=True,  # one replica, no peering objects to manage
+        clusterwide=settings.clusterwide,
+        namespaces=settings.namespaces,
+        liveness_endpoint=f"http://{settings.bind_address}:{settings.health_port}/healthz",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Glue between kopf and the blocking reconcile: threads, locking, metrics, events.
+
+kopf's error types are raised here so that handlers.py stays declarations only.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import copy
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from bem_operator.children import ChildIndex, parent_of
+from bem_operator.coordinator import Coordinator, Key
+from bem_operator.k8s import ApiError, KubeApi
+from bem_operator.metrics import OperatorMetrics
+from bem_operator.reconcile import InvalidSpec, Reconciler, Result, RetryableError
+from bem_operator.settings import OperatorSettings
+
+logger = logging.getLogger(__name__)
+RETRY_DELAY_SECONDS = 10
+
+
+class Engine:
+    def __init__(self, api: KubeApi, settings: OperatorSettings,
+                 metrics: OperatorMetrics | None = None, workers: int = 8) -> None:
+        self.api = api
+        self.settings = settings
+        self.metrics = metrics or OperatorMetrics()
+        self.index = ChildIndex()
+        self.reconciler = Reconciler(api, self.index, settings.runtime_image)
+        self.coordinator = Coordinator(self._reconcile_fetched, settings.child_event_delay_seconds)
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="reconcile")
+
+    async def reconcile(self, body: Mapping[str, Any], trigger: str, *,
+                        report_invalid: bool = True) -> None:
+        """The one reconcile behind create, update, resume and the timer."""
+        snapshot = copy.deepcopy(dict(body))  # kopf may swap the body while a thread reads it
+        key = (snapshot["metadata"]["namespace"], snapshot["metadata"]["name"])
+        try:
+            await self.coordinator.run(key, lambda: self._run(snapshot, trigger))
+        except InvalidSpec as exc:
+            if report_invalid:  # the status says it already; the event and error say it once
+                kopf.event(snapshot, type="Warning", reason="InvalidSpec", message=str(exc))
+                raise kopf.PermanentError(str(exc)) from exc
+            logger.debug("Skipped the timer of BEMService %s/%s: %s", *key, exc)
+        except RetryableError as exc:
+            raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_SECONDS) from exc
+
+    def child_changed(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A labelled child changed: reconcile its parent soon (drift correction)."""
+        self.index.observe(event_type, body)
+        if event_type != "DELETED" and self.index.is_own_write(body):
+            return
+        parent = parent_of(body)
+        if parent is not None:
+            self.coordinator.request(parent)
+
+    async def close(self) -> None:
+        await self.coordinator.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, bems: dict[str, Any], trigger: str) -> Result:
+        loop = asyncio.get_running_loop()
+        with self.metrics.timed(trigger):
+            result = await loop.run_in_executor(self.executor, self.reconciler.reconcile, bems)
+        for event_type, reason, message in result.events:
+            kopf.event(bems, type=event_type, reason=reason, message=message)
+        return result
+
+    async def _reconcile_fetched(self, key: Key) -> None:
+        """Called by the coordinator (lock held) after child events: read the parent fresh."""
+        loop = asyncio.get_running_loop()
+        try:
+            bems = await loop.run_in_executor(self.executor, self.api.get_bemservice, *key)
+        except ApiError as exc:
+            self.metrics.errors.labels(kind="child_event").inc()
+            logger.warning("Failed to read BEMService %s/%s after a child changed: %s",
+                           *key, exc)
+            return
+        if bems is None or bems["metadata"].get("deletionTimestamp"):
+            return  # gone or going: garbage collection removes the children
+        try:
+            await self._run(bems, "child")
+        except InvalidSpec:
+            pass  # reported in status by the reconcile; a spec change triggers the next one
+        except RetryableError as exc:
+            logger.warning("Deferred BEMService %s/%s to the next check: %s", *key, exc)

@@ -1,0 +1,45 @@
+"""kopf handlers: declarations only; the engine does the work."""
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from bem_operator.children import OWNER_LABEL
+from bem_operator.engine import Engine
+from bem_operator.kopf_config import CHILD_RESOURCES, configure
+
+BEMSERVICES = ("bem.ai", "v1alpha1", "bemservices")
+
+
+def register(registry: kopf.OperatorRegistry, engine: Engine) -> None:
+    """Registers every handler of the operator in `registry`, bound to `engine`."""
+    settings = engine.settings
+
+    @kopf.on.startup(registry=registry)
+    def start(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+        configure(settings, engine.settings)
+        engine.metrics.serve(engine.settings.metrics_port, engine.settings.bind_address)
+        logger.info("Started the metrics endpoint on port %s", engine.settings.metrics_port)
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop(**_: Any) -> None:
+        await engine.close()
+
+    @kopf.on.resume(*BEMSERVICES, registry=registry)
+    @kopf.on.create(*BEMSERVICES, registry=registry)
+    @kopf.on.update(*BEMSERVICES, registry=registry)
+    async def reconcile(body: kopf.Body, reason: kopf.Reason, **_: Any) -> None:
+        await engine.reconcile(body, trigger=str(reason.value))
+
+    @kopf.timer(*BEMSERVICES, interval=settings.resync_seconds,
+                initial_delay=settings.resync_seconds, registry=registry)
+    async def resync(body: kopf.Body, **_: Any) -> None:
+        await engine.reconcile(body, trigger="timer", report_invalid=False)
+
+    async def child_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+        engine.child_changed(type, body)
+
+    for group, version, plural in CHILD_RESOURCES:
+        kopf.on.event(group, version, plural, labels={OWNER_LABEL: kopf.PRESENT},
+                      id=f"watch-{plural}", registry=registry)(child_changed)

@@ -1,0 +1,172 @@
+"""The only module that talks to the Kubernetes API server.
+
+Plain REST over the official client's connection handling: server-side apply
+with our own field manager, get, delete with a uid precondition, status patch,
+and the few look-ups the reconcile needs. Blocking calls: run them off the loop.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client, config
+
+FIELD_MANAGER = "bem-operator"
+# A second manager that takes over Deployment replicas when an HPA starts to own
+# them, so that dropping the field from our apply does not reset it to 1.
+HANDOVER_MANAGER = "bem-operator-handover"
+BEMSERVICE_API = ("bem.ai/v1alpha1", "BEMService")
+SERVICE_MONITOR_API = ("monitoring.coreos.com/v1", "ServiceMonitor")
+
+# apiVersion, kind -> plural (every kind we touch is namespaced)
+PLURALS: dict[tuple[str, str], str] = {
+    ("apps/v1", "Deployment"): "deployments",
+    ("v1", "Service"): "services",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    SERVICE_MONITOR_API: "servicemonitors",
+    BEMSERVICE_API: "bemservices",
+    ("v1", "Secret"): "secrets",
+    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
+}
+
+
+class ApiError(Exception):
+    """The API server refused a request; `status` is the HTTP code."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        return self.status in (0, 409, 429) or self.status >= 500
+
+
+def object_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    plural = PLURALS.get((api_version, kind))
+    if plural is None:
+        raise ValueError(f"The operator does not manage {kind} {api_version}")
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = f"{prefix}/namespaces/{namespace}/{plural}"
+    return f"{path}/{name}" if name else path
+
+
+class KubeApi:
+    """A thin blocking client; one instance is shared by worker threads."""
+
+    def __init__(self, api_client: client.ApiClient, request_timeout: float = 30.0,
+                 discovery_ttl: float = 60.0) -> None:
+        self._api = api_client
+        self._timeout = request_timeout
+        self._discovery_ttl = discovery_ttl
+        self._discovered: dict[tuple[str, str], tuple[float, bool]] = {}
+
+    @classmethod
+    def from_environment(cls, request_timeout: float = 30.0) -> KubeApi:
+        """In-cluster credentials in a pod, the kubeconfig ($KUBECONFIG) elsewhere."""
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)
+        return cls(client.ApiClient(configuration), request_timeout=request_timeout)
+
+    def request(self, method: str, path: str, *, body: Any = None,
+                query: list[tuple[str, str]] | None = None,
+                content_type: str = "application/json") -> tuple[int, dict[str, Any] | None]:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        method, url, headers, body, _ = self._api.param_serialize(
+            method=method, resource_path=path, query_params=query or [],
+            header_params=headers, body=body, auth_settings=["BearerToken"])
+        try:
+            response = self._api.call_api(method, url, header_params=headers, body=body,
+                                          _request_timeout=self._timeout)
+            raw = response.read()
+        except client.ApiException as exc:  # transport-level failure (TLS, retries spent)
+            raise ApiError(exc.status or 0, str(exc.reason)) from exc
+        except OSError as exc:
+            raise ApiError(0, f"{type(exc).__name__}: {exc}") from exc
+        data = json.loads(raw) if raw else None
+        if response.status >= 400:
+            message = data.get("message", response.reason) if isinstance(data, dict) else raw
+            raise ApiError(response.status, str(message))
+        return response.status, data
+
+    def apply(self, obj: Mapping[str, Any], *, manager: str = FIELD_MANAGER,
+              force: bool = True) -> tuple[dict[str, Any], bool]:
+        """Server-side apply; returns the live object and whether it was created."""
+        meta = obj["metadata"]
+        path = object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        query = [("fieldManager", manager), ("force", "true" if force else "false")]
+        status, data = self.request("PATCH", path, body=dict(obj), query=query,
+                                    content_type="application/apply-patch+yaml")
+        assert data is not None
+        return data, status == 201
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            _, data = self.request("GET", object_path(api_version, kind, namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return data
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str,
+               uid: str | None = None) -> bool:
+        """Deletes (only the object with `uid` when given); False when already gone."""
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions",
+                                "propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            self.request("DELETE", object_path(api_version, kind, namespace, name), body=body)
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            if exc.status == 409 and uid:  # the name now belongs to another object
+                return False
+            raise
+        return True
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        path = object_path(*BEMSERVICE_API, namespace, name) + "/status"
+        self.request("PATCH", path, body={"status": dict(status)},
+                     content_type="application/merge-patch+json")
+
+    def get_bemservice(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(*BEMSERVICE_API, namespace, name)
+
+    def secret_keys(self, namespace: str, name: str) -> set[str] | None:
+        """Keys of a Secret (values are never kept), or None when it does not exist."""
+        secret = self.get("v1", "Secret", namespace, name)
+        if secret is None:
+            return None
+        return set(secret.get("data") or {}) | set(secret.get("stringData") or {})
+
+    def pvc_exists(self, namespace: str, name: str) -> bool:
+        return self.get("v1", "PersistentVolumeClaim", namespace, name) is not None
+
+    def has_resource(self, group_version: str, plural: str) -> bool:
+        """API discovery, cached briefly, so a CRD installed later is noticed."""
+        key = (group_version, plural)
+        now = time.monotonic()
+        cached = self._discovered.get(key)
+        if cached and now - cached[0] < self._discovery_ttl:
+            return cached[1]
+        try:
+            _, data = self.request("GET", f"/apis/{group_version}")
+            found = any(r.get("name") == plural for r in (data or {}).get("resources", []))
+        except ApiError as exc:
+            if exc.status not in (403, 404, 503):
+                raise
+            found = False
+        self._discovered[key] = (now, found)
+        return found
+
+    def service_monitor_available(self) -> bool:
+        return self.has_resource(SERVICE_MONITOR_API[0], "servicemonitors")

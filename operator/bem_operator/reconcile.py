@@ -1,0 +1,225 @@
+"""One idempotent, level-based reconcile of a BEMService (blocking; run in a thread).
+
+Desired children come from the pure builders; this module compares them with
+what exists through the API layer, applies, deletes what is obsolete and writes
+the status. It knows nothing of kopf: handlers map its errors to kopf's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from bem_operator.builders import CHILD_KINDS, BuildOptions, SpecError, build_children
+from bem_operator.builders import endpoint as service_endpoint
+from bem_operator.builders import parse_bemservice, selector_string
+from bem_operator.children import ChildIndex
+from bem_operator.k8s import FIELD_MANAGER, HANDOVER_MANAGER, ApiError, KubeApi
+from bem_operator.references import Reference, required_references
+from bem_operator.status import Observed, Problem, compute_status, phase_events, status_changed
+
+logger = logging.getLogger(__name__)
+DEPLOYMENT = ("apps/v1", "Deployment")
+Event = tuple[str, str, str]  # type, reason, message
+
+
+class InvalidSpec(Exception):
+    """The spec passed the schema but cannot work; fixing it is up to the user."""
+
+
+class RetryableError(Exception):
+    """A transient failure (API unavailable, conflict); the reconcile is retried."""
+
+
+@dataclasses.dataclass
+class Result:
+    status: dict[str, Any]
+    events: list[Event]
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Reconciler:
+    def __init__(self, api: KubeApi, index: ChildIndex, default_image: str,
+                 clock: Callable[[], str] = _now) -> None:
+        self.api = api
+        self.index = index
+        self.default_image = default_image
+        self.clock = clock
+
+    def reconcile(self, bems: Mapping[str, Any]) -> Result:
+        meta = bems["metadata"]
+        label = f"{meta['namespace']}/{meta['name']}"
+        try:
+            return self._reconcile(bems)
+        except SpecError as exc:
+            self._report(bems, Observed(generation=meta.get("generation", 0),
+                                        selector=selector_string(meta["name"]),
+                                        spec_error=str(exc),
+                                        deployment=self._get_deployment(bems)))
+            raise InvalidSpec(f"BEMService {label} has an invalid spec: {exc}") from exc
+        except ApiError as exc:
+            if not exc.retryable:
+                self._report_rejection(bems, exc)
+            raise RetryableError(f"Failed to reconcile BEMService {label}: {exc}") from exc
+
+    def _reconcile(self, bems: Mapping[str, Any]) -> Result:
+        meta = bems["metadata"]
+        spec = parse_bemservice(bems)
+        monitor_wanted = spec.monitoring.service_monitor
+        monitor_available = monitor_wanted and self.api.service_monitor_available()
+        options = BuildOptions(service_monitor_available=monitor_available,
+                               default_runtime_image=self.default_image)
+        children = build_children(bems, options)
+        deployment = _find(children, DEPLOYMENT)
+        missing, versions = self._check_references(meta["namespace"], deployment)
+        if versions:  # a changed Secret enters the pod template hash and rolls the pods
+            options = dataclasses.replace(options, referenced_versions=tuple(versions))
+            children = build_children(bems, options)
+            deployment = _find(children, DEPLOYMENT)
+        events = self._delete_obsolete(bems, {(c["apiVersion"], c["kind"]) for c in children})
+        if spec.autoscaling is not None:
+            self._hand_over_replicas(deployment)
+        live_deployment = None
+        for child in children:
+            if child is deployment and missing:
+                continue  # never roll pods onto a Secret or PVC that does not exist
+            live, created = self.api.apply(child)
+            self.index.note_applied(live)
+            if child is deployment:
+                live_deployment = live
+            if created and (bems.get("status") or {}).get("observedGeneration"):
+                events.append(("Normal", "Recreated",
+                               f"Recreated {child['kind']} {child['metadata']['name']}, "
+                               "which had been deleted"))
+                logger.info("Recreated %s %s/%s", child["kind"], meta["namespace"], meta["name"])
+        if missing:
+            live_deployment = self._get_deployment(bems)
+        observed = Observed(
+            generation=meta.get("generation", 0),
+            selector=selector_string(meta["name"]),
+            endpoint=service_endpoint(spec),
+            deployment=live_deployment,
+            problem=_missing_problem(meta["namespace"], missing),
+            service_monitor=None if not monitor_wanted
+            else "applied" if monitor_available else "unavailable",
+        )
+        status, status_events = self._report(bems, observed)
+        return Result(status=status, events=events + status_events)
+
+    def _check_references(self, namespace: str, deployment: Mapping[str, Any]
+                          ) -> tuple[list[Reference], list[tuple[str, str]]]:
+        """Missing references, and (reference, resourceVersion) of those that exist."""
+        missing: list[Reference] = []
+        versions: dict[str, str] = {}
+        secrets: dict[str, dict[str, Any] | None] = {}
+        for ref in required_references(deployment):
+            if ref.kind == "PersistentVolumeClaim":
+                if not self.api.pvc_exists(namespace, ref.name):
+                    missing.append(ref)
+                continue
+            if ref.name not in secrets:
+                secrets[ref.name] = self.api.get("v1", "Secret", namespace, ref.name)
+            secret = secrets[ref.name]
+            if secret is None:
+                missing.append(Reference("Secret", ref.name))
+            elif ref.key and ref.key not in (secret.get("data") or {}):
+                missing.append(ref)
+            else:
+                versions[f"Secret/{ref.name}"] = secret["metadata"].get("resourceVersion", "")
+        return sorted(set(missing)), sorted(versions.items())
+
+    def _delete_obsolete(self, bems: Mapping[str, Any], wanted: set[tuple[str, str]]) -> list[Event]:
+        meta = bems["metadata"]
+        events: list[Event] = []
+        for ref in self.index.owned(meta["namespace"], meta["name"], meta["uid"]):
+            if (ref.api_version, ref.kind) in wanted or (ref.api_version, ref.kind) not in CHILD_KINDS:
+                continue
+            if self.api.delete(ref.api_version, ref.kind, ref.namespace, ref.name, uid=ref.uid):
+                logger.info("Deleted %s %s/%s, which the spec no longer asks for",
+                            ref.kind, ref.namespace, ref.name)
+                events.append(("Normal", "Deleted",
+                               f"Deleted {ref.kind} {ref.name}: the spec no longer asks for it"))
+        return events
+
+    def _hand_over_replicas(self, deployment: Mapping[str, Any]) -> None:
+        """Before dropping spec.replicas from our apply, give the field to another manager,
+        so the API server keeps its value (instead of resetting it) until the HPA takes it."""
+        meta = deployment["metadata"]
+        live = self.api.get(*DEPLOYMENT, meta["namespace"], meta["name"])
+        if live is None or not owns_field(live, FIELD_MANAGER, ("spec", "replicas")):
+            return
+        replicas = live["spec"].get("replicas", 1)
+        self.api.apply({"apiVersion": "apps/v1", "kind": "Deployment",
+                        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                        "spec": {"replicas": replicas}}, manager=HANDOVER_MANAGER)
+        logger.info("Handed Deployment %s/%s replicas (%s) over to the autoscaler",
+                    meta["namespace"], meta["name"], replicas)
+
+    def _get_deployment(self, bems: Mapping[str, Any]) -> dict[str, Any] | None:
+        meta = bems["metadata"]
+        try:
+            return self.api.get(*DEPLOYMENT, meta["namespace"], meta["name"])
+        except ApiError:
+            return None
+
+    def _report(self, bems: Mapping[str, Any], observed: Observed
+                ) -> tuple[dict[str, Any], list[Event]]:
+        meta = bems["metadata"]
+        previous = bems.get("status") or {}
+        status = compute_status(observed, previous, self.clock())
+        if status_changed(previous, status):
+            self.api.patch_status(meta["namespace"], meta["name"], status)
+            if previous.get("phase") != status["phase"]:
+                logger.info("Moved BEMService %s/%s to phase %s", meta["namespace"],
+                            meta["name"], status["phase"])
+        return status, phase_events(previous, status, meta["name"])
+
+    def _report_rejection(self, bems: Mapping[str, Any], exc: ApiError) -> None:
+        """A child the API server refuses (RBAC, admission, a field it rejects) degrades the
+        service; the status says so while the reconcile is retried."""
+        meta = bems["metadata"]
+        observed = Observed(generation=meta.get("generation", 0),
+                            selector=selector_string(meta["name"]),
+                            problem=Problem("ApplyRejected", "The API server refused a child "
+                                            f"object: {exc.message}"),
+                            deployment=self._get_deployment(bems))
+        try:
+            self._report(bems, observed)
+        except ApiError:
+            logger.warning("Failed to record the rejection in BEMService %s/%s status",
+                           meta["namespace"], meta["name"])
+
+
+def _find(children: list[dict[str, Any]], kind: tuple[str, str]) -> dict[str, Any]:
+    return next(c for c in children if (c["apiVersion"], c["kind"]) == kind)
+
+
+def _missing_problem(namespace: str, missing: list[Reference]) -> Problem | None:
+    if not missing:
+        return None
+    kinds = {("SecretKeyNotFound" if ref.key else "SecretNotFound") if ref.kind == "Secret"
+             else "PersistentVolumeClaimNotFound" for ref in missing}
+    reason = kinds.pop() if len(kinds) == 1 else "MissingReferences"
+    names = ", ".join(ref.describe() for ref in missing)
+    return Problem(reason, f"{names} not found in namespace {namespace}; the pods need it: "
+                   "create it and the operator picks it up on its next check")
+
+
+def owns_field(obj: Mapping[str, Any], manager: str, path: tuple[str, ...]) -> bool:
+    """Whether `manager` holds `path` (e.g. spec.replicas) through an Apply operation."""
+    for entry in (obj.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") != manager or entry.get("operation") != "Apply":
+            continue
+        fields = entry.get("fieldsV1") or {}
+        for part in path:
+            fields = fields.get(f"f:{part}")
+            if fields is None:
+                break
+        else:
+            return True
+    return False
