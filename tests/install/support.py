@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from dockerfile_parse import DockerfileParser
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "bem-operator"
@@ -57,3 +60,30 @@ def rule_set(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
         for resource in rule.get("resources", [])
         for verb in rule.get("verbs", [])
     }
+
+
+def parse_dockerfile(name: str) -> DockerfileParser:
+    """A Dockerfile of the repository root, parsed (build ARGs resolved in FROM)."""
+    # The parser reads lazily and seeks: give it an in-memory copy.
+    return DockerfileParser(fileobj=io.BytesIO((ROOT / name).read_bytes()))
+
+
+def copy_sources(parser: DockerfileParser) -> list[str]:
+    """Paths a Dockerfile copies from the build context (not from other stages)."""
+    sources = []
+    for instruction in parser.structure:
+        if instruction["instruction"] != "COPY" or "--from=" in instruction["value"]:
+            continue
+        *srcs, _dest = instruction["value"].split()
+        sources += [s for s in srcs if not s.startswith("--")]
+    return sources
+
+
+def entry_command(parser: DockerfileParser) -> list[str]:
+    """ENTRYPOINT followed by CMD, both in exec form, as the container would start."""
+    command: list[str] = []
+    for wanted in ("ENTRYPOINT", "CMD"):
+        found = [i["value"] for i in parser.structure if i["instruction"] == wanted]
+        if found:
+            command += json.loads(found[-1])
+    return command

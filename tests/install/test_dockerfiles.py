@@ -1,0 +1,116 @@
+"""Static checks of the Dockerfiles (no container engine here): inputs, pins, users, stages."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from typing import Any
+
+import pytest
+
+from .support import ROOT, copy_sources, parse_dockerfile
+
+DOCKERFILES = {"Dockerfile.operator": "operator", "Dockerfile.runtime": "runtime"}
+PINNED_TAG = re.compile(r"^[\w.-]+/?[\w.-]*:\d+\.\d+\.\d+[\w.-]*$")
+INSTALLS = re.compile(r"\b(pip3?|apt-get|apt|apk|uv) +install\b")
+
+
+def _stages(parser: Any) -> list[list[dict[str, Any]]]:
+    """Instructions grouped by build stage (FROM starts one)."""
+    stages: list[list[dict[str, Any]]] = []
+    for instruction in parser.structure:
+        if instruction["instruction"] == "FROM":
+            stages.append([])
+        if stages and instruction["instruction"] != "COMMENT":
+            stages[-1].append(instruction)
+    return stages
+
+
+def _dockerignore_allowlist() -> set[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "*" in lines, ".dockerignore should start from an allowlist ('*')"
+    return {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_every_copied_path_exists_and_is_in_the_build_context(name: str) -> None:
+    sources = copy_sources(parse_dockerfile(name))
+    assert sources
+    allowed = _dockerignore_allowlist()
+    for source in sources:
+        assert (ROOT / source).exists(), f"{name} copies {source}, which does not exist"
+        assert source.rstrip("/").split("/")[0] in allowed, (
+            f"{name} copies {source}, but .dockerignore leaves it out of the build context")
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_base_images_are_pinned(name: str) -> None:
+    for image in parse_dockerfile(name).parent_images:
+        assert "latest" not in image and PINNED_TAG.match(image), (
+            f"{name}: base image {image!r} must carry a full version tag")
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_final_stage_runs_as_the_unprivileged_user_and_installs_nothing(name: str) -> None:
+    stages = _stages(parse_dockerfile(name))
+    assert len(stages) >= 2, f"{name} should build in one stage and run in another"
+    final = stages[-1]
+    users = [i["value"] for i in final if i["instruction"] == "USER"]
+    assert users and users[-1].split(":")[0] == "10001"
+    for instruction in final:
+        if instruction["instruction"] == "RUN":
+            assert not INSTALLS.search(instruction["value"]), (
+                f"{name}: the final stage must not install packages: {instruction['value']}")
+        if instruction["instruction"] == "COPY":
+            assert "--from=" in instruction["value"], "final stage copies only build outputs"
+
+
+@pytest.mark.parametrize(("name", "extra"), DOCKERFILES.items())
+def test_build_installs_only_the_image_extra(name: str, extra: str) -> None:
+    runs = " ".join(i["value"] for i in parse_dockerfile(name).structure if i["instruction"] == "RUN")
+    assert f'pip install ".[{extra}]"' in runs
+    assert not re.search(r"\[(dev|test)", runs) and "pytest" not in runs
+
+
+@pytest.mark.parametrize(("name", "extra"), DOCKERFILES.items())
+def test_entry_point_is_a_console_script_of_the_package(name: str, extra: str) -> None:
+    [entry] = [json.loads(i["value"]) for i in parse_dockerfile(name).structure
+               if i["instruction"] == "ENTRYPOINT"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert entry == [f"bem-{extra}"] and entry[0] in scripts
+
+
+def test_runtime_torch_build_is_chosen_by_a_build_argument() -> None:
+    parser = parse_dockerfile("Dockerfile.runtime")
+    build = _stages(parser)[0]
+    args = dict(i["value"].split("=", 1) for i in build if i["instruction"] == "ARG")
+    assert args["TORCH_VARIANT"] == "cpu"
+    assert args["TORCH_INDEX_URL"].endswith("/${TORCH_VARIANT}")
+    runs = " ".join(i["value"] for i in build if i["instruction"] == "RUN")
+    assert '--index-url "${TORCH_INDEX_URL}"' in runs
+    # torch comes first so that `.[runtime]` keeps the chosen build.
+    assert runs.index("TORCH_INDEX_URL") < runs.index('".[runtime]"')
+
+
+def test_runtime_healthcheck_probes_health_with_the_interpreter() -> None:
+    [check] = [i["value"] for i in parse_dockerfile("Dockerfile.runtime").structure
+               if i["instruction"] == "HEALTHCHECK"]
+    command = json.loads(check.split("CMD", 1)[1])
+    assert command[:2] == ["python", "-c"] and "/health" in command[2]
+    compile(command[2], "healthcheck", "exec")  # a syntax error would mark every pod unhealthy
+
+
+def test_runtime_image_serves_by_default() -> None:
+    structure = parse_dockerfile("Dockerfile.runtime").structure
+    [cmd] = [json.loads(i["value"]) for i in structure if i["instruction"] == "CMD"]
+    assert cmd == ["serve"]
+
+
+def test_pinned_python_matches_the_project_requirement() -> None:
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    minimum = tuple(int(x) for x in requires.lstrip(">=").split("."))
+    for name in DOCKERFILES:
+        for image in parse_dockerfile(name).parent_images:
+            version = tuple(int(x) for x in image.split(":")[1].split("-")[0].split(".")[:2])
+            assert version >= minimum, f"{name}: {image} is older than requires-python {requires}"
