@@ -1,0 +1,45 @@
+"""BEMService objects for the builder tests (no __init__.py here: a package named `operator`
+would shadow the standard library)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+BASE_SPEC: dict[str, Any] = {"model": {"claimName": "models"}}
+
+
+def make_bems(spec: dict[str, Any] | None = None, name: str = "demo", namespace: str = "team-a",
+              uid: str = "0b1c2d3e-0000-4000-8000-000000000001") -> dict[str, Any]:
+    """A BEMService as the API server hands it over (before defaults when spec is partial)."""
+    return {
+        "apiVersion": "bem.ai/v1alpha1",
+        "kind": "BEMService",
+        "metadata": {"name": name, "namespace": namespace, "uid": uid, "generation": 1},
+        "spec": copy.deepcopy(spec if spec is not None else BASE_SPEC),
+    }
+
+
+def with_spec(**fields: Any) -> dict[str, Any]:
+    """The base spec plus the given top-level fields."""
+    spec = copy.deepcopy(BASE_SPEC)
+    spec.update(copy.deepcopy(fields))
+    return make_bems(spec)
+
+
+def by_kind(children: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {child["kind"]: child for child in children}
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def env_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    """Env as name -> value (or valueFrom); also checks names are unique (SSA needs that)."""
+    items = container(deployment)["env"]
+    names = [item["name"] for item in items]
+    assert len(names) == len(set(names)), f"duplicate env names: {names}"
+    return {item["name"]: item.get("value", item.get("valueFrom")) for item in items}
