@@ -1,0 +1,200 @@
+"""The BEMService CRD against a real API server: what it refuses (and how it says so), what it
+accepts, its defaults, kubectl explain, the status and scale subresources, and that the
+builders' children of every sample are valid objects for the API server."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bem_operator.builders import DEFAULTS, BuildOptions, build_children, selector_string
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = ROOT / "crds" / "bemservice.yaml"
+SAMPLES = sorted((ROOT / "manifests" / "samples").glob("*.yaml"))
+MODEL = {"claimName": "models"}
+
+
+@pytest.fixture(scope="module")
+def crd(cluster):
+    """The CRD from its single source, installed and served."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/bemservices.bem.ai", "--timeout=60s")
+    deadline = time.monotonic() + 60
+    while cluster.kubectl("get", "bemservices", "-A", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "bemservices never appeared in discovery"
+        time.sleep(0.5)
+    return cluster
+
+
+def manifest(spec: dict[str, Any], name: str = "svc") -> str:
+    return yaml.safe_dump({"apiVersion": "bem.ai/v1alpha1", "kind": "BEMService",
+                           "metadata": {"name": name}, "spec": spec})
+
+
+def get_json(cluster, namespace: str, *what: str) -> dict[str, Any]:
+    return json.loads(cluster.kubectl("get", "-n", namespace, *what, "-o", "json").stdout)
+
+
+# (id, spec, name, field path the API server must name, part of our message)
+INVALID = [
+    ("replicas-and-autoscaling", {"model": MODEL, "replicas": 2, "autoscaling": {"maxReplicas": 3}},
+     "svc", "spec.replicas", "mutually exclusive"),
+    ("min-above-max", {"model": MODEL, "autoscaling": {"minReplicas": 5, "maxReplicas": 3}},
+     "svc", "spec.autoscaling.minReplicas", "less than or equal"),
+    ("gpu-product-without-count", {"model": MODEL, "gpu": {"product": "NVIDIA-H100"}},
+     "svc", "spec.gpu.product", "count greater than 0"),
+    ("surge-with-recreate", {"model": MODEL, "rollout": {"strategy": "Recreate", "maxSurge": 1}},
+     "svc", "spec.rollout.strategy", "only to strategy RollingUpdate"),
+    ("surge-and-unavailable-zero", {"model": MODEL, "rollout": {"maxSurge": 0, "maxUnavailable": "0%"}},
+     "svc", "spec.rollout.maxUnavailable", "cannot both be zero"),
+    ("bad-percentage", {"model": MODEL, "rollout": {"maxSurge": "150%"}},
+     "svc", "spec.rollout.maxSurge", "percentage"),
+    ("pdb-both", {"model": MODEL, "disruptionBudget": {"minAvailable": 1, "maxUnavailable": 1}},
+     "svc", "spec.disruptionBudget.minAvailable", "not both"),
+    ("service-port-range", {"model": MODEL, "service": {"port": 70000}},
+     "svc", "spec.service.port", "65535"),
+    ("node-port-on-cluster-ip", {"model": MODEL, "service": {"nodePort": 30080}},
+     "svc", "spec.service.nodePort", "NodePort or LoadBalancer"),
+    ("cache-without-secret", {"model": MODEL, "cache": {"ttlSeconds": 30}},
+     "svc", "spec.cache.redisUrlSecretRef", "Required value"),
+    ("claim-missing", {"model": {"source": "PersistentVolumeClaim"}},
+     "svc", "spec.model.claimName", "Required value"),
+    ("claim-with-image-source", {"model": {"source": "Image", "claimName": "m"}},
+     "svc", "spec.model.claimName", "must be unset"),
+    ("path-escapes-models", {"model": {"claimName": "m", "basePath": "a/../../etc"}},
+     "svc", "spec.model.basePath", "under /models"),
+    ("reserved-env", {"model": MODEL, "runtime": {"env": [{"name": "BEM_PORT", "value": "1"}]}},
+     "svc", "spec.runtime.env[0].name", "set by the operator"),
+    ("cpu-target-without-request", {"model": MODEL, "autoscaling": {"maxReplicas": 3, "targetCPUUtilization": 60}},
+     "svc", "spec.autoscaling.targetCPUUtilization", "requests.cpu"),
+    ("request-above-limit", {"model": MODEL, "resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}},
+     "svc", "spec.resources.requests", "at most"),
+    ("gpu-in-resources", {"model": MODEL, "resources": {"limits": {"nvidia.com/gpu": 1}}},
+     "svc", "spec.resources.limits", "spec.gpu.count"),
+    ("unknown-log-level", {"model": MODEL, "runtime": {"logLevel": "verbose"}},
+     "svc", "spec.runtime.logLevel", "Unsupported value"),
+    ("negative-replicas", {"model": MODEL, "replicas": -1},
+     "svc", "spec.replicas", "greater than or equal to 0"),
+    ("model-missing", {"replicas": 1}, "svc", "spec.model", "Required value"),
+    ("name-not-a-dns-label", {"model": MODEL}, "9lives", "metadata.name", "DNS-1035"),
+]
+
+
+@pytest.mark.parametrize("spec, name, field, hint", [case[1:] for case in INVALID],
+                         ids=[case[0] for case in INVALID])
+def test_invalid_manifest_is_refused_naming_the_field(crd, namespace, spec, name, field, hint):
+    out = crd.kubectl("create", "-n", namespace, "-f", "-", input=manifest(spec, name), check=False)
+    assert out.returncode != 0, f"accepted: {out.stdout}"
+    assert f"{field}:" in out.stderr, out.stderr
+    assert hint in out.stderr, out.stderr
+    assert crd.kubectl("get", "-n", namespace, "bems", name, check=False).returncode != 0
+
+
+def test_every_sample_is_accepted(crd, namespace):
+    assert len(SAMPLES) >= 3
+    for sample in SAMPLES:
+        out = crd.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(sample), check=False)
+        assert out.returncode == 0, f"{sample.name}: {out.stderr}"
+
+
+def _service_monitor_crd(cluster) -> bool:
+    return cluster.kubectl("get", "crd", "servicemonitors.monitoring.coreos.com", check=False).returncode == 0
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=[s.name for s in SAMPLES])
+def test_children_of_every_sample_are_valid_objects(crd, namespace, sample):
+    crd.kubectl("apply", "-n", namespace, "-f", str(sample))
+    name = yaml.safe_load(sample.read_text())["metadata"]["name"]
+    bems = get_json(crd, namespace, "bems", name)  # with the API server's defaults
+    options = BuildOptions(service_monitor_available=_service_monitor_crd(crd))
+    children = build_children(bems, options)
+    body = yaml.safe_dump_all(children)
+    out = crd.kubectl("apply", "--server-side", "--field-manager=bem-operator", "--dry-run=server",
+                      "-f", "-", input=body, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("serverside-applied") == len(children), out.stdout
+
+
+def test_kubectl_explain_shows_descriptions(crd):
+    autoscaling = crd.kubectl("explain", "bemservice.spec.autoscaling").stdout
+    assert "bem_requests_per_second" in autoscaling
+    for field in ("minReplicas", "maxReplicas", "targetRequestsPerSecond", "targetCPUUtilization", "behavior"):
+        assert field in autoscaling
+    assert "Mutually exclusive with" in autoscaling
+    strategy = crd.kubectl("explain", "bems.spec.rollout.strategy").stdout
+    assert "Recreate" in strategy
+    status = crd.kubectl("explain", "bems.status.conditions").stdout
+    assert "reason" in status and "observedGeneration" in status
+
+
+def test_defaults_are_applied(crd, namespace):
+    spec = {
+        "model": MODEL, "autoscaling": {"maxReplicas": 3}, "rollout": {}, "disruptionBudget": {},
+        "service": {}, "monitoring": {}, "runtime": {},
+        "auth": {"apiKeySecretRef": {"name": "keys"}}, "cache": {"redisUrlSecretRef": {"name": "redis"}},
+    }
+    crd.kubectl("create", "-n", namespace, "-f", "-", input=manifest(spec))
+    got = get_json(crd, namespace, "bems", "svc")["spec"]
+    paths = {"auth.key": "auth.apiKeySecretRef.key", "cache.key": "cache.redisUrlSecretRef.key"}
+    for key, value in DEFAULTS.items():
+        if key in ("replicas", "disruptionBudget.maxUnavailable"):  # applied by the builders only
+            continue
+        node: Any = got
+        for part in paths.get(key, key).split("."):
+            node = node[part]
+        assert node == value, key
+    assert "replicas" not in got
+
+
+def test_scale_subresource_follows_spec_replicas(crd, namespace):
+    crd.kubectl("create", "-n", namespace, "-f", "-", input=manifest({"model": MODEL, "replicas": 1}))
+    crd.kubectl("scale", "-n", namespace, "bems/svc", "--replicas=3")
+    assert get_json(crd, namespace, "bems", "svc")["spec"]["replicas"] == 3
+    status = {"replicas": 3, "readyReplicas": 2, "selector": selector_string("svc"), "phase": "Progressing",
+              "endpoint": f"http://svc.{namespace}.svc:8080", "observedGeneration": 2,
+              "conditions": [{"type": "Ready", "status": "False", "reason": "PodsNotReady",
+                              "message": "2 of 3 pods are ready", "lastTransitionTime": "2026-01-01T00:00:00Z",
+                              "observedGeneration": 2}]}
+    crd.kubectl("patch", "-n", namespace, "bems/svc", "--subresource=status", "--type=merge",
+                "-p", json.dumps({"status": status}))
+    scale = json.loads(crd.kubectl(
+        "get", "--raw", f"/apis/bem.ai/v1alpha1/namespaces/{namespace}/bemservices/svc/scale").stdout)
+    assert scale["spec"]["replicas"] == 3
+    assert scale["status"] == {"replicas": 3, "selector": selector_string("svc")}
+    table = crd.kubectl("get", "-n", namespace, "bems", "svc").stdout.split()
+    assert table[:5] == ["NAME", "READY", "REPLICAS", "PHASE", "ENDPOINT"]
+    assert table[6:10] == ["svc", "2", "3", "Progressing"]
+
+
+def test_status_is_only_written_through_the_subresource(crd, namespace):
+    crd.kubectl("create", "-n", namespace, "-f", "-", input=manifest({"model": MODEL}))
+    crd.kubectl("patch", "-n", namespace, "bems/svc", "--type=merge", "-p", '{"status": {"phase": "Ready"}}')
+    assert "status" not in get_json(crd, namespace, "bems", "svc")
+
+
+def test_kubectl_scale_is_refused_while_autoscaling(crd, namespace):
+    crd.kubectl("create", "-n", namespace, "-f", "-",
+                input=manifest({"model": MODEL, "autoscaling": {"minReplicas": 2, "maxReplicas": 5}}))
+    out = crd.kubectl("scale", "-n", namespace, "bems/svc", "--replicas=7", check=False)
+    assert out.returncode != 0
+    assert "spec.replicas:" in out.stderr and "mutually exclusive" in out.stderr
+    assert "replicas" not in get_json(crd, namespace, "bems", "svc")["spec"]
+
+
+def test_switching_from_autoscaling_to_fixed_replicas(crd, namespace):
+    crd.kubectl("create", "-n", namespace, "-f", "-",
+                input=manifest({"model": MODEL, "autoscaling": {"maxReplicas": 5}}))
+    crd.kubectl("patch", "-n", namespace, "bems/svc", "--type=merge",
+                "-p", '{"spec": {"autoscaling": null, "replicas": 2}}')
+    spec = get_json(crd, namespace, "bems", "svc")["spec"]
+    assert spec["replicas"] == 2 and "autoscaling" not in spec
+    crd.kubectl("scale", "-n", namespace, "bems/svc", "--replicas=4")
+    assert get_json(crd, namespace, "bems", "svc")["spec"]["replicas"] == 4
