@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from devcluster import binaries
-from devcluster.cluster import STATE_FILE, AlreadyRunning, DevCluster
+from devcluster.cluster import STATE_FILE, AlreadyRunning, DevCluster, interrupt_on_sigterm
 from devcluster.health import StartupError
 
 ENV_STATE_DIR = "BEM_DEVCLUSTER_DIR"
@@ -51,6 +51,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    if args.foreground:
+        interrupt_on_sigterm()  # `kill` stops the cluster like Ctrl-C does
     try:
         cluster = DevCluster.start(args.state_dir, timeout=args.timeout)
     except AlreadyRunning as exc:

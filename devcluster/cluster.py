@@ -28,6 +28,8 @@ from devcluster.nodes import manifest
 
 MARKER = ".bem-devcluster"  # only folders carrying it are ever deleted
 STATE_FILE = "cluster.json"
+TEMP_PREFIX = "bem-devcluster-"
+STALE_AFTER_S = 600  # a boot takes far less: older folders with no live process are dead
 ORDER = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
 
 
@@ -57,14 +59,15 @@ class DevCluster(Client):
         bins = bins or binaries.ensure()
         ephemeral = state_dir is None
         if state_dir is None:
-            state_dir = Path(tempfile.mkdtemp(prefix="bem-devcluster-"))
+            sweep_stale(Path(tempfile.gettempdir()))
+            state_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
         else:
             _prepare_state_dir(state_dir)
         (state_dir / MARKER).touch()
         cluster = cls(state_dir, bins, ephemeral=ephemeral)
         if ephemeral:
             atexit.register(cluster.stop)
-            _sigterm_interrupts()
+            interrupt_on_sigterm()
         try:
             cluster._boot(timeout)
         except BaseException:
@@ -118,10 +121,10 @@ class DevCluster(Client):
         kwok = self._spawn("kwok", components.kwok(bins, lay), die, components.kwok_env(lay))
         self.kubectl("create", "-f", "-", input=json.dumps(manifest()))
         insecure = self_signed_tls()
-        self._wait("kube-controller-manager /healthz", kcm, timeout,
-                   lambda: http_ok(f"https://127.0.0.1:{ports.controller_manager}/healthz", insecure))
-        self._wait("kube-scheduler /healthz", sched, timeout,
-                   lambda: http_ok(f"https://127.0.0.1:{ports.scheduler}/healthz", insecure))
+        for comp, port in ((kcm, ports.controller_manager), (sched, ports.scheduler)):
+            url = f"https://127.0.0.1:{port}/healthz"
+            self._wait(f"{comp.name} /healthz", comp, timeout,
+                       lambda url=url: http_ok(url, insecure))
         self._wait("fake nodes Ready and untainted", kwok, timeout, self._nodes_ready)
         # Pods are refused until the namespace's default ServiceAccount exists.
         self._wait("ServiceAccount default/default", kcm, timeout,
@@ -181,7 +184,28 @@ def _prepare_state_dir(state_dir: Path) -> None:
     state_dir.mkdir(parents=True)
 
 
-def _sigterm_interrupts() -> None:
+def sweep_stale(parent: Path) -> list[Path]:
+    """Remove ephemeral cluster folders whose owner was killed outright (SIGKILL).
+
+    Their processes died with the owner (parent-death signal); only folders
+    of ours, older than a boot could take, with no live process, are removed.
+    """
+    removed = []
+    for folder in parent.glob(f"{TEMP_PREFIX}*"):
+        try:
+            old = time.time() - folder.stat().st_mtime > STALE_AFTER_S
+            if not (old and (folder / MARKER).exists() and (folder / STATE_FILE).exists()):
+                continue
+            if any(c.is_ours() for c in processes.recorded(folder)):
+                continue
+        except OSError:
+            continue  # another session removed it meanwhile
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def interrupt_on_sigterm() -> None:
     """Turn SIGTERM into KeyboardInterrupt so finalizers and atexit run."""
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return

@@ -1,0 +1,140 @@
+"""The running control plane does what the e2e tier relies on (session cluster)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+
+import pytest
+
+from devcluster.client import Client
+from devcluster.nodes import CPU_NODE, GPU_NODE, GPU_PRODUCT
+
+pytestmark = pytest.mark.e2e
+
+
+def _eventually(check: Callable[[], object], timeout: float = 60.0, what: str = "") -> object:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s: {what} (last: {last!r})")
+
+
+def _json(cluster: Client, *args: str) -> dict:
+    return json.loads(cluster.kubectl(*args, "-o", "json").stdout)
+
+
+def _pod(name: str, gpu: bool, toleration: bool) -> dict:
+    container: dict = {"name": "c", "image": "registry.invalid/none:1"}
+    if gpu:
+        container["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
+    spec: dict = {"containers": [container]}
+    if toleration:
+        spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                "effect": "NoSchedule"}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def test_api_server_ready_and_nodes_registered(cluster: Client) -> None:
+    assert cluster.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
+    nodes = {n["metadata"]["name"]: n for n in _json(cluster, "get", "nodes")["items"]}
+    assert {GPU_NODE, CPU_NODE} <= set(nodes)
+    gpu = nodes[GPU_NODE]
+    assert gpu["metadata"]["labels"]["nvidia.com/gpu.product"] == GPU_PRODUCT
+    assert gpu["status"]["allocatable"]["nvidia.com/gpu"] == "8"
+    assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in \
+        gpu["spec"]["taints"]
+    assert "nvidia.com/gpu" not in nodes[CPU_NODE]["status"]["allocatable"]
+
+
+def test_python_api_client_talks_to_the_cluster(cluster: Client) -> None:
+    from kubernetes import client
+
+    with cluster.api_client() as api:
+        names = {n.metadata.name for n in client.CoreV1Api(api).list_node().items}
+    assert {GPU_NODE, CPU_NODE} <= names
+
+
+def test_deployment_pods_run_on_the_cpu_node(cluster: Client, namespace: str) -> None:
+    cluster.kubectl("-n", namespace, "create", "deployment", "web",
+                    "--image=registry.invalid/web:1", "--replicas=3")
+    cluster.kubectl("-n", namespace, "rollout", "status", "deployment/web", "--timeout=90s")
+    pods = _json(cluster, "-n", namespace, "get", "pods", "-l", "app=web")["items"]
+    assert len(pods) == 3
+    for pod in pods:
+        assert pod["status"]["phase"] == "Running"
+        ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"]
+        assert ready == "True"
+        assert pod["spec"]["nodeName"] == CPU_NODE  # the GPU node's taint keeps it away
+        assert pod["status"]["podIP"]
+
+
+def test_gpu_pod_needs_the_toleration(cluster: Client, namespace: str) -> None:
+    for name, tol in (("with-toleration", True), ("without-toleration", False)):
+        cluster.kubectl("-n", namespace, "apply", "-f", "-",
+                        input=json.dumps(_pod(name, gpu=True, toleration=tol)))
+    cluster.kubectl("-n", namespace, "wait", "--for=condition=Ready", "pod/with-toleration",
+                    "--timeout=60s")
+    placed = _json(cluster, "-n", namespace, "get", "pod", "with-toleration")
+    assert placed["spec"]["nodeName"] == GPU_NODE
+
+    def unschedulable() -> bool:
+        pod = _json(cluster, "-n", namespace, "get", "pod", "without-toleration")
+        conds = {c["type"]: c for c in pod["status"].get("conditions", [])}
+        return conds.get("PodScheduled", {}).get("reason") == "Unschedulable"
+
+    _eventually(unschedulable, what="the untolerating GPU pod reported Unschedulable")
+    pod = _json(cluster, "-n", namespace, "get", "pod", "without-toleration")
+    assert not pod["spec"].get("nodeName")
+
+
+def test_garbage_collector_and_hpa_controller_run(cluster: Client, namespace: str) -> None:
+    ns = ("-n", namespace)
+    cluster.kubectl(*ns, "create", "deployment", "app", "--image=registry.invalid/a:1")
+    cluster.kubectl(*ns, "set", "resources", "deployment/app", "--requests=cpu=100m")
+    cluster.kubectl(*ns, "autoscale", "deployment/app", "--min=1", "--max=3", "--cpu=50%")
+
+    def hpa_seen() -> bool:
+        status = _json(cluster, *ns, "get", "hpa", "app").get("status", {})
+        return any(c["type"] == "AbleToScale" for c in status.get("conditions", []))
+
+    _eventually(hpa_seen, timeout=90, what="the HPA controller set AbleToScale")
+    cluster.kubectl(*ns, "rollout", "status", "deployment/app", "--timeout=90s")
+    cluster.kubectl(*ns, "delete", "deployment", "app", "--cascade=background")
+    _eventually(
+        lambda: not _json(cluster, *ns, "get", "replicasets,pods")["items"],
+        timeout=90, what="owned ReplicaSets and Pods garbage-collected",
+    )
+
+
+def test_service_account_kubeconfig_is_least_privilege(cluster: Client, namespace: str) -> None:
+    cluster.kubectl("-n", namespace, "create", "serviceaccount", "robot")
+    kubeconfig = cluster.kubeconfig_for_service_account(namespace, "robot")
+
+    def as_robot(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(cluster.kubectl_bin), f"--kubeconfig={kubeconfig}", *args],
+                              capture_output=True, text=True, timeout=60, env=cluster.env())
+
+    whoami = as_robot("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+    assert whoami.stdout == f"system:serviceaccount:{namespace}:robot", whoami.stderr
+    denied = as_robot("get", "configmaps")
+    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
+    cluster.kubectl("-n", namespace, "create", "role", "cm-reader", "--verb=list",
+                    "--resource=configmaps")
+    cluster.kubectl("-n", namespace, "create", "rolebinding", "robot-cm", "--role=cm-reader",
+                    f"--serviceaccount={namespace}:robot")
+    allowed = _eventually(lambda: as_robot("get", "configmaps").returncode == 0,
+                          what="RBAC grant took effect")
+    assert allowed
+    assert as_robot("get", "pods").returncode != 0  # only what was granted
+
+
+def test_service_account_names_are_validated(cluster: Client) -> None:
+    with pytest.raises(ValueError, match="not a DNS label"):
+        cluster.kubeconfig_for_service_account("Bad_NS", "robot")
