@@ -5,6 +5,7 @@ in-cluster service account, else from $KUBECONFIG / ~/.kube/config.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -15,6 +16,8 @@ from bem_operator.engine import Engine
 from bem_operator.handlers import register
 from bem_operator.k8s import KubeApi
 from bem_operator.settings import OperatorSettings, SettingsError
+
+logger = logging.getLogger("bem_operator")
 
 
 def main() -> int:
@@ -31,8 +34,21 @@ def main() -> int:
         return 2
     kopf.configure(verbose=settings.log_level == "DEBUG",
                    quiet=settings.log_level in ("WARNING", "ERROR"))
+    if settings.log_level != "DEBUG":
+        # "Handler succeeded" for every child event drowns the operator's own log lines.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    engine = Engine(api, settings)
+    try:
+        engine.metrics.serve(settings.metrics_port, settings.bind_address)
+    except OSError as exc:
+        print(f"bem-operator: cannot serve metrics on {settings.bind_address}:"
+              f"{settings.metrics_port} ({exc}): free the port or set BEM_OPERATOR_METRICS_PORT",
+              file=sys.stderr)
+        return 2
+    logger.info("Started the metrics endpoint on %s:%s", settings.bind_address,
+                settings.metrics_port)
     registry = kopf.OperatorRegistry()
-    register(registry, Engine(api, settings))
+    register(registry, engine)
     kopf.run(
         registry=registry,
         standalone=True,  # one replica, no peering objects to manage

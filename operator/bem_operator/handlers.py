@@ -17,10 +17,13 @@ def register(registry: kopf.OperatorRegistry, engine: Engine) -> None:
     settings = engine.settings
 
     @kopf.on.startup(registry=registry)
-    def start(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+    def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings, engine.settings)
-        engine.metrics.serve(engine.settings.metrics_port, engine.settings.bind_address)
-        logger.info("Started the metrics endpoint on port %s", engine.settings.metrics_port)
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # A fresh registry has none of kopf's default login handlers: use the same client.
+        return kopf.login_via_client(**kwargs)
 
     @kopf.on.cleanup(registry=registry)
     async def stop(**_: Any) -> None:

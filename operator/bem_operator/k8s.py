@@ -90,10 +90,15 @@ class KubeApi:
             raise ApiError(exc.status or 0, str(exc.reason)) from exc
         except OSError as exc:
             raise ApiError(0, f"{type(exc).__name__}: {exc}") from exc
-        data = json.loads(raw) if raw else None
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:  # e.g. "404 page not found" from an unknown API group
+            data = None
         if response.status >= 400:
-            message = data.get("message", response.reason) if isinstance(data, dict) else raw
-            raise ApiError(response.status, str(message))
+            message = data.get("message") if isinstance(data, dict) else None
+            raise ApiError(response.status, str(message or raw[:200] or response.reason))
+        if data is not None and not isinstance(data, dict):
+            raise ApiError(response.status, f"expected a JSON object from {path}")
         return response.status, data
 
     def apply(self, obj: Mapping[str, Any], *, manager: str = FIELD_MANAGER,

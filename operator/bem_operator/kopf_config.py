@@ -46,6 +46,10 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 
 def configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) -> None:
     kopf_settings.peering.standalone = True
+    # No CRD/namespace watching: the RBAC grants neither. Resources are discovered at start;
+    # the reconcile itself re-checks the ServiceMonitor API, so monitoring installed later
+    # still gets ServiceMonitors (their drift watch starts with the next operator restart).
+    kopf_settings.scanning.disabled = True
     kopf_settings.watching.server_timeout = settings.watch_server_timeout
     kopf_settings.watching.client_timeout = settings.watch_client_timeout
     kopf_settings.watching.connect_timeout = settings.connect_timeout
