@@ -10,7 +10,6 @@ from typing import Any, AsyncIterator
 from aiohttp import web
 
 from bem_runtime.auth import ApiKeys
-from bem_runtime.cache import ResponseCache
 from bem_runtime.metrics import Metrics
 from bem_runtime.middlewares import add_headers, context_middleware, guard_middleware
 from bem_runtime.ratelimit import TokenBuckets
@@ -43,6 +42,8 @@ def create_app(settings: Settings, engine: Any = None) -> web.Application:
 async def _cache_ctx(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     if state.settings.redis_url:
+        from bem_runtime.cache import ResponseCache  # redis is optional: import only when used
+
         state.cache = ResponseCache(state.settings.redis_url, state.settings.cache_ttl,
                                     state.metrics)
         log.info("Enabled the Redis response cache", extra={"ttl_s": state.settings.cache_ttl})

@@ -1,12 +1,10 @@
-"""Optional shared response cache in Redis (key `bem:inference:<sha256>`, TTL).
+"""Optional shared response cache in Redis (TTL; keys from inference.request_cache_key).
 
-Only deterministic requests are cached (a seed, or temperature 0): anything else would replay
-one random sample to every caller. Redis trouble never reaches the client: it is logged,
+Redis trouble never reaches the client: it is logged,
 counted in bem_cache_requests_total{result="error"}, and the request is served uncached.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -16,18 +14,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 log = logging.getLogger("bem_runtime.cache")
-KEY_PREFIX = "bem:inference:"
 ERROR_LOG_INTERVAL_S = 30.0  # a Redis outage must not flood the logs
 SOCKET_TIMEOUT_S = 0.5
-
-
-def cache_key(payload: dict[str, Any]) -> str:
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return KEY_PREFIX + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def is_deterministic(temperature: float, seed: int | None) -> bool:
-    return seed is not None or temperature == 0.0
 
 
 class ResponseCache:

@@ -3,12 +3,13 @@ conversion of an engine result into JSON."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bem_runtime import errors
-from bem_runtime.cache import cache_key, is_deterministic
 from bem_runtime.model.errors import NonFiniteLogitsError, PromptTooLongError
 from bem_runtime.model.types import GenerationRequest, SamplingParams
 from bem_runtime.scheduler import Job, TokenSink
@@ -57,16 +58,26 @@ async def build_request(state: AppState, prompt: str, *, max_new_tokens: int,
     return GenerationRequest(prompt=prompt, params=params)
 
 
+CACHE_KEY_PREFIX = "bem:inference:"  # the seed's key scheme
+
+
 def request_cache_key(state: AppState, req: GenerationRequest, use_bem: bool) -> str | None:
+    """Only deterministic requests (a seed, or greedy) are cached: anything else would replay
+    one random sample to every caller."""
     p = req.params
-    if state.cache is None or not is_deterministic(p.temperature, p.seed):
+    if state.cache is None or (p.seed is None and p.temperature != 0.0):
         return None
     s = state.settings
-    return cache_key({
+    return _cache_key({
         "v": 1, "model": s.model_name, "model_dir": str(s.model_dir), "bem_dir": str(s.bem_dir),
         "overrides": [s.top_k, s.chunk_size, s.hysteresis, s.router_temperature, s.sigma_max,
                       s.trust_region, s.min_confidence],
         "prompt": req.prompt, "params": asdict(p), "use_bem": use_bem})
+
+
+def _cache_key(payload: dict[str, Any]) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return CACHE_KEY_PREFIX + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 async def generate(state: AppState, req: GenerationRequest, *, use_bem: bool = True,

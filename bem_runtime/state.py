@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from bem_runtime.auth import ApiKeys
-from bem_runtime.cache import ResponseCache
 from bem_runtime.metrics import Metrics
 from bem_runtime.ratelimit import TokenBuckets
 from bem_runtime.scheduler import Scheduler
 from bem_runtime.settings import Settings
+
+if TYPE_CHECKING:  # redis is only imported when a cache is configured
+    from bem_runtime.cache import ResponseCache
 
 
 @dataclass
