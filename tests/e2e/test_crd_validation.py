@@ -83,6 +83,9 @@ INVALID = [
      "svc", "spec.runtime.logLevel", "Unsupported value"),
     ("negative-replicas", {"model": MODEL, "replicas": -1},
      "svc", "spec.replicas", "greater than or equal to 0"),
+    ("env-two-sources", {"model": MODEL, "runtime": {"env": [{"name": "P", "valueFrom": {
+        "fieldRef": {"fieldPath": "metadata.name"}, "secretKeyRef": {"name": "s", "key": "k"}}}]}},
+     "svc", "spec.runtime.env[0].valueFrom", "exactly one of"),
     ("model-missing", {"replicas": 1}, "svc", "spec.model", "Required value"),
     ("name-not-a-dns-label", {"model": MODEL}, "9lives", "metadata.name", "DNS-1035"),
 ]

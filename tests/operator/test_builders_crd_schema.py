@@ -4,6 +4,7 @@ sample buildable. The API server's own checks run in tests/e2e/test_crd_validati
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 import yaml
 from builders_factory import make_bems
 
-from bem_operator.builders import DEFAULTS, GROUP, KIND, VERSION, BuildOptions, build_children
+from bem_operator.builders import DEFAULTS, GROUP, KIND, RESERVED_ENV, VERSION, BuildOptions, build_children
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "bemservice.yaml"
@@ -114,6 +115,13 @@ def test_cross_field_rules_exist_where_the_brief_asks(version):
     assert "self.strategy == 'RollingUpdate'" in text[".spec.rollout"]
     assert "has(self.minAvailable) && has(self.maxUnavailable)" in text[".spec.disruptionBudget"]
     assert "has(self.redisUrlSecretRef)" in text[".spec.cache"]
+
+
+def test_reserved_env_names_equal_the_builders(version):
+    env_item = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["runtime"][
+        "properties"]["env"]["items"]
+    (rule,) = [r["rule"] for r in env_item["x-kubernetes-validations"] if "self.name in" in r["rule"]]
+    assert set(re.findall(r"'(BEM_[A-Z_]+)'", rule)) == RESERVED_ENV
 
 
 def crd_defaults(version: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from builders_factory import container, env_of, make_bems, with_spec
 
-from bem_operator.builders import BuildOptions, build_deployment
+from bem_operator.builders import RESERVED_ENV, BuildOptions, build_deployment
 
 
 def pod_spec(deployment: dict) -> dict:
@@ -177,3 +177,20 @@ def test_user_env_is_appended_and_may_replace_non_reserved_defaults():
 ])
 def test_rollout_strategy(strategy, expected):
     assert build_deployment(with_spec(rollout=strategy))["spec"]["strategy"] == expected
+
+
+def test_every_bem_variable_the_operator_sets_is_reserved():
+    bems = with_spec(
+        model={"claimName": "m", "routing": {"topK": 1, "chunkSize": 8, "hysteresis": 0.0, "temperature": 1.0},
+               "governance": {"sigmaMax": 1.0, "trustRegion": 0.1, "minConfidence": 0.0}},
+        runtime={"maxBatchSize": 4, "maxQueue": 8}, auth={"apiKeySecretRef": {"name": "k"}},
+        cache={"redisUrlSecretRef": {"name": "r"}}, gpu={"count": 1})
+    ours = {name for name in env_of(build_deployment(bems)) if name.startswith("BEM_")}
+    assert ours <= RESERVED_ENV
+    # Inline API keys are refused too: keys come from a Secret.
+    assert RESERVED_ENV - ours == {"BEM_API_KEYS"}
+
+
+def test_other_runtime_variables_may_be_set_by_the_user():
+    env = env_of(build_deployment(with_spec(runtime={"env": [{"name": "BEM_RATE_LIMIT_RPS", "value": "50"}]})))
+    assert env["BEM_RATE_LIMIT_RPS"] == "50"

@@ -13,7 +13,7 @@ from typing import Any
 from bem_operator.builders.autoscaling import REQUEST_RATE_METRIC, hpa_from_spec
 from bem_operator.builders.deployment import config_hash, deployment_from_spec
 from bem_operator.builders.disruption import pdb_from_spec
-from bem_operator.builders.fields import DEFAULTS, SpecError
+from bem_operator.builders.fields import DEFAULTS, RESERVED_ENV, SpecError
 from bem_operator.builders.labels import (
     API_VERSION,
     FIELD_MANAGER,
@@ -34,7 +34,7 @@ from bem_operator.builders.spec_types import BEMServiceSpec
 
 __all__ = [
     "API_VERSION", "CHILD_KINDS", "DEFAULTS", "FIELD_MANAGER", "GROUP", "KIND", "OWNER_LABEL",
-    "REQUEST_RATE_METRIC", "VERSION", "BEMServiceSpec", "BuildOptions", "SpecError",
+    "REQUEST_RATE_METRIC", "RESERVED_ENV", "VERSION", "BEMServiceSpec", "BuildOptions", "SpecError",
     "build_children", "build_deployment", "build_hpa", "build_pdb", "build_service",
     "build_service_monitor", "child_labels", "config_hash", "endpoint", "owner_reference",
     "parse_bemservice", "selector_labels", "selector_string",

@@ -13,6 +13,7 @@ from typing import Any
 
 from bem_operator.builders.fields import (
     DEFAULTS,
+    RESERVED_ENV,
     SpecError,
     is_zero,
     opt_bool,
@@ -257,8 +258,9 @@ def _runtime(spec: Mapping[str, Any]) -> RuntimeSpec:
     for i, item in enumerate(env):
         if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
             raise SpecError(f"{p}.env[{i}].name", "is required")
-        if item["name"].startswith("BEM_"):
-            raise SpecError(f"{p}.env[{i}].name", "BEM_* variables are set by the operator from spec fields")
+        if item["name"] in RESERVED_ENV:
+            raise SpecError(f"{p}.env[{i}].name", f"{item['name']} is set by the operator from spec fields; "
+                            "set that field instead")
     args = opt_list(rt, "extraArgs", f"{p}.extraArgs")
     secrets = opt_list(rt, "imagePullSecrets", f"{p}.imagePullSecrets")
     return RuntimeSpec(
