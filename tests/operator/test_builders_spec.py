@@ -55,6 +55,8 @@ BAD_SPECS = [
     ({"replicas": "3"}, "spec.replicas", "integer"),
     ({"replicas": True}, "spec.replicas", "integer"),
     ({"nodeSelector": {"zone": 1}}, "spec.nodeSelector.zone", "string"),
+    ({"tolerations": ["nvidia.com/gpu"]}, "spec.tolerations[0]", "object"),
+    ({"runtime": {"env": [{"value": "1"}]}}, "spec.runtime.env[0].name", "required"),
     ({"model": {"source": "PersistentVolumeClaim"}}, "spec.model.claimName", "required"),
     ({"model": {"source": "Image", "claimName": "m"}}, "spec.model.claimName", "unset"),
     ({"model": {"claimName": "m", "basePath": "../etc"}}, "spec.model.basePath", ".."),

@@ -68,13 +68,21 @@ def parse_bemservice(bems: Mapping[str, Any]) -> BEMServiceSpec:
         model=_model(spec, str(name)),
         replicas=replicas, autoscaling=autoscaling, resources=resources, gpu=gpu,
         node_selector=str_map(spec, "nodeSelector", "spec.nodeSelector"),
-        tolerations=tuple(opt_list(spec, "tolerations", "spec.tolerations")),
+        tolerations=_objects(spec, "tolerations", "spec.tolerations"),
         affinity=opt_map(spec, "affinity", "spec.affinity"),
         rollout=_rollout(spec), disruption_budget=_disruption_budget(spec),
         service=_service(spec), monitoring=_monitoring(spec),
         auth=_secret_ref(spec, "auth", "apiKeySecretRef", DEFAULTS["auth.key"]),
-        cache=_cache(spec), runtime=_runtime(spec), raw=spec,
+        cache=_cache(spec), runtime=_runtime(spec),
     )
+
+
+def _objects(m: Mapping[str, Any], key: str, path: str) -> tuple[Mapping[str, Any], ...]:
+    items = opt_list(m, key, path)
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise SpecError(f"{path}[{i}]", f"must be an object, got {type(item).__name__}")
+    return tuple(items)
 
 
 _ROUTING = {"topK": int, "chunkSize": int, "hysteresis": float, "temperature": float}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -106,4 +106,3 @@ class BEMServiceSpec:
     auth: SecretKeyRef | None
     cache: CacheSpec | None
     runtime: RuntimeSpec
-    raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
