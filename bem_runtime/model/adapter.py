@@ -26,6 +26,8 @@ class BEMLinear(nn.Module):
         e, r, d_in = a.shape
         d_out = b.shape[1]
         self.base = base
+        # A plain Linear is called functionally: one Python module call less per token and site.
+        self.linear = type(base) is nn.Linear
         self.holder = holder
         self.d_out = d_out
         # A_cat [E*r, d_in]: row e*r+j is A_e[j]; B_cat [E*r, d_out]: row e*r+j is B_e[:, j].
@@ -33,10 +35,11 @@ class BEMLinear(nn.Module):
         self.register_buffer("b_cat", b.permute(0, 2, 1).reshape(e * r, d_out).contiguous(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base(x)
+        y = F.linear(x, self.base.weight, self.base.bias) if self.linear else self.base(x)
         gate = self.holder.gate
         if gate is None:
             return y
         u = F.linear(x, self.a_cat).mul_(gate)
-        flat = torch.addmm(y.reshape(-1, self.d_out), u.reshape(-1, u.shape[-1]), self.b_cat)
-        return flat.view(y.shape)
+        # In place into the fresh base output: the low-rank update costs one GEMM, no extra add.
+        y.view(-1, self.d_out).addmm_(u.view(-1, u.shape[-1]), self.b_cat)
+        return y

@@ -81,6 +81,7 @@ class AttachedBEM:
     dtype: torch.dtype
     plan: ForwardPlan | None = None
     _hook: object = field(default=None, repr=False)
+    _cache: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     def _parent(self, model: nn.Module, name: str) -> tuple[nn.Module, str]:
         parent, _, child = name.rpartition(".")
@@ -119,8 +120,10 @@ class AttachedBEM:
         gates = plan.state.feed(self.policy.probabilities(logits), plan.counts)
         if plan.stop_after_routing:
             raise RoutingDone
-        scaled = (gates * self.config.scale).repeat_interleave(self.config.rank, dim=-1)
-        self.holder.gate = scaled.to(self.dtype)
+        if self._cache is None or self._cache[0] is not gates:  # decode steps reuse an unchanged gate
+            scaled = (gates * self.config.scale).repeat_interleave(self.config.rank, dim=-1)
+            self._cache = (gates, scaled.to(self.dtype))
+        self.holder.gate = self._cache[1]
 
 
 def _router_layer_index(cfg: BEMConfig, sites: list[Site]) -> int:

@@ -53,6 +53,7 @@ class RoutingState:
         self.chunk_sum = torch.zeros(rows, e, dtype=torch.float64, device=device)  # sum over the open chunk
         self.gate = torch.zeros(rows, e, dtype=torch.float32, device=device)  # gate of the open chunk
         self.decisions: list[list[RoutingDecision]] = [[] for _ in prompt_lens]
+        self._step_gate: torch.Tensor | None = None  # [B, 1, E] for decode steps, rebuilt on change
 
     def _decide(self, row: int, chunk: int, mean: torch.Tensor) -> None:
         history = self.decisions[row]
@@ -63,6 +64,7 @@ class RoutingState:
         if not decision.used_base_only:
             gate[decision.experts] = torch.tensor(decision.weights, dtype=torch.float32)
         self.gate[row] = gate.to(self.gate.device)
+        self._step_gate = None
 
     def _feed_row(self, row: int, probs: torch.Tensor, out: torch.Tensor) -> None:
         """Feed probs [n, E] of positions next_pos.. of one row; write their gates into out [n, E]."""
@@ -110,13 +112,15 @@ class RoutingState:
                 self.chunk_sum[row].zero_()
             self.next_pos[row] += 1
         if len(active) == len(counts):
-            self.chunk_sum += probs[:, 0].double()
-            return self.gate.unsqueeze(1).clone()
-        idx = torch.tensor(active, device=probs.device)
-        self.chunk_sum[idx] += probs[idx, 0].double()
-        gates = torch.zeros_like(probs, dtype=torch.float32)
-        gates[idx, 0] = self.gate[idx]
-        return gates
+            self.chunk_sum.add_(probs[:, 0])
+        else:
+            idx = torch.tensor(active, device=probs.device)
+            self.chunk_sum.index_add_(0, idx, probs[idx, 0].double())
+        # Finished rows keep their last gate: their outputs are never read. The same tensor object
+        # is returned until a decision changes it, so callers may cache what they derive from it.
+        if self._step_gate is None:
+            self._step_gate = self.gate.unsqueeze(1).clone()
+        return self._step_gate
 
     def finish(self, row: int, total_len: int) -> list[RoutingDecision]:
         """Decisions covering positions [0, total_len), ends clipped; decides a chunk whose first

@@ -1,8 +1,12 @@
-"""Shared toy assets: a tiny random Llama and GPT-2 with matching BEM checkpoints (CPU, fp32)."""
+"""Shared toy assets: a tiny random Llama and GPT-2 with matching BEM checkpoints (fp32).
+
+Engines run on the CPU; BEM_TEST_DEVICE=cuda runs the same tests on a GPU (still fp32).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +19,7 @@ from bem_runtime.model import Engine, RoutingOverrides
 from bem_runtime.model.toy import write_toy_assets
 
 ARCHS = ("llama", "gpt2")
+DEVICE = os.environ.get("BEM_TEST_DEVICE", "cpu")
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +30,7 @@ def toy_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, 
 
 @pytest.fixture(scope="session")
 def engines(toy_dirs) -> dict[str, Engine]:
-    return {arch: Engine.load(*toy_dirs[arch], device="cpu") for arch in ARCHS}
+    return {arch: Engine.load(*toy_dirs[arch], device=DEVICE, dtype="float32") for arch in ARCHS}
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +44,7 @@ def load_engine(toy_dirs) -> Callable[..., Engine]:
 
     def load(arch: str = "llama", overrides: RoutingOverrides | None = None, bem_dir: Path | None = None) -> Engine:
         base, bem = toy_dirs[arch]
-        return Engine.load(base, bem_dir or bem, device="cpu", overrides=overrides)
+        return Engine.load(base, bem_dir or bem, device=DEVICE, dtype="float32", overrides=overrides)
 
     return load
 

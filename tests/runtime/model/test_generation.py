@@ -55,7 +55,8 @@ def test_greedy_bare_path_matches_transformers_generate(engines, toy_dirs):
     """The decode loop (cache, positions, argmax) matches transformers' own greedy generation."""
     engine = engines["llama"]
     plain = AutoModelForCausalLM.from_pretrained(toy_dirs["llama"][0], local_files_only=True).eval()
-    ids = torch.tensor([engine.encode(PROMPTS[1])])
+    plain.to(engine.device)
+    ids = torch.tensor([engine.encode(PROMPTS[1])], device=engine.device)
     with torch.inference_mode():
         out = plain.generate(ids, max_new_tokens=15, do_sample=False, eos_token_id=None, pad_token_id=2)
     want = engine.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)

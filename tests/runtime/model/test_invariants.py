@@ -71,7 +71,7 @@ def test_bare_path_is_the_plain_transformers_model(engines, toy_dirs, arch):
     ids = _sequence(engine, 4, 24, seed=3)
     ours, _ = engine.score(ids, 4, use_bem=False)
     with torch.inference_mode():
-        theirs = plain(torch.tensor([ids])).logits[0]
+        theirs = plain.to(engine.device)(torch.tensor([ids], device=engine.device)).logits[0].cpu()
     torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=RTOL)
     # and the adapters are back afterwards
     again, _ = engine.score(ids, 4)
