@@ -1,0 +1,184 @@
+"""Helpers of the operator e2e tests: polling with deadlines, the operator process, kubectl."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CRD = REPO / "crds" / "bemservice.yaml"
+RBAC = REPO / "manifests" / "rbac.yaml"
+RESYNC_SECONDS = 5  # the periodic check, short so retried problems clear quickly here
+T = TypeVar("T")
+
+
+def eventually(what: str, probe: Callable[[], T], timeout: float = 90.0,
+               interval: float = 0.5) -> T:
+    """Polls `probe` until it returns a truthy value; fails naming `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = probe()
+        except (subprocess.CalledProcessError, KeyError, IndexError, TypeError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Timed out after {timeout:.0f}s waiting for {what}; "
+                                 f"last seen: {str(last)[:2000]}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OperatorProcess:
+    """The operator under test, started and stopped like a real deployment would be."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "BEM_OPERATOR_NAMESPACES": "",
+            "BEM_OPERATOR_BIND_ADDRESS": "127.0.0.1",
+            "BEM_OPERATOR_METRICS_PORT": str(self.metrics_port),
+            "BEM_OPERATOR_HEALTH_PORT": str(self.health_port),
+            "BEM_OPERATOR_RESYNC_SECONDS": str(RESYNC_SECONDS),
+        }
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bem_operator"], env=env, stdout=log,
+                stderr=subprocess.STDOUT, cwd=REPO)
+        eventually("the operator's liveness endpoint", self._healthy, timeout=60)
+
+    def _healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"The operator exited with {self.process.returncode}:\n"
+                                 f"{self.log_text()[-4000:]}")
+        return self.http_get(self.health_port, "/healthz")[0] == 200
+
+    def http_get(self, port: int, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, ""
+        except OSError:
+            return 0, ""
+
+    def stop(self) -> int | None:
+        """SIGTERM, as the kubelet does; returns the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            raise AssertionError("The operator did not stop within 30s of SIGTERM") from None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing gets flushed or finished."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def log_text(self, since: int = 0) -> str:
+        with self.log_path.open("rb") as log:
+            log.seek(since)
+            return log.read().decode(errors="replace")
+
+
+class Kube:
+    """kubectl in one test namespace, returning parsed JSON."""
+
+    def __init__(self, cluster: Any, namespace: str) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+
+    def kubectl(self, *args: str, input: str | None = None,  # noqa: A002
+                check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.cluster.kubectl("-n", self.namespace, *args, input=input, check=check)
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump(obj))
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        out = self.kubectl("get", kind, name, "-o", "json", check=False)
+        if out.returncode != 0:
+            if "NotFound" in out.stderr:
+                return None
+            raise AssertionError(f"kubectl get {kind} {name} failed: {out.stderr}")
+        return json.loads(out.stdout)
+
+    def list(self, kind: str, selector: str | None = None) -> list[dict[str, Any]]:
+        args = ["get", kind, "-o", "json"] + (["-l", selector] if selector else [])
+        return json.loads(self.kubectl(*args).stdout)["items"]
+
+    def patch(self, kind: str, name: str, patch: dict[str, Any], kind_of: str = "merge") -> None:
+        self.kubectl("patch", kind, name, "--type", kind_of, "-p", json.dumps(patch))
+
+    def events_for(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.list("events") if e["involvedObject"].get("name") == name]
+
+
+def bemservice(name: str, **spec: Any) -> dict[str, Any]:
+    """A BEMService whose model is baked into the image (no PVC needed), 2 replicas."""
+    body: dict[str, Any] = {"model": {"source": "Image"}, "replicas": 2}
+    body.update(spec)
+    return {"apiVersion": "bem.ai/v1alpha1", "kind": "BEMService",
+            "metadata": {"name": name}, "spec": body}
+
+
+def wait_ready(kube: Kube, name: str, timeout: float = 120.0) -> dict[str, Any]:
+    """The BEMService once Ready for its current generation."""
+    def probe() -> dict[str, Any] | None:
+        bems = kube.get("bemservices", name)
+        status = (bems or {}).get("status") or {}
+        if bems and status.get("phase") == "Ready" and \
+                status.get("observedGeneration") == bems["metadata"]["generation"]:
+            return bems
+        return None
+    return eventually(f"BEMService {name} to be Ready", probe, timeout=timeout)
+
+
+def condition(bems: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in bems["status"]["conditions"] if c["type"] == kind)
+
+
+def running_pods(kube: Kube, name: str) -> list[dict[str, Any]]:
+    return [p for p in kube.list("pods", f"bem.ai/service={name}")
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+
+
+def is_controlled_by(child: dict[str, Any], owner: dict[str, Any]) -> bool:
+    return any(ref.get("uid") == owner["metadata"]["uid"] and ref.get("controller")
+               for ref in child["metadata"].get("ownerReferences") or [])
