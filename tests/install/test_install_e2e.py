@@ -1,0 +1,204 @@
+"""Install paths against the local control plane: helm install/upgrade, the CRD upgrade path,
+kubectl apply -f manifests/, the samples, and the RBAC the chart really grants.
+
+Cluster-scoped objects are shared with the rest of the session, so every release gets a
+random name (its ClusterRole is then `<release>-bem-operator`) and the CRD is always put
+back to the repository's version.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .support import CHART, MANIFESTS, ROOT, Helm, load_yaml_docs
+
+pytestmark = pytest.mark.e2e
+
+CRD_NAME = "bemservices.bem.ai"
+CRD_FILE = ROOT / "crds" / "bemservice.yaml"
+
+
+@pytest.fixture
+def cluster_helm(cluster: Any, tmp_path: Path) -> Helm:
+    """helm aimed at the local control plane, with its caches in a temp folder."""
+    env = {**cluster.env(), **{f"HELM_{k}_HOME": str(tmp_path / k.lower())
+                               for k in ("CACHE", "CONFIG", "DATA")}}
+    return Helm(Path(cluster.helm_bin), env)
+
+
+@pytest.fixture
+def release(cluster_helm: Helm, namespace: str) -> Iterator[str]:
+    """A release name; uninstalled afterwards (its ClusterRole/Binding are cluster-scoped)."""
+    name = f"bem-{secrets.token_hex(3)}"
+    yield name
+    cluster_helm.run("uninstall", name, "-n", namespace, "--wait", "--ignore-not-found",
+                     check=False)
+
+
+def _get(cluster: Any, *args: str) -> dict[str, Any]:
+    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+
+
+def _can(cluster: Any, account: str, verb: str, resource: str, namespace: str) -> bool:
+    out = cluster.kubectl("auth", "can-i", verb, resource, "-n", namespace,
+                          f"--as={account}", check=False)
+    return out.stdout.strip() == "yes"
+
+
+def _crd_columns(cluster: Any) -> set[str]:
+    crd = _get(cluster, "crd", CRD_NAME)
+    return {c["name"] for v in crd["spec"]["versions"] for c in v.get("additionalPrinterColumns", [])}
+
+
+def _apply_crd(cluster: Any, text: str, manager: str) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", f"--field-manager={manager}",
+                    "-f", "-", input=text)
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+
+
+def test_helm_install_and_upgrade_create_the_operator(
+    cluster: Any, cluster_helm: Helm, namespace: str, release: str
+) -> None:
+    out = cluster_helm.run("install", release, str(CHART), "-n", namespace, "--wait",
+                           "--timeout", "120s").stdout
+    assert "kubectl apply --server-side --force-conflicts" in out  # NOTES: CRD upgrade path
+    full = f"{release}-bem-operator"
+    crd = _get(cluster, "crd", CRD_NAME)
+    assert any(c["type"] == "Established" and c["status"] == "True"
+               for c in crd["status"]["conditions"])
+    assert _get(cluster, "serviceaccount", full, "-n", namespace)["metadata"]["name"] == full
+    assert _get(cluster, "clusterrole", full)["rules"]
+    binding = _get(cluster, "clusterrolebinding", full)
+    assert binding["subjects"][0] == {"kind": "ServiceAccount", "name": full,
+                                      "namespace": namespace}
+    deployment = _get(cluster, "deployment", full, "-n", namespace)
+    assert deployment["status"].get("readyReplicas") == 1
+    pods = _get(cluster, "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}")
+    assert [p["status"]["phase"] for p in pods["items"]] == ["Running"]
+    assert pods["items"][0]["spec"]["nodeName"].startswith("kwok-")
+    assert _get(cluster, "service", f"{full}-metrics", "-n", namespace)["spec"]["ports"][0][
+        "name"] == "metrics"
+
+    cluster_helm.run("upgrade", release, str(CHART), "-n", namespace, "--reuse-values",
+                     "--set", "operator.resyncSeconds=45", "--wait", "--timeout", "120s")
+    upgraded = _get(cluster, "deployment", full, "-n", namespace)
+    env = {e["name"]: e.get("value") for e in
+           upgraded["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["BEM_OPERATOR_RESYNC_SECONDS"] == "45"
+    history = json.loads(cluster_helm.run("history", release, "-n", namespace, "-o", "json").stdout)
+    assert [h["status"] for h in history] == ["superseded", "deployed"]
+
+
+def test_cluster_wide_rbac_grants_what_the_operator_needs_and_no_more(
+    cluster: Any, cluster_helm: Helm, namespace: str, release: str
+) -> None:
+    cluster_helm.run("install", release, str(CHART), "-n", namespace)
+    account = f"system:serviceaccount:{namespace}:{release}-bem-operator"
+    for verb, resource in [("watch", "bemservices.bem.ai"), ("patch", "bemservices.bem.ai/status"),
+                           ("patch", "deployments.apps"), ("delete", "services"),
+                           ("create", "horizontalpodautoscalers.autoscaling"),
+                           ("create", "events"), ("get", "secrets")]:
+        assert _can(cluster, account, verb, resource, "default"), f"cannot {verb} {resource}"
+    for verb, resource in [("delete", "bemservices.bem.ai"), ("list", "secrets"),
+                           ("create", "pods"), ("update", "deployments.apps"),
+                           ("create", "clusterroles.rbac.authorization.k8s.io")]:
+        assert not _can(cluster, account, verb, resource, "default"), f"may {verb} {resource}"
+
+
+def test_namespaced_mode_grants_rights_only_in_watched_namespaces(
+    cluster: Any, cluster_helm: Helm, namespace: str, release: str
+) -> None:
+    cluster_helm.run("install", release, str(CHART), "-n", namespace,
+                     "--set", f"watchNamespaces={{{namespace}}}")
+    full = f"{release}-bem-operator"
+    assert cluster.kubectl("get", "clusterrole", full, check=False).returncode != 0
+    assert _get(cluster, "role", full, "-n", namespace)["rules"]
+    account = f"system:serviceaccount:{namespace}:{full}"
+    assert _can(cluster, account, "list", "bemservices.bem.ai", namespace)
+    assert not _can(cluster, account, "list", "bemservices.bem.ai", "default")
+
+
+def test_schema_rejects_bad_values_before_anything_is_installed(
+    cluster_helm: Helm, namespace: str, release: str
+) -> None:
+    out = cluster_helm.run("install", release, str(CHART), "-n", namespace,
+                           "--set", "watchNamespaces=team-a", check=False)
+    assert out.returncode != 0
+    assert "at '/watchNamespaces': got string, want array" in out.stderr
+    releases = json.loads(cluster_helm.run("list", "-n", namespace, "-a", "-o", "json").stdout)
+    assert releases == []
+
+
+def _old_crd() -> str:
+    """The repository's CRD as an older release had it: no Endpoint column, other wording."""
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    for version in crd["spec"]["versions"]:
+        version["additionalPrinterColumns"] = [
+            c for c in version.get("additionalPrinterColumns", []) if c["name"] != "Endpoint"]
+        version["schema"]["openAPIV3Schema"]["description"] = "An older BEMService schema."
+    return yaml.safe_dump(crd)
+
+
+def test_documented_upgrade_path_updates_the_crd(
+    cluster: Any, cluster_helm: Helm, namespace: str, release: str, tmp_path: Path
+) -> None:
+    assert "Endpoint" in _crd_columns_of_file(), "the test needs the Endpoint printer column"
+    try:
+        _apply_crd(cluster, _old_crd(), manager="bem-old-release")
+        assert "Endpoint" not in _crd_columns(cluster)
+        cluster_helm.run("install", release, str(CHART), "-n", namespace)
+        # Helm alone never touches an existing CRD: the upgrade leaves the old one.
+        cluster_helm.run("upgrade", release, str(CHART), "-n", namespace, "--reuse-values")
+        assert "Endpoint" not in _crd_columns(cluster)
+        # The documented path (docs/install.md, NOTES.txt): the chart's CRD first, then Helm.
+        crds = cluster_helm.run("show", "crds", str(CHART)).stdout
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=crds)
+        cluster_helm.run("upgrade", release, str(CHART), "-n", namespace, "--reuse-values")
+        assert "Endpoint" in _crd_columns(cluster)
+        schema = _get(cluster, "crd", CRD_NAME)["spec"]["versions"][0]["schema"]
+        expected = yaml.safe_load(CRD_FILE.read_text())["spec"]["versions"][0]["schema"]
+        assert schema["openAPIV3Schema"]["description"] == expected["openAPIV3Schema"]["description"]
+    finally:
+        _apply_crd(cluster, CRD_FILE.read_text(), manager="kubectl")
+
+
+def _crd_columns_of_file() -> set[str]:
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    return {c["name"] for v in crd["spec"]["versions"] for c in v.get("additionalPrinterColumns", [])}
+
+
+def test_kubectl_apply_manifests_installs_the_operator(cluster: Any) -> None:
+    out = cluster.kubectl("apply", "-f", str(MANIFESTS))
+    try:
+        for line in ("customresourcedefinition.apiextensions.k8s.io/bemservices.bem.ai",
+                     "namespace/bem-system", "serviceaccount/bem-operator",
+                     "clusterrole.rbac.authorization.k8s.io/bem-operator",
+                     "clusterrolebinding.rbac.authorization.k8s.io/bem-operator",
+                     "deployment.apps/bem-operator", "service/bem-operator-metrics"):
+            assert line in out.stdout, f"{line} missing from:\n{out.stdout}"
+        cluster.kubectl("-n", "bem-system", "rollout", "status", "deployment/bem-operator",
+                        "--timeout=120s")
+    finally:
+        # Only the operator goes: the CRD, namespace and RBAC are shared with other tests.
+        cluster.kubectl("delete", "-f", str(MANIFESTS / "operator.yaml"), "--wait=false",
+                        check=False)
+
+
+@pytest.mark.parametrize("sample", sorted((MANIFESTS / "samples").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_sample_is_accepted_by_the_api_server(
+    cluster: Any, namespace: str, sample: Path
+) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    docs = load_yaml_docs(sample)
+    assert any(d["kind"] == "BEMService" for d in docs)
+    out = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(sample))
+    assert "(server dry run)" in out.stdout
