@@ -157,6 +157,20 @@ def test_defaults_are_applied(crd, namespace):
     assert "replicas" not in got
 
 
+def test_sections_are_defaulted_even_when_omitted(crd, namespace):
+    crd.kubectl("create", "-n", namespace, "-f", "-", input=manifest({"model": MODEL}))
+    got = get_json(crd, namespace, "bems", "svc")["spec"]
+    assert got["service"] == {"type": "ClusterIP", "port": 8080}
+    assert got["rollout"] == {"strategy": "RollingUpdate"}
+    assert got["disruptionBudget"] == {"enabled": True}
+    assert got["monitoring"] == {"serviceMonitor": True, "interval": "30s"}
+    assert got["runtime"] == {"logLevel": "info", "startupTimeoutSeconds": 600}
+    assert got["model"] == {"source": "PersistentVolumeClaim", "claimName": "models",
+                            "basePath": "base", "checkpointPath": "bem"}
+    for absent in ("replicas", "autoscaling", "gpu", "auth", "cache"):
+        assert absent not in got
+
+
 def test_scale_subresource_follows_spec_replicas(crd, namespace):
     crd.kubectl("create", "-n", namespace, "-f", "-", input=manifest({"model": MODEL, "replicas": 1}))
     crd.kubectl("scale", "-n", namespace, "bems/svc", "--replicas=3")

@@ -126,8 +126,15 @@ def test_reserved_env_names_equal_the_builders(version):
 
 def crd_defaults(version: dict[str, Any]) -> dict[str, Any]:
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    # Sections defaulted to {} so that their own defaults show in kubectl get -o yaml.
     return {path.removeprefix("spec."): node["default"]
-            for path, node in schema_nodes(spec, "spec") if "default" in node}
+            for path, node in schema_nodes(spec, "spec") if "default" in node and node["default"] != {}}
+
+
+def test_sections_with_defaults_are_defaulted_as_a_whole(version):
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    whole = {name for name, node in spec.items() if node.get("default") == {}}
+    assert whole == {"rollout", "disruptionBudget", "service", "monitoring", "runtime"}
 
 
 def test_crd_defaults_equal_the_builders_defaults(version):
