@@ -132,7 +132,7 @@ class Kube:
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump(obj))
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
-        out = self.kubectl("get", kind, name, "-o", "json", check=False)
+        out = self.kubectl("get", kind, name, "-o", "json", "--show-managed-fields", check=False)
         if out.returncode != 0:
             if "NotFound" in out.stderr:
                 return None
