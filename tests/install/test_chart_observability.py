@@ -6,6 +6,8 @@ import json
 import re
 from typing import Any
 
+import promql_parser
+import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
@@ -17,6 +19,8 @@ from .support import Helm, by_kind
 ENABLE_ALL = ("--set", "dashboards.enabled=true,prometheusRule.enabled=true,"
               "prometheusAdapter.enabled=true")
 METRIC_NAME = re.compile(r"\b(bem_[a-z_]+)")
+# Grafana variables are not PromQL: substitute what Grafana would before parsing.
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$namespace": ".*", "$service": ".*"}
 
 
 def _runtime_metric_names() -> set[str]:
@@ -83,3 +87,27 @@ def test_adapter_rule_publishes_the_metric_the_autoscaler_reads(helm: Helm) -> N
 def test_observability_objects_are_off_by_default(helm: Helm) -> None:
     kinds = {o["kind"] for o in helm.template()}
     assert not kinds & {"ConfigMap", "PrometheusRule", "ServiceMonitor"}
+
+
+def _all_expressions(helm: Helm) -> list[str]:
+    objects = helm.template(*ENABLE_ALL)
+    dashboard = json.loads(_config_map(objects, "-dashboard")["data"]["bem-overview.json"])
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [v["query"]["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    [rule] = by_kind(objects, "PrometheusRule")
+    exprs += [r["expr"] for group in rule["spec"]["groups"] for r in group["rules"]]
+    return exprs
+
+
+def test_every_promql_expression_parses(helm: Helm) -> None:
+    expressions = _all_expressions(helm)
+    assert len(expressions) >= 9
+    for expr in expressions:
+        for variable, value in GRAFANA_VARIABLES.items():
+            expr = expr.replace(variable, value)
+        if expr.startswith("label_values("):  # a Grafana function around a selector
+            expr = expr.removeprefix("label_values(").rsplit(",", 1)[0]
+        try:
+            promql_parser.parse(expr)
+        except ValueError as exc:
+            pytest.fail(f"invalid PromQL ({exc}): {expr}")

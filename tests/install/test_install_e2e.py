@@ -174,6 +174,21 @@ def _crd_columns_of_file() -> set[str]:
     return {c["name"] for v in crd["spec"]["versions"] for c in v.get("additionalPrinterColumns", [])}
 
 
+def test_observability_config_maps_are_accepted(
+    cluster: Any, helm: Helm, namespace: str
+) -> None:
+    # ServiceMonitor and PrometheusRule need the Prometheus Operator CRDs, which this
+    # cluster does not serve; the ConfigMaps are plain core objects.
+    objects = helm.template("--set", "dashboards.enabled=true,prometheusAdapter.enabled=true",
+                            "-s", "templates/dashboard-configmap.yaml",
+                            "-s", "templates/prometheus-adapter-configmap.yaml",
+                            namespace=namespace)
+    assert [o["kind"] for o in objects] == ["ConfigMap", "ConfigMap"]
+    out = cluster.kubectl("apply", "--dry-run=server", "-f", "-",
+                          input=yaml.safe_dump_all(objects))
+    assert out.stdout.count("(server dry run)") == 2
+
+
 def test_kubectl_apply_manifests_installs_the_operator(cluster: Any) -> None:
     out = cluster.kubectl("apply", "-f", str(MANIFESTS))
     try:
