@@ -120,10 +120,15 @@ def test_children_of_every_sample_are_valid_objects(crd, namespace, sample):
     options = BuildOptions(service_monitor_available=_service_monitor_crd(crd))
     children = build_children(bems, options)
     body = yaml.safe_dump_all(children)
-    out = crd.kubectl("apply", "--server-side", "--field-manager=bem-operator", "--dry-run=server",
-                      "-f", "-", input=body, check=False)
+    out = crd.kubectl("apply", "--server-side", "--field-manager=bem-operator", "-f", "-",
+                      input=body, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("serverside-applied") == len(children), out.stdout
+    # Stable output: applying the freshly built children again changes nothing.
+    again = yaml.safe_dump_all(build_children(get_json(crd, namespace, "bems", name), options))
+    diff = crd.kubectl("diff", "--server-side", "--field-manager=bem-operator", "-f", "-",
+                       input=again, check=False)
+    assert diff.returncode == 0, diff.stdout + diff.stderr
 
 
 def test_kubectl_explain_shows_descriptions(crd):
