@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tarfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -123,6 +125,17 @@ def test_metrics_service_selects_the_operator_pod(helm: Helm) -> None:
     monitor = by_kind(objects, "ServiceMonitor")[0]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+def test_packaged_chart_carries_the_crd_and_the_schema(helm: Helm, tmp_path: Path) -> None:
+    helm.run("package", str(CHART), "-d", str(tmp_path))
+    [package] = tmp_path.glob("bem-operator-*.tgz")
+    assert helm.run("show", "crds", str(package)).stdout.strip() == (
+        (CHART / "crds" / "bemservice.yaml").read_text().strip())
+    with tarfile.open(package) as archive:
+        names = set(archive.getnames())
+    assert {"bem-operator/values.schema.json", "bem-operator/dashboards/bem-overview.json",
+            "bem-operator/templates/NOTES.txt"} <= names
 
 
 BAD_VALUES = [

@@ -52,9 +52,12 @@ def _can(cluster: Any, account: str, verb: str, resource: str, namespace: str) -
     return out.stdout.strip() == "yes"
 
 
-def _crd_columns(cluster: Any) -> set[str]:
-    crd = _get(cluster, "crd", CRD_NAME)
+def _columns(crd: dict[str, Any]) -> set[str]:
     return {c["name"] for v in crd["spec"]["versions"] for c in v.get("additionalPrinterColumns", [])}
+
+
+def _crd_columns(cluster: Any) -> set[str]:
+    return _columns(_get(cluster, "crd", CRD_NAME))
 
 
 def _apply_crd(cluster: Any, text: str, manager: str) -> None:
@@ -149,7 +152,8 @@ def _old_crd() -> str:
 def test_documented_upgrade_path_updates_the_crd(
     cluster: Any, cluster_helm: Helm, namespace: str, release: str, tmp_path: Path
 ) -> None:
-    assert "Endpoint" in _crd_columns_of_file(), "the test needs the Endpoint printer column"
+    assert "Endpoint" in _columns(yaml.safe_load(CRD_FILE.read_text())), (
+        "the test needs the CRD's Endpoint printer column")
     try:
         _apply_crd(cluster, _old_crd(), manager="bem-old-release")
         assert "Endpoint" not in _crd_columns(cluster)
@@ -167,11 +171,6 @@ def test_documented_upgrade_path_updates_the_crd(
         assert schema["openAPIV3Schema"]["description"] == expected["openAPIV3Schema"]["description"]
     finally:
         _apply_crd(cluster, CRD_FILE.read_text(), manager="kubectl")
-
-
-def _crd_columns_of_file() -> set[str]:
-    crd = yaml.safe_load(CRD_FILE.read_text())
-    return {c["name"] for v in crd["spec"]["versions"] for c in v.get("additionalPrinterColumns", [])}
 
 
 def test_observability_config_maps_are_accepted(
