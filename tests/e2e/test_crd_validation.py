@@ -77,6 +77,8 @@ INVALID = [
      "svc", "spec.autoscaling.targetCPUUtilization", "requests.cpu"),
     ("request-above-limit", {"model": MODEL, "resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}},
      "svc", "spec.resources.requests", "at most"),
+    ("negative-quantity", {"model": MODEL, "resources": {"limits": {"memory": "-1Gi"}}},
+     "svc", "spec.resources.limits", "must not be negative"),
     ("gpu-in-resources", {"model": MODEL, "resources": {"limits": {"nvidia.com/gpu": 1}}},
      "svc", "spec.resources.limits", "spec.gpu.count"),
     ("unknown-log-level", {"model": MODEL, "runtime": {"logLevel": "verbose"}},
