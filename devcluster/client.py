@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -94,6 +95,46 @@ class Client:
             namespace=namespace,
         )
 
+    def register_local_apiservice(
+        self, group: str, version: str, port: int, *, ca_bundle: bytes | None = None
+    ) -> str:
+        """Route an aggregated API (e.g. custom.metrics.k8s.io) to 127.0.0.1:port.
+
+        Endpoints may not hold loopback addresses, but the aggregator resolves
+        an ExternalName Service to its host: `localhost`. The server receives
+        the front-proxy client certificate (CA in kube-system ConfigMap
+        extension-apiserver-authentication) and X-Remote-User/Group headers.
+        Without ca_bundle the server's certificate is not verified; with it, the
+        certificate must name the Service (`local-<...>.kube-system.svc`).
+        Returns the APIService name (cluster-scoped: delete it when done).
+        """
+        name = f"{version}.{group}"
+        svc_name = _local_service_name(name)
+        tls = ({"caBundle": base64.b64encode(ca_bundle).decode()} if ca_bundle
+               else {"insecureSkipTLSVerify": True})
+        objects = [
+            {"apiVersion": "v1", "kind": "Service",
+             "metadata": {"name": svc_name, "namespace": "kube-system"},
+             "spec": {"type": "ExternalName", "externalName": "localhost",
+                      "ports": [{"name": "https", "port": port, "targetPort": port}]}},
+            {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+             "metadata": {"name": name},
+             "spec": {"group": group, "version": version, "groupPriorityMinimum": 100,
+                      "versionPriority": 100,
+                      "service": {"name": svc_name, "namespace": "kube-system", "port": port},
+                      **tls}},
+        ]
+        self.kubectl("apply", "-f", "-",
+                     input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+        return name
+
+    def unregister_local_apiservice(self, name: str) -> None:
+        """Remove what register_local_apiservice created: a dead APIService
+        breaks discovery for every other client of the cluster."""
+        self.kubectl("delete", "apiservice", name, "--ignore-not-found")
+        self.kubectl("-n", "kube-system", "delete", "service", _local_service_name(name),
+                     "--ignore-not-found")
+
     def _ca_file(self) -> Path:
         """The CA of the current cluster as a file (kubeconfigs may embed it)."""
         doc = yaml.safe_load(self.kubeconfig.read_text())
@@ -107,6 +148,10 @@ class Client:
             path.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
             return path
         raise ValueError(f"{self.kubeconfig}: the cluster entry names no certificate authority")
+
+
+def _local_service_name(apiservice: str) -> str:
+    return "local-" + re.sub(r"[^a-z0-9-]", "-", apiservice.lower())[:50].strip("-")
 
 
 class AttachedCluster(Client):

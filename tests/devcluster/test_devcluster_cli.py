@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,8 @@ def test_up_status_env_down(tmp_path: Path) -> None:
         nodes = subprocess.run(["bash", "-c", up.stdout + "kubectl get nodes -o name"],
                                capture_output=True, text=True, timeout=60)
         assert nodes.stdout.split() == ["node/kwok-cpu-0", "node/kwok-gpu-0"], nodes.stderr
+        _tests_reuse_the_running_cluster(tmp_path, kubeconfig)
+        assert all(c.is_ours() for c in comps), "a reusing session must not stop the cluster"
     finally:
         down = _cli(state_dir, "down")
     assert down.returncode == 0, down.stderr
@@ -63,3 +67,20 @@ def test_env_without_a_cluster_says_what_to_do(tmp_path: Path) -> None:
     env = _cli(tmp_path / "none", "env", timeout=60)
     assert env.returncode == 1
     assert "run `bem-devcluster up`" in env.stderr
+
+
+def _tests_reuse_the_running_cluster(tmp_path: Path, kubeconfig: Path) -> None:
+    """BEM_DEVCLUSTER_KUBECONFIG: fixtures use the running cluster, start nothing."""
+    (tmp_path / "test_reuse.py").write_text(textwrap.dedent(f"""
+        def test_reuses(cluster, namespace):
+            assert str(cluster.kubeconfig) == {str(kubeconfig)!r}
+            assert cluster.kubectl("get", "ns", namespace).returncode == 0
+    """))
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "devcluster.pytest_plugin",
+         "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(tmp_path / "test_reuse.py")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "BEM_DEVCLUSTER_KUBECONFIG": str(kubeconfig)},
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "1 passed" in run.stdout
