@@ -68,13 +68,15 @@ def test_manifest_binding_names_the_manifest_service_account() -> None:
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"],
                                     "namespace": account["namespace"]}]
     namespace = load_yaml_docs(MANIFESTS / "namespace.yaml")[0]
-    assert namespace["kind"] == "Namespace" and namespace["metadata"]["name"] == account["namespace"]
+    assert namespace["kind"] == "Namespace"
+    assert namespace["metadata"]["name"] == account["namespace"]
 
 
 def test_manifest_operator_matches_the_chart_default_render(helm: Helm) -> None:
     manifest = load_yaml_docs(MANIFESTS / "operator.yaml")
     chart = helm.template()
-    manifest_deploy, chart_deploy = by_kind(manifest, "Deployment")[0], by_kind(chart, "Deployment")[0]
+    manifest_deploy = by_kind(manifest, "Deployment")[0]
+    chart_deploy = by_kind(chart, "Deployment")[0]
     # Labels differ on purpose (Helm adds its own); the running operator must not.
     assert manifest_deploy["spec"] == chart_deploy["spec"]
     assert manifest_deploy["metadata"]["name"] == chart_deploy["metadata"]["name"]

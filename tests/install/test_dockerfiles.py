@@ -68,7 +68,8 @@ def test_final_stage_runs_as_the_unprivileged_user_and_installs_nothing(name: st
 
 @pytest.mark.parametrize(("name", "extra"), DOCKERFILES.items())
 def test_build_installs_only_the_image_extra(name: str, extra: str) -> None:
-    runs = " ".join(i["value"] for i in parse_dockerfile(name).structure if i["instruction"] == "RUN")
+    structure = parse_dockerfile(name).structure
+    runs = " ".join(i["value"] for i in structure if i["instruction"] == "RUN")
     assert f'pip install ".[{extra}]"' in runs
     assert not re.search(r"\[(dev|test)", runs) and "pytest" not in runs
 

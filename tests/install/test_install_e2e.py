@@ -53,7 +53,8 @@ def _can(cluster: Any, account: str, verb: str, resource: str, namespace: str) -
 
 
 def _columns(crd: dict[str, Any]) -> set[str]:
-    return {c["name"] for v in crd["spec"]["versions"] for c in v.get("additionalPrinterColumns", [])}
+    versions = crd["spec"]["versions"]
+    return {c["name"] for v in versions for c in v.get("additionalPrinterColumns", [])}
 
 
 def _crd_columns(cluster: Any) -> set[str]:
@@ -89,7 +90,7 @@ def test_helm_install_and_upgrade_create_the_operator(
     assert _get(cluster, "service", f"{full}-metrics", "-n", namespace)["spec"]["ports"][0][
         "name"] == "metrics"
 
-    cluster_helm.run("upgrade", release, str(CHART), "-n", namespace, "--reuse-values",
+    cluster_helm.run("upgrade", release, str(CHART), "-n", namespace, "--reset-then-reuse-values",
                      "--set", "operator.resyncSeconds=45", "--wait", "--timeout", "120s")
     upgraded = _get(cluster, "deployment", full, "-n", namespace)
     env = {e["name"]: e.get("value") for e in
@@ -159,16 +160,19 @@ def test_documented_upgrade_path_updates_the_crd(
         assert "Endpoint" not in _crd_columns(cluster)
         cluster_helm.run("install", release, str(CHART), "-n", namespace)
         # Helm alone never touches an existing CRD: the upgrade leaves the old one.
-        cluster_helm.run("upgrade", release, str(CHART), "-n", namespace, "--reuse-values")
+        cluster_helm.run("upgrade", release, str(CHART), "-n", namespace,
+                         "--reset-then-reuse-values")
         assert "Endpoint" not in _crd_columns(cluster)
         # The documented path (docs/install.md, NOTES.txt): the chart's CRD first, then Helm.
         crds = cluster_helm.run("show", "crds", str(CHART)).stdout
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=crds)
-        cluster_helm.run("upgrade", release, str(CHART), "-n", namespace, "--reuse-values")
+        cluster_helm.run("upgrade", release, str(CHART), "-n", namespace,
+                         "--reset-then-reuse-values")
         assert "Endpoint" in _crd_columns(cluster)
         schema = _get(cluster, "crd", CRD_NAME)["spec"]["versions"][0]["schema"]
         expected = yaml.safe_load(CRD_FILE.read_text())["spec"]["versions"][0]["schema"]
-        assert schema["openAPIV3Schema"]["description"] == expected["openAPIV3Schema"]["description"]
+        description = schema["openAPIV3Schema"]["description"]
+        assert description == expected["openAPIV3Schema"]["description"]
     finally:
         _apply_crd(cluster, CRD_FILE.read_text(), manager="kubectl")
 
