@@ -20,6 +20,13 @@ from devcluster.binaries import Binaries
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
+class KubectlError(subprocess.CalledProcessError):
+    """kubectl failed; the message carries its stderr (what to fix)."""
+
+    def __str__(self) -> str:
+        return f"{' '.join(self.cmd)} exited {self.returncode}: {self.stderr.strip()}"
+
+
 class Client:
     """What tests and tools need from a cluster, whoever started it."""
 
@@ -63,10 +70,7 @@ class Client:
             env=self.env(),
         )
         if check and out.returncode != 0:
-            raise subprocess.CalledProcessError(
-                out.returncode, ["kubectl", *args], out.stdout,
-                f"kubectl {' '.join(args)} failed:\n{out.stderr}",
-            )
+            raise KubectlError(out.returncode, ["kubectl", *args], out.stdout, out.stderr)
         return out
 
     def api_client(self) -> Any:

@@ -138,3 +138,11 @@ def test_service_account_kubeconfig_is_least_privilege(cluster: Client, namespac
 def test_service_account_names_are_validated(cluster: Client) -> None:
     with pytest.raises(ValueError, match="not a DNS label"):
         cluster.kubeconfig_for_service_account("Bad_NS", "robot")
+
+
+def test_kubectl_failures_say_what_went_wrong(cluster: Client) -> None:
+    from devcluster.client import KubectlError
+
+    with pytest.raises(KubectlError, match="doesn't have a resource type \"nosuchkind\""):
+        cluster.kubectl("get", "nosuchkind")
+    assert cluster.kubectl("get", "nosuchkind", check=False).returncode != 0
