@@ -204,9 +204,11 @@ def test_kubectl_apply_manifests_installs_the_operator(cluster: Any) -> None:
         cluster.kubectl("-n", "bem-system", "rollout", "status", "deployment/bem-operator",
                         "--timeout=120s")
     finally:
-        # Only the operator goes: the CRD, namespace and RBAC are shared with other tests.
+        # Only the operator goes: the CRD, namespace and RBAC are shared with other tests,
+        # which expect the CRD of crds/ (the copy here could be stale in a working tree).
         cluster.kubectl("delete", "-f", str(MANIFESTS / "operator.yaml"), "--wait=false",
                         check=False)
+        _apply_crd(cluster, CRD_FILE.read_text(), manager="kubectl")
 
 
 @pytest.mark.parametrize("sample", sorted((MANIFESTS / "samples").glob("*.yaml")),
