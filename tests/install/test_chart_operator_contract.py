@@ -1,0 +1,63 @@
+"""The environment the chart gives the operator is what the operator reads and accepts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bem_operator.settings import OperatorSettings
+
+from .support import Helm, by_kind
+
+
+def _operator_env(objects: list[dict[str, Any]]) -> dict[str, str]:
+    [deployment] = by_kind(objects, "Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+def test_default_environment_gives_the_documented_settings(helm: Helm) -> None:
+    objects = helm.template()
+    settings = OperatorSettings.from_env(_operator_env(objects))
+    assert settings.clusterwide
+    assert settings.metrics_port == 8000 and settings.health_port == 8080
+    assert settings.resync_seconds == 30
+    assert settings.log_level == "INFO"
+    [deployment] = by_kind(objects, "Deployment")
+    version = deployment["metadata"]["labels"]["app.kubernetes.io/version"]
+    assert settings.runtime_image == f"bem-runtime:{version}"
+    # The probes and the metrics Service target the ports the operator listens on.
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": settings.metrics_port, "health": settings.health_port}
+    assert settings.bind_address == "0.0.0.0"  # kubelet probes come from outside the pod
+
+
+def test_every_value_reaches_the_operator(helm: Helm) -> None:
+    objects = helm.template(
+        "--set", "watchNamespaces={team-a,team-b}", "--set", "operator.metricsPort=9100",
+        "--set", "operator.healthPort=9180", "--set", "operator.resyncSeconds=45",
+        "--set", "operator.logLevel=debug", "--set", "runtimeImage.repository=example/rt",
+        "--set", "runtimeImage.tag=1.2.3-cu128")
+    env = _operator_env(objects)
+    settings = OperatorSettings.from_env(env)
+    assert settings.namespaces == ("team-a", "team-b")
+    assert (settings.metrics_port, settings.health_port) == (9100, 9180)
+    assert settings.resync_seconds == 45
+    assert settings.log_level == "DEBUG"
+    assert settings.runtime_image == "example/rt:1.2.3-cu128"
+    service = by_kind(objects, "Service")[0]
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+
+
+def test_chart_sets_only_variables_the_operator_reads(helm: Helm) -> None:
+    env = _operator_env(helm.template())
+    known = {"BEM_OPERATOR_NAMESPACES", "BEM_OPERATOR_METRICS_PORT", "BEM_OPERATOR_HEALTH_PORT",
+             "BEM_OPERATOR_RESYNC_SECONDS", "BEM_OPERATOR_LOG_LEVEL", "BEM_RUNTIME_IMAGE"}
+    assert set(env) == known
+    # Each one changes the settings when set alone, so none is silently ignored.
+    baseline = OperatorSettings.from_env({})
+    probes = {"BEM_OPERATOR_NAMESPACES": "x", "BEM_OPERATOR_METRICS_PORT": "1",
+              "BEM_OPERATOR_HEALTH_PORT": "2", "BEM_OPERATOR_RESYNC_SECONDS": "3",
+              "BEM_OPERATOR_LOG_LEVEL": "error", "BEM_RUNTIME_IMAGE": "x:1"}
+    for name in known:
+        assert OperatorSettings.from_env({name: probes[name]}) != baseline, name
