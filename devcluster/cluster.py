@@ -69,7 +69,7 @@ class DevCluster(Client):
             atexit.register(cluster.stop)
             interrupt_on_sigterm()
         try:
-            cluster._boot(timeout)
+            cluster._boot_retrying(timeout)
         except BaseException:
             cluster.stop()
             raise
@@ -94,6 +94,21 @@ class DevCluster(Client):
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
     # ---- boot ------------------------------------------------------------
+    def _boot_retrying(self, timeout: float, attempts: int = 3) -> None:
+        # A free port may be taken by someone else between our probe and the
+        # component's bind (several clusters start at once on a shared host).
+        for attempt in range(1, attempts + 1):
+            try:
+                self._boot(timeout)
+                return
+            except StartupError as exc:
+                if "address already in use" not in str(exc) or attempt == attempts:
+                    raise
+                processes.stop_all(self.state_dir)
+                for child in self.state_dir.iterdir():
+                    if child.name not in (MARKER, "logs"):  # logs append: keep the story
+                        shutil.rmtree(child) if child.is_dir() else child.unlink()
+
     def _boot(self, timeout: float) -> None:
         began = time.monotonic()
         lay, bins = self.layout, self.bins

@@ -126,3 +126,23 @@ def test_owner_killed_outright_takes_the_processes_along(tmp_path: Path) -> None
         proc.kill()
         if state_dir.exists():
             DevCluster.from_state_dir(state_dir).stop()
+
+
+def test_a_port_taken_meanwhile_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    real = processes.free_port
+    ports = iter([taken.getsockname()[1]])  # the first probe hands out a busy port
+    monkeypatch.setattr(processes, "free_port", lambda: next(ports, None) or real())
+    try:
+        cluster = DevCluster.start()
+    finally:
+        taken.close()
+    try:
+        assert cluster.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
+        assert "address already in use" in (cluster.state_dir / "logs" / "etcd.log").read_text()
+    finally:
+        cluster.stop()
