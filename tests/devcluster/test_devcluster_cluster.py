@@ -6,6 +6,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,21 @@ def test_kubectl_failures_say_what_went_wrong(cluster: Client) -> None:
     with pytest.raises(KubectlError, match="doesn't have a resource type \"nosuchkind\""):
         cluster.kubectl("get", "nosuchkind")
     assert cluster.kubectl("get", "nosuchkind", check=False).returncode != 0
+
+
+def test_helm_installs_a_chart_that_becomes_ready(
+    cluster: Client, namespace: str, tmp_path: Path
+) -> None:
+    def helm(*args: str) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run([str(cluster.helm_bin), *args], capture_output=True, text=True,
+                             timeout=180, env={**cluster.env(), "HELM_CACHE_HOME": str(tmp_path),
+                                               "HELM_CONFIG_HOME": str(tmp_path)})
+        assert out.returncode == 0, out.stderr
+        return out
+
+    helm("create", str(tmp_path / "demo"))
+    helm("install", "demo", str(tmp_path / "demo"), "-n", namespace, "--wait", "--timeout=90s")
+    releases = json.loads(helm("list", "-n", namespace, "-o", "json").stdout)
+    assert [(r["name"], r["status"]) for r in releases] == [("demo", "deployed")]
+    deploy = _json(cluster, "-n", namespace, "get", "deployment", "demo")
+    assert deploy["status"]["readyReplicas"] == 1
