@@ -1,9 +1,14 @@
-"""Static checks of the Dockerfiles (no container engine here): inputs, pins, users, stages."""
+"""Checks of the Dockerfiles without a container engine: inputs, pins, users, stages, health."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import os
 import re
+import subprocess
+import sys
+import threading
 import tomllib
 from typing import Any
 
@@ -94,12 +99,37 @@ def test_runtime_torch_build_is_chosen_by_a_build_argument() -> None:
     assert runs.index("TORCH_INDEX_URL") < runs.index('".[runtime]"')
 
 
-def test_runtime_healthcheck_probes_health_with_the_interpreter() -> None:
+def _healthcheck_command() -> list[str]:
     [check] = [i["value"] for i in parse_dockerfile("Dockerfile.runtime").structure
                if i["instruction"] == "HEALTHCHECK"]
-    command = json.loads(check.split("CMD", 1)[1])
+    return json.loads(check.split("CMD", 1)[1])
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_runtime_healthcheck_passes_on_a_healthy_server_and_fails_without_one() -> None:
+    command = _healthcheck_command()
     assert command[:2] == ["python", "-c"] and "/health" in command[2]
-    compile(command[2], "healthcheck", "exec")  # a syntax error would mark every pod unhealthy
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Health)
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    run = [sys.executable, *command[1:]]
+    env = {**os.environ, "BEM_PORT": str(port)}
+    try:
+        assert subprocess.run(run, env=env, timeout=30).returncode == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    failed = subprocess.run(run, env=env, timeout=30, capture_output=True)
+    assert failed.returncode != 0, "the check passed with nothing listening"
 
 
 def test_runtime_image_serves_by_default() -> None:
