@@ -7,12 +7,30 @@ Shared between the event loop and worker threads, hence the lock.
 from __future__ import annotations
 
 import dataclasses
+import enum
+import hashlib
+import json
 import threading
 from collections.abc import Mapping
 from typing import Any
 
 OWNER_LABEL = "bem.ai/service"
 OWNER_KIND = "BEMService"
+
+
+class Change(enum.Enum):
+    OWN_WRITE = "own-write"  # the echo of our own apply: nothing to do
+    STATUS_ONLY = "status-only"  # a controller updated status: refresh the parent's status
+    CHANGED = "changed"  # created, deleted or edited: reconcile the parent fully
+
+
+def fingerprint(body: Mapping[str, Any]) -> str:
+    """What the operator declares about a child (status excluded), as a digest."""
+    meta = body.get("metadata") or {}
+    declared = {key: meta.get(key) for key in ("labels", "annotations", "ownerReferences",
+                                               "generation")}
+    declared["spec"] = body.get("spec")
+    return hashlib.sha256(json.dumps(declared, sort_keys=True).encode()).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +62,9 @@ class ChildIndex:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._children: dict[tuple[str, str], dict[tuple[str, str], ChildRef]] = {}
-        self._applied: dict[tuple[str, str, str, str], str] = {}  # child -> resourceVersion
+        # child -> (resourceVersion, fingerprint) of what our last apply returned
+        self._applied: dict[tuple[str, str, str, str], tuple[str, str]] = {}
+        self._deployments: dict[tuple[str, str], Mapping[str, Any]] = {}  # by parent
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         parent = parent_of(body)
@@ -54,6 +74,11 @@ class ChildIndex:
         kind_key = (body.get("apiVersion", ""), body.get("kind", ""))
         with self._lock:
             by_kind = self._children.setdefault(parent, {})
+            if kind_key == ("apps/v1", "Deployment"):
+                if event_type == "DELETED":
+                    self._deployments.pop(parent, None)
+                else:
+                    self._deployments[parent] = body
             if event_type == "DELETED":
                 current = by_kind.get(kind_key)
                 if current is not None and current.uid == meta.get("uid"):
@@ -71,18 +96,30 @@ class ChildIndex:
             refs = list(self._children.get((namespace, parent), {}).values())
         return [ref for ref in refs if ref.owner_uid == owner_uid]
 
-    def note_applied(self, live: Mapping[str, Any]) -> None:
-        meta = live.get("metadata") or {}
-        key = (live.get("apiVersion", ""), live.get("kind", ""), meta.get("namespace", ""),
-               meta.get("name", ""))
+    def deployment(self, namespace: str, parent: str) -> Mapping[str, Any] | None:
+        """The latest Deployment of a parent the watch delivered."""
         with self._lock:
-            self._applied[key] = meta.get("resourceVersion", "")
+            return self._deployments.get((namespace, parent))
 
-    def is_own_write(self, body: Mapping[str, Any]) -> bool:
-        """True for the watch event our own last apply caused: nothing new to react to."""
-        meta = body.get("metadata") or {}
-        key = (body.get("apiVersion", ""), body.get("kind", ""), meta.get("namespace", ""),
-               meta.get("name", ""))
+    def note_applied(self, live: Mapping[str, Any]) -> None:
         with self._lock:
-            return bool(meta.get("resourceVersion")) and \
-                self._applied.get(key) == meta.get("resourceVersion")
+            self._applied[_key(live)] = ((live.get("metadata") or {}).get("resourceVersion", ""),
+                                         fingerprint(live))
+
+    def classify(self, event_type: str | None, body: Mapping[str, Any]) -> Change:
+        """How much of the parent a child's watch event asks to reconcile."""
+        if event_type == "DELETED":
+            return Change.CHANGED
+        with self._lock:
+            applied = self._applied.get(_key(body))
+        if applied is None:
+            return Change.CHANGED
+        if applied[0] and applied[0] == (body.get("metadata") or {}).get("resourceVersion"):
+            return Change.OWN_WRITE
+        return Change.STATUS_ONLY if applied[1] == fingerprint(body) else Change.CHANGED
+
+
+def _key(body: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    meta = body.get("metadata") or {}
+    return (body.get("apiVersion", ""), body.get("kind", ""), meta.get("namespace", ""),
+            meta.get("name", ""))

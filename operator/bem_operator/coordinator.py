@@ -17,11 +17,11 @@ T = TypeVar("T")
 
 
 class Coordinator:
-    def __init__(self, on_request: Callable[[Key], Awaitable[None]], delay: float) -> None:
+    def __init__(self, on_request: Callable[[Key, bool], Awaitable[None]], delay: float) -> None:
         self._on_request = on_request
         self._delay = delay
         self._locks: weakref.WeakValueDictionary[Key, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._pending: set[Key] = set()
+        self._pending: dict[Key, bool] = {}  # key -> whether a full reconcile was asked for
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _lock(self, key: Key) -> asyncio.Lock:
@@ -37,11 +37,13 @@ class Coordinator:
         async with lock:
             return await action()
 
-    def request(self, key: Key) -> None:
-        """Asks for a reconcile of `key` soon; repeated requests in the window merge."""
+    def request(self, key: Key, full: bool = True) -> None:
+        """Asks for a reconcile of `key` soon (`full=False`: a status refresh is enough);
+        requests in the same window merge, a full one wins."""
         if key in self._pending:
+            self._pending[key] = self._pending[key] or full
             return
-        self._pending.add(key)
+        self._pending[key] = full
         task = asyncio.create_task(self._delayed(key), name=f"reconcile {key[0]}/{key[1]}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -49,9 +51,9 @@ class Coordinator:
     async def _delayed(self, key: Key) -> None:
         await asyncio.sleep(self._delay)
         # Leave the pending set before running: events during the run ask again.
-        self._pending.discard(key)
+        full = self._pending.pop(key, True)
         try:
-            await self.run(key, lambda: self._on_request(key))
+            await self.run(key, lambda: self._on_request(key, full))
         except Exception:  # the timer retries; one failed child-triggered run is not fatal
             logger.exception("Failed to reconcile BEMService %s/%s after a child changed", *key)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from bem_operator.children import ChildIndex, parent_of
+from bem_operator.children import Change, ChildIndex, parent_of
 from bem_operator.coordinator import Coordinator, Key
 from bem_operator.k8s import ApiError, KubeApi
 from bem_operator.metrics import OperatorMetrics
@@ -31,6 +31,7 @@ class Engine:
         self.settings = settings
         self.metrics = metrics or OperatorMetrics()
         self.index = ChildIndex()
+        self.parents: dict[Key, Mapping[str, Any]] = {}  # latest BEMService bodies seen
         self.reconciler = Reconciler(api, self.index, settings.runtime_image)
         self.coordinator = Coordinator(self._reconcile_fetched, settings.child_event_delay_seconds)
         self.executor = concurrent.futures.ThreadPoolExecutor(
@@ -51,14 +52,24 @@ class Engine:
         except RetryableError as exc:
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_SECONDS) from exc
 
+    def parent_changed(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """Keeps the latest BEMService bodies, so child events need no GET of the parent."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if event_type == "DELETED":
+            self.parents.pop(key, None)
+            self.reconciler.forget(meta.get("uid", ""))
+        else:
+            self.parents[key] = body
+
     def child_changed(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """A labelled child changed: reconcile its parent soon (drift correction)."""
+        """A labelled child changed: reconcile its parent soon (drift correction), or only
+        refresh the parent's status when just the child's status moved."""
+        change = self.index.classify(event_type, body)
         self.index.observe(event_type, body)
-        if event_type != "DELETED" and self.index.is_own_write(body):
-            return
         parent = parent_of(body)
-        if parent is not None:
-            self.coordinator.request(parent)
+        if parent is not None and change is not Change.OWN_WRITE:
+            self.coordinator.request(parent, full=change is Change.CHANGED)
 
     async def close(self) -> None:
         await self.coordinator.close()
@@ -72,21 +83,42 @@ class Engine:
             kopf.event(bems, type=event_type, reason=reason, message=message)
         return result
 
-    async def _reconcile_fetched(self, key: Key) -> None:
-        """Called by the coordinator (lock held) after child events: read the parent fresh."""
-        loop = asyncio.get_running_loop()
-        try:
-            bems = await loop.run_in_executor(self.executor, self.api.get_bemservice, *key)
-        except ApiError as exc:
-            self.metrics.errors.labels(kind="child_event").inc()
-            logger.warning("Failed to read BEMService %s/%s after a child changed: %s",
-                           *key, exc)
-            return
+    async def _reconcile_fetched(self, key: Key, full: bool) -> None:
+        """Called by the coordinator (lock held) after child events."""
+        cached = self.parents.get(key)
+        bems = copy.deepcopy(dict(cached)) if cached is not None else await self._fetch(key)
         if bems is None or bems["metadata"].get("deletionTimestamp"):
             return  # gone or going: garbage collection removes the children
         try:
+            if not full and await self._refresh(bems):
+                return
             await self._run(bems, "child")
         except InvalidSpec:
             pass  # reported in status by the reconcile; a spec change triggers the next one
         except RetryableError as exc:
             logger.warning("Deferred BEMService %s/%s to the next check: %s", *key, exc)
+
+    async def _refresh(self, bems: dict[str, Any]) -> bool:
+        """Status-only update from the watched Deployment; False when a full run is needed."""
+        meta = bems["metadata"]
+        deployment = self.index.deployment(meta["namespace"], meta["name"])
+        if deployment is None:
+            return False
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self.executor, self.reconciler.refresh_status,
+                                            bems, copy.deepcopy(dict(deployment)))
+        if result is None:
+            return False
+        for event_type, reason, message in result.events:
+            kopf.event(bems, type=event_type, reason=reason, message=message)
+        return True
+
+    async def _fetch(self, key: Key) -> dict[str, Any] | None:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.executor, self.api.get_bemservice, *key)
+        except ApiError as exc:
+            self.metrics.errors.labels(kind="child_event").inc()
+            logger.warning("Failed to read BEMService %s/%s after a child changed: %s",
+                           *key, exc)
+            return None

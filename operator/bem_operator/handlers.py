@@ -40,8 +40,12 @@ def register(registry: kopf.OperatorRegistry, engine: Engine) -> None:
     async def resync(body: kopf.Body, **_: Any) -> None:
         await engine.reconcile(body, trigger="timer", report_invalid=False)
 
-    async def child_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
-        engine.child_changed(type, body)
+    @kopf.on.event(*BEMSERVICES, registry=registry)
+    async def parent_changed(event: kopf.RawEvent, type: str | None, **_: Any) -> None:
+        engine.parent_changed(type, event["object"])
+
+    async def child_changed(event: kopf.RawEvent, type: str | None, **_: Any) -> None:
+        engine.child_changed(type, event["object"])
 
     for group, version, plural in CHILD_RESOURCES:
         kopf.on.event(group, version, plural, labels={OWNER_LABEL: kopf.PRESENT},

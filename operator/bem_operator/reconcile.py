@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -50,6 +51,11 @@ class Reconciler:
         self.index = index
         self.default_image = default_image
         self.clock = clock
+        # The last full reconcile's findings per BEMService uid, so a Deployment status
+        # change needs only a status refresh, not a new round of applies.
+        self._observed: dict[str, Observed] = {}
+        self._written: dict[str, dict[str, Any]] = {}  # the status last written, by uid
+        self._observed_lock = threading.Lock()
 
     def reconcile(self, bems: Mapping[str, Any]) -> Result:
         meta = bems["metadata"]
@@ -109,7 +115,32 @@ class Reconciler:
             else "applied" if monitor_available else "unavailable",
         )
         status, status_events = self._report(bems, observed)
+        with self._observed_lock:
+            self._observed[meta["uid"]] = observed
         return Result(status=status, events=events + status_events)
+
+    def refresh_status(self, bems: Mapping[str, Any],
+                       deployment: Mapping[str, Any]) -> Result | None:
+        """Status from a newer Deployment with the rest of the last full reconcile's findings;
+        None when there are none for this generation (then a full reconcile is due)."""
+        meta = bems["metadata"]
+        with self._observed_lock:
+            observed = self._observed.get(meta["uid"])
+        if observed is None or observed.generation != meta.get("generation", 0) \
+                or observed.deployment is None:
+            return None
+        observed = dataclasses.replace(observed, deployment=deployment)
+        try:
+            status, events = self._report(bems, observed)
+        except ApiError as exc:
+            raise RetryableError(f"Failed to update the status of BEMService "
+                                 f"{meta['namespace']}/{meta['name']}: {exc}") from exc
+        return Result(status=status, events=events)
+
+    def forget(self, uid: str) -> None:
+        with self._observed_lock:
+            self._observed.pop(uid, None)
+            self._written.pop(uid, None)
 
     def _check_references(self, namespace: str, deployment: Mapping[str, Any]
                           ) -> tuple[list[Reference], list[tuple[str, str]]]:
@@ -170,13 +201,16 @@ class Reconciler:
     def _report(self, bems: Mapping[str, Any], observed: Observed
                 ) -> tuple[dict[str, Any], list[Event]]:
         meta = bems["metadata"]
-        previous = bems.get("status") or {}
+        with self._observed_lock:  # only we write the status: what we wrote last is current
+            previous = self._written.get(meta["uid"]) or bems.get("status") or {}
         status = compute_status(observed, previous, self.clock())
         if status_changed(previous, status):
             self.api.patch_status(meta["namespace"], meta["name"], status)
             if previous.get("phase") != status["phase"]:
                 logger.info("Moved BEMService %s/%s to phase %s", meta["namespace"],
                             meta["name"], status["phase"])
+        with self._observed_lock:
+            self._written[meta["uid"]] = status
         return status, phase_events(previous, status, meta["name"])
 
     def _report_rejection(self, bems: Mapping[str, Any], exc: ApiError) -> None:
