@@ -47,7 +47,10 @@ def _get(cluster: Any, *args: str) -> dict[str, Any]:
 
 
 def _can(cluster: Any, account: str, verb: str, resource: str, namespace: str) -> bool:
-    out = cluster.kubectl("auth", "can-i", verb, resource, "-n", namespace,
+    """`kubectl auth can-i` as the account; "plural.group/sub" names a subresource."""
+    resource, _, subresource = resource.partition("/")
+    extra = [f"--subresource={subresource}"] if subresource else []
+    out = cluster.kubectl("auth", "can-i", verb, resource, *extra, "-n", namespace,
                           f"--as={account}", check=False)
     return out.stdout.strip() == "yes"
 
@@ -111,6 +114,7 @@ def test_cluster_wide_rbac_grants_what_the_operator_needs_and_no_more(
                            ("create", "events"), ("get", "secrets")]:
         assert _can(cluster, account, verb, resource, "default"), f"cannot {verb} {resource}"
     for verb, resource in [("delete", "bemservices.bem.ai"), ("list", "secrets"),
+                           ("update", "bemservices.bem.ai/status"),
                            ("create", "pods"), ("update", "deployments.apps"),
                            ("create", "clusterroles.rbac.authorization.k8s.io")]:
         assert not _can(cluster, account, verb, resource, "default"), f"may {verb} {resource}"
