@@ -71,6 +71,15 @@ def test_final_stage_runs_as_the_unprivileged_user_and_installs_nothing(name: st
             assert "--from=" in instruction["value"], "final stage copies only build outputs"
 
 
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_image_ships_without_a_package_installer(name: str) -> None:
+    build, final = _stages(parse_dockerfile(name))[0], _stages(parse_dockerfile(name))[-1]
+    build_runs = [i["value"] for i in build if i["instruction"] == "RUN"]
+    assert "pip uninstall --yes --quiet pip" in build_runs[-1], "the venv keeps its pip"
+    final_runs = " ".join(i["value"] for i in final if i["instruction"] == "RUN")
+    assert "pip uninstall --yes --quiet pip setuptools wheel" in final_runs
+
+
 @pytest.mark.parametrize(("name", "extra"), DOCKERFILES.items())
 def test_build_installs_only_the_image_extra(name: str, extra: str) -> None:
     structure = parse_dockerfile(name).structure
