@@ -40,6 +40,7 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         annotations = essence.get("metadata", {}).get("annotations", {})
         for key in [k for k in annotations if k.startswith(f"{STORAGE_PREFIX}/")]:
             del annotations[key]  # our own progress records must not look like a change
+        self.remove_empty_stanzas(cast(kopf.BodyEssence, essence))
         encoded = json.dumps(essence, sort_keys=True, separators=(",", ":")).encode()
         return cast(kopf.BodyEssence, {"sha256": hashlib.sha256(encoded).hexdigest()})
 

@@ -1,0 +1,40 @@
+"""Operator settings from the environment: defaults, parsing, errors that say what to fix."""
+from __future__ import annotations
+
+import pytest
+
+from bem_operator.settings import DEFAULT_RUNTIME_IMAGE, OperatorSettings, SettingsError
+
+
+def test_defaults_watch_every_namespace() -> None:
+    settings = OperatorSettings.from_env({})
+    assert settings.clusterwide and settings.namespaces == ()
+    assert (settings.metrics_port, settings.health_port) == (8000, 8080)
+    assert settings.resync_seconds == 30.0
+    assert settings.runtime_image == DEFAULT_RUNTIME_IMAGE
+
+
+def test_values_are_read() -> None:
+    settings = OperatorSettings.from_env({
+        "BEM_OPERATOR_NAMESPACES": " team-a, team-b ,team-a,", "BEM_OPERATOR_METRICS_PORT": "9100",
+        "BEM_OPERATOR_HEALTH_PORT": "9101", "BEM_OPERATOR_RESYNC_SECONDS": "2.5",
+        "BEM_RUNTIME_IMAGE": "registry.local/bem-runtime:1.2", "BEM_OPERATOR_LOG_LEVEL": "debug"})
+    assert settings.namespaces == ("team-a", "team-b") and not settings.clusterwide
+    assert (settings.metrics_port, settings.health_port) == (9100, 9101)
+    assert settings.resync_seconds == 2.5
+    assert settings.runtime_image == "registry.local/bem-runtime:1.2"
+    assert settings.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("BEM_OPERATOR_NAMESPACES", "Team_A"),
+    ("BEM_OPERATOR_METRICS_PORT", "80000"),
+    ("BEM_OPERATOR_HEALTH_PORT", "http"),
+    ("BEM_OPERATOR_RESYNC_SECONDS", "0"),
+    ("BEM_OPERATOR_RESYNC_SECONDS", "soon"),
+    ("BEM_RUNTIME_IMAGE", "bem runtime"),
+    ("BEM_OPERATOR_LOG_LEVEL", "loud"),
+])
+def test_bad_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        OperatorSettings.from_env({name: value})
