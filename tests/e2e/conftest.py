@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_support import CRD, RBAC, Kube, OperatorProcess, eventually
+from operator_support import CRD, RBAC, RESYNC_SECONDS, Kube, OperatorProcess, eventually
 
 OPERATOR_NAMESPACE = "bem-system"
 OPERATOR_ACCOUNT = "bem-operator"
@@ -41,11 +41,13 @@ def operator_kubeconfig(cluster: Any, crd_installed: None) -> Path:
 
 
 @pytest.fixture(scope="module")
-def operator(operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[OperatorProcess]:
-    """One operator per test module (watching every namespace), stopped cleanly after it."""
+def operator(operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory,
+             request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
+    """One operator per test module (watching every namespace), stopped cleanly after it.
+    A module sets OPERATOR_RESYNC_SECONDS to prove the watches work without the timer."""
     log_path = tmp_path_factory.mktemp("operator") / "operator.log"
-    proc = OperatorProcess(operator_kubeconfig, log_path)
+    resync = getattr(request.module, "OPERATOR_RESYNC_SECONDS", RESYNC_SECONDS)
+    proc = OperatorProcess(operator_kubeconfig, log_path, resync_seconds=resync)
     proc.start()
     try:
         yield proc

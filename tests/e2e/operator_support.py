@@ -51,9 +51,11 @@ def free_port() -> int:
 class OperatorProcess:
     """The operator under test, started and stopped like a real deployment would be."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path) -> None:
+    def __init__(self, kubeconfig: Path, log_path: Path,
+                 resync_seconds: float = RESYNC_SECONDS) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
+        self.resync_seconds = resync_seconds
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -66,7 +68,7 @@ class OperatorProcess:
             "BEM_OPERATOR_BIND_ADDRESS": "127.0.0.1",
             "BEM_OPERATOR_METRICS_PORT": str(self.metrics_port),
             "BEM_OPERATOR_HEALTH_PORT": str(self.health_port),
-            "BEM_OPERATOR_RESYNC_SECONDS": str(RESYNC_SECONDS),
+            "BEM_OPERATOR_RESYNC_SECONDS": str(self.resync_seconds),
         }
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
