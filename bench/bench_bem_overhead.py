@@ -123,9 +123,14 @@ def run(args: argparse.Namespace) -> dict:
     for _ in range(args.warmup):
         clock.step_times(engine, requests, True), clock.step_times(engine, requests, False)
     times: dict[bool, list[float]] = {True: [], False: []}
+    pair_ratios = []  # per repetition: BEM p50 / base p50 of two back-to-back runs (robust to drift)
     for rep in range(args.reps):
+        run_p50 = {}
         for use_bem in ((True, False) if rep % 2 == 0 else (False, True)):
-            times[use_bem] += clock.step_times(engine, requests, use_bem)
+            steps = clock.step_times(engine, requests, use_bem)
+            times[use_bem] += steps
+            run_p50[use_bem] = statistics.median(steps)
+        pair_ratios.append(run_p50[True] / run_p50[False])
     bem_p50, base_p50 = statistics.median(times[True]), statistics.median(times[False])
     return {
         "device": device_name(device),
@@ -139,6 +144,7 @@ def run(args: argparse.Namespace) -> dict:
         "base_p50_ms_per_token": base_p50 * 1e3,
         "bem_p50_ms_per_token": bem_p50 * 1e3,
         "overhead_ratio": bem_p50 / base_p50,
+        "paired_ratio_median": statistics.median(pair_ratios),
         "steps_measured": {"base": len(times[False]), "bem": len(times[True])},
         "p90_ms_per_token": {k: statistics.quantiles(times[v], n=10)[-1] * 1e3 for k, v in (("base", False), ("bem", True))},
         "target_ratio": 1.05,
@@ -167,7 +173,8 @@ def main() -> None:
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     print(f"device: {result['device']} ({result['device_type']}, {result['dtype']}), model {result['params_millions']}M params")
     print(f"p50 per token: base {result['base_p50_ms_per_token']:.3f} ms, BEM {result['bem_p50_ms_per_token']:.3f} ms")
-    print(f"BEM / base = {result['overhead_ratio']:.4f} (target <= {result['target_ratio']})")
+    print(f"BEM / base = {result['overhead_ratio']:.4f} (target <= {result['target_ratio']}); "
+          f"median of paired per-run ratios {result['paired_ratio_median']:.4f}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

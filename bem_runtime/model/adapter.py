@@ -19,27 +19,47 @@ class GateHolder:
 
 
 class BEMLinear(nn.Module):
-    """Wraps a frozen Linear/Conv1D; all E experts run as two grouped matmuls (no per-expert loop)."""
+    """Wraps a frozen Linear/Conv1D; all E experts run as grouped matmuls (no per-expert loop).
+
+    For nn.Linear the down-projections A of all experts are stacked under W into one weight
+    [d_out + E*r, d_in], so W x and every A_e x come from a single GEMM. That matters on GPUs:
+    alone, A x is a skinny GEMM (E*r outputs, long reduction) that runs at a fraction of the
+    memory bandwidth. The base module's weight becomes a view of the top rows (no extra memory),
+    so the detached base model is unchanged.
+    """
 
     def __init__(self, base: nn.Module, a: torch.Tensor, b: torch.Tensor, holder: GateHolder) -> None:
         super().__init__()
         e, r, d_in = a.shape
         d_out = b.shape[1]
         self.base = base
-        # A plain Linear is called functionally: one Python module call less per token and site.
-        self.linear = type(base) is nn.Linear
         self.holder = holder
         self.d_out = d_out
-        # A_cat [E*r, d_in]: row e*r+j is A_e[j]; B_cat [E*r, d_out]: row e*r+j is B_e[:, j].
-        self.register_buffer("a_cat", a.reshape(e * r, d_in).contiguous(), persistent=False)
-        self.register_buffer("b_cat", b.permute(0, 2, 1).reshape(e * r, d_out).contiguous(), persistent=False)
+        self.fused = type(base) is nn.Linear
+        a_cat = a.reshape(e * r, d_in)  # row e*r+j is A_e[j]
+        if self.fused:
+            w_cat = torch.cat([base.weight.detach(), a_cat.to(base.weight.dtype)]).contiguous()
+            base.weight = nn.Parameter(w_cat[:d_out], requires_grad=False)
+            self.register_buffer("w_cat", w_cat, persistent=False)
+            bias = None
+            if base.bias is not None:
+                bias = torch.cat([base.bias.detach(), base.bias.new_zeros(e * r)])
+            self.register_buffer("b_cat", bias, persistent=False)
+        else:
+            self.register_buffer("a_cat", a_cat.contiguous(), persistent=False)
+        # B stacked [E*r, d_out]: row e*r+j is B_e[:, j].
+        self.register_buffer("b_stack", b.permute(0, 2, 1).reshape(e * r, d_out).contiguous(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.base.weight, self.base.bias) if self.linear else self.base(x)
         gate = self.holder.gate
         if gate is None:
-            return y
-        u = F.linear(x, self.a_cat).mul_(gate)
-        # In place into the fresh base output: the low-rank update costs one GEMM, no extra add.
-        y.view(-1, self.d_out).addmm_(u.view(-1, u.shape[-1]), self.b_cat)
+            return self.base(x)
+        if self.fused:
+            out = F.linear(x, self.w_cat, self.b_cat)
+            y, u = out[..., : self.d_out], out[..., self.d_out :] * gate
+        else:
+            y = self.base(x)
+            u = F.linear(x, self.a_cat).mul_(gate)
+        # In place into the fresh base output (a row-strided view when fused): one GEMM, no add.
+        y.view(-1, self.d_out).addmm_(u.view(-1, u.shape[-1]), self.b_stack)
         return y

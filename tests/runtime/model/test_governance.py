@@ -16,9 +16,10 @@ def effective_deltas(engine) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     out = {}
     for site in engine.bem.sites:
         wrapper = engine.bem.wrappers[site.name]
-        a = wrapper.a_cat.double().view(cfg.num_experts, cfg.rank, -1)
-        b = wrapper.b_cat.double().view(cfg.num_experts, cfg.rank, -1).transpose(1, 2)
-        out[site.name] = (cfg.scale * b @ a, site.weight_out_in().double())
+        a_cat = wrapper.w_cat[wrapper.d_out :] if wrapper.fused else wrapper.a_cat
+        a = a_cat.double().cpu().view(cfg.num_experts, cfg.rank, -1)
+        b = wrapper.b_stack.double().cpu().view(cfg.num_experts, cfg.rank, -1).transpose(1, 2)
+        out[site.name] = (cfg.scale * b @ a, site.weight_out_in().double().cpu())
     return out
 
 
