@@ -123,8 +123,9 @@ def test_cluster_wide_rbac_grants_what_the_operator_needs_and_no_more(
 def test_namespaced_mode_grants_rights_only_in_watched_namespaces(
     cluster: Any, cluster_helm: Helm, namespace: str, release: str
 ) -> None:
-    cluster_helm.run("install", release, str(CHART), "-n", namespace,
-                     "--set", f"watchNamespaces={{{namespace}}}")
+    out = cluster_helm.run("install", release, str(CHART), "-n", namespace,
+                           "--set", f"watchNamespaces={{{namespace}}}").stdout
+    assert f"kubectl apply -n {namespace} -f manifests/samples/" in out  # NOTES
     full = f"{release}-bem-operator"
     assert cluster.kubectl("get", "clusterrole", full, check=False).returncode != 0
     assert _get(cluster, "role", full, "-n", namespace)["rules"]
