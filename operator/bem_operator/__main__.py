@@ -37,6 +37,7 @@ def main() -> int:
     if settings.log_level != "DEBUG":
         # "Handler succeeded" for every child event drowns the operator's own log lines.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # every liveness probe
     engine = Engine(api, settings)
     try:
         engine.metrics.serve(settings.metrics_port, settings.bind_address)

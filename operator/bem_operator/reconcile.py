@@ -69,6 +69,9 @@ class Reconciler:
                                         deployment=self._get_deployment(bems)))
             raise InvalidSpec(f"BEMService {label} has an invalid spec: {exc}") from exc
         except ApiError as exc:
+            if exc.status == 403 and "being terminated" in exc.message:
+                logger.info("Skipped BEMService %s: its namespace is being deleted", label)
+                return Result(status=dict(bems.get("status") or {}), events=[])
             if not exc.retryable:
                 self._report_rejection(bems, exc)
             raise RetryableError(f"Failed to reconcile BEMService {label}: {exc}") from exc

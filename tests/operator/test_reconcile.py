@@ -227,3 +227,11 @@ def test_status_refresh_needs_a_full_reconcile_first() -> None:
     bumped = copy.deepcopy(bems)
     bumped["metadata"]["generation"] = 2
     assert rec.refresh_status(bumped, live) is None  # a new spec needs a full reconcile
+
+
+def test_terminating_namespace_is_not_a_failure() -> None:
+    api = FakeApi()
+    api.fail_with = ApiError(403, 'deployments.apps "demo" is forbidden: unable to create new '
+                                  "content in namespace team-a because it is being terminated")
+    result = reconciler(api).reconcile(image_bems(replicas=1))
+    assert result.events == [] and api.statuses == []
