@@ -63,10 +63,14 @@ class Reconciler:
         try:
             return self._reconcile(bems)
         except SpecError as exc:
-            self._report(bems, Observed(generation=meta.get("generation", 0),
-                                        selector=selector_string(meta["name"]),
-                                        spec_error=str(exc),
-                                        deployment=self._get_deployment(bems)))
+            try:
+                self._report(bems, Observed(generation=meta.get("generation", 0),
+                                            selector=selector_string(meta["name"]),
+                                            spec_error=str(exc),
+                                            deployment=self._get_deployment(bems)))
+            except ApiError as api_exc:
+                raise RetryableError(f"Failed to report the invalid spec of BEMService "
+                                     f"{label}: {api_exc}") from api_exc
             raise InvalidSpec(f"BEMService {label} has an invalid spec: {exc}") from exc
         except ApiError as exc:
             if exc.status == 403 and "being terminated" in exc.message:
