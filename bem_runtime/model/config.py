@@ -67,19 +67,21 @@ def _req(obj: dict[str, Any], key: str, where: str) -> Any:
     return obj[key]
 
 
-def _int(value: Any, name: str, minimum: int) -> int:
+def _int(value: Any, name: str, minimum: int, source: str = CONFIG_FILE) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise CheckpointError(f"{CONFIG_FILE}: '{name}' must be an integer >= {minimum}, got {value!r}")
+        raise CheckpointError(f"{source}: '{name}' must be an integer >= {minimum}, got {value!r}")
     return value
 
 
-def _num(value: Any, name: str, *, positive: bool, optional: bool = False) -> float | None:
+def _num(
+    value: Any, name: str, *, positive: bool, optional: bool = False, source: str = CONFIG_FILE
+) -> float | None:
     if value is None and optional:
         return None
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or (value <= 0 if positive else value < 0):
         rule = "> 0" if positive else ">= 0"
-        raise CheckpointError(f"{CONFIG_FILE}: '{name}' must be a finite number {rule}, got {value!r}")
+        raise CheckpointError(f"{source}: '{name}' must be a finite number {rule}, got {value!r}")
     return float(value)
 
 
@@ -139,9 +141,9 @@ def apply_overrides(cfg: BEMConfig, overrides: RoutingOverrides | None) -> BEMCo
     changes = {k: v for k, v in changes.items() if v is not None}
     for name, value in changes.items():
         if name in ("top_k", "chunk_size"):
-            _int(value, f"override {name}", 1)
+            _int(value, name, 1, source="routing override")
         else:
-            _num(value, f"override {name}", positive=name not in ("hysteresis", "min_confidence"))
+            _num(value, name, positive=name not in ("hysteresis", "min_confidence"), source="routing override")
     return check_consistency(dataclasses.replace(cfg, **changes))
 
 

@@ -74,7 +74,8 @@ class Engine:
         self.max_context = int(getattr(model.config, "max_position_embeddings", 2048))
         self.num_experts = bem.config.num_experts
         self.load_report = dict(bem.load_report)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one generation at a time: adapters share one gate holder
+        self._tok_lock = threading.Lock()  # fast tokenizers may fail when encoding from two threads
         eos = {tokenizer.eos_token_id, *_as_list(model.generation_config.eos_token_id)}
         self.eos_ids = {i for i in eos if i is not None}
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -101,7 +102,8 @@ class Engine:
         return cls(model, tokenizer, bem, dev)
 
     def encode(self, text: str) -> list[int]:
-        ids = list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+        with self._tok_lock:
+            ids = list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
         if not ids and self.tokenizer.bos_token_id is not None:
             ids = [self.tokenizer.bos_token_id]
         return ids
