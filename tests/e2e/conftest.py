@@ -53,8 +53,8 @@ def operator(operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
         yield proc
     finally:
         code = proc.stop()
-        if code not in (0, None):
-            print(f"\nThe operator exited with {code}:\n{proc.log_text()[-8000:]}")
+        assert code in (0, None), \
+            f"The operator exited with {code} on SIGTERM:\n{proc.log_text()[-8000:]}"
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

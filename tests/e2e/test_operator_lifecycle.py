@@ -68,7 +68,7 @@ def test_replica_change_keeps_pods_and_image_change_rolls(kube: Kube) -> None:
 def test_kubectl_scale_changes_the_replica_count(kube: Kube) -> None:
     kube.apply(bemservice("scaled"))
     wait_ready(kube, "scaled")
-    kube.kubectl("scale", "bemservices/scaled", "--replicas=3")
+    kube.kubectl("scale", "bems/scaled", "--replicas=3")  # the short name, as users type it
     bems = eventually("3 ready replicas", lambda: (b := kube.get("bemservices", "scaled"))
                       and b["status"]["readyReplicas"] == 3 and b["status"]["phase"] == "Ready"
                       and b)
