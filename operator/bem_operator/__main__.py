@@ -14,7 +14,7 @@ from kubernetes.config import ConfigException
 
 from bem_operator.engine import Engine
 from bem_operator.handlers import register
-from bem_operator.k8s import KubeApi
+from bem_operator.k8s import ApiError, KubeApi
 from bem_operator.settings import OperatorSettings, SettingsError
 
 logger = logging.getLogger("bem_operator")
@@ -49,7 +49,13 @@ def main() -> int:
     logger.info("Started the metrics endpoint on %s:%s", settings.bind_address,
                 settings.metrics_port)
     registry = kopf.OperatorRegistry()
-    register(registry, engine)
+    try:
+        monitors = api.service_monitor_available()
+    except ApiError as exc:
+        print(f"bem-operator: cannot reach the API server ({exc}): check KUBECONFIG or the "
+              "pod's network and service account", file=sys.stderr)
+        return 2
+    register(registry, engine, watch_service_monitors=monitors)
     kopf.run(
         registry=registry,
         standalone=True,  # one replica, no peering objects to manage

@@ -12,8 +12,10 @@ from bem_operator.kopf_config import CHILD_RESOURCES, configure
 BEMSERVICES = ("bem.ai", "v1alpha1", "bemservices")
 
 
-def register(registry: kopf.OperatorRegistry, engine: Engine) -> None:
-    """Registers every handler of the operator in `registry`, bound to `engine`."""
+def register(registry: kopf.OperatorRegistry, engine: Engine,
+             watch_service_monitors: bool = True) -> None:
+    """Registers every handler of the operator in `registry`, bound to `engine`; the
+    ServiceMonitor watch only where that API exists (kopf would warn about it otherwise)."""
     settings = engine.settings
 
     @kopf.on.startup(registry=registry)
@@ -48,5 +50,7 @@ def register(registry: kopf.OperatorRegistry, engine: Engine) -> None:
         engine.child_changed(type, event["object"])
 
     for group, version, plural in CHILD_RESOURCES:
+        if plural == "servicemonitors" and not watch_service_monitors:
+            continue
         kopf.on.event(group, version, plural, labels={OWNER_LABEL: kopf.PRESENT},
                       id=f"watch-{plural}", registry=registry)(child_changed)

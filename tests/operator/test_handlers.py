@@ -1,0 +1,31 @@
+"""The kopf wiring: which handlers exist for which resources."""
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+import pytest
+
+from bem_operator.engine import Engine
+from bem_operator.handlers import register
+from bem_operator.settings import OperatorSettings
+
+
+def handler_ids(registry: kopf.OperatorRegistry) -> set[str]:
+    handlers: list[Any] = []
+    for sub in (registry._changing, registry._watching, registry._spawning):
+        handlers.extend(sub.get_all_handlers())
+    return {str(h.id) for h in handlers}
+
+
+@pytest.mark.parametrize("monitors", [True, False])
+def test_handlers_cover_parent_causes_timer_and_child_watches(monitors: bool) -> None:
+    registry = kopf.OperatorRegistry()
+    register(registry, Engine(api=None, settings=OperatorSettings()),  # type: ignore[arg-type]
+             watch_service_monitors=monitors)
+    ids = handler_ids(registry)
+    assert {"watch-deployments", "watch-services", "watch-horizontalpodautoscalers",
+            "watch-poddisruptionbudgets"} <= ids
+    assert ("watch-servicemonitors" in ids) is monitors
+    assert any("resync" in i for i in ids) and any("reconcile" in i for i in ids)
+    assert any("parent_changed" in i for i in ids)
