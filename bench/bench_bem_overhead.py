@@ -104,6 +104,41 @@ class StepClock:
         return [b - a for a, b in zip(self.stamps[1:], self.stamps[2:])]
 
 
+def measure(engine: Engine, clock: StepClock, requests: list[GenerationRequest], args) -> dict[str, dict]:
+    """Interleave the modes (order rotates every repetition); per mode: all step times and the
+    per-repetition ratio to the base run next to it (robust to slow drift of the machine)."""
+    modes = ["base", "bem"] + (["bem_merged"] if args.merge_decode else [])
+
+    def once(mode: str) -> list[float]:
+        engine.bem.merge_decode = mode == "bem_merged"
+        return clock.step_times(engine, requests, use_bem=mode != "base")
+
+    for _ in range(args.warmup):
+        for mode in modes:
+            once(mode)
+    steps: dict[str, list[float]] = {m: [] for m in modes}
+    ratios: dict[str, list[float]] = {m: [] for m in modes}
+    for rep in range(args.reps):
+        run_p50 = {}
+        for mode in modes[rep % len(modes) :] + modes[: rep % len(modes)]:
+            times = once(mode)
+            steps[mode] += times
+            run_p50[mode] = statistics.median(times)
+        for mode in modes:
+            ratios[mode].append(run_p50[mode] / run_p50["base"])
+    base = statistics.median(steps["base"])
+    return {
+        m: {
+            "p50_ms_per_token": statistics.median(steps[m]) * 1e3,
+            "p90_ms_per_token": statistics.quantiles(steps[m], n=10)[-1] * 1e3,
+            "ratio_to_base": statistics.median(steps[m]) / base,
+            "paired_ratio_median": statistics.median(ratios[m]),
+            "steps_measured": len(steps[m]),
+        }
+        for m in modes
+    }
+
+
 def run(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
@@ -119,19 +154,7 @@ def run(args: argparse.Namespace) -> dict:
     prompt = engine.tokenizer.decode(prompt_ids[1:])
     params = SamplingParams(max_new_tokens=args.new_tokens, temperature=0.0)
     requests = [GenerationRequest(prompt, params)] * args.batch
-    clock = StepClock(model)
-    for _ in range(args.warmup):
-        clock.step_times(engine, requests, True), clock.step_times(engine, requests, False)
-    times: dict[bool, list[float]] = {True: [], False: []}
-    pair_ratios = []  # per repetition: BEM p50 / base p50 of two back-to-back runs (robust to drift)
-    for rep in range(args.reps):
-        run_p50 = {}
-        for use_bem in ((True, False) if rep % 2 == 0 else (False, True)):
-            steps = clock.step_times(engine, requests, use_bem)
-            times[use_bem] += steps
-            run_p50[use_bem] = statistics.median(steps)
-        pair_ratios.append(run_p50[True] / run_p50[False])
-    bem_p50, base_p50 = statistics.median(times[True]), statistics.median(times[False])
+    modes = measure(engine, StepClock(model), requests, args)
     return {
         "device": device_name(device),
         "device_type": device.type,
@@ -141,12 +164,11 @@ def run(args: argparse.Namespace) -> dict:
         "params_millions": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
         "bem": {"experts": args.experts, "rank": args.rank, "top_k": args.top_k, "chunk_size": args.chunk_size},
         "batch": args.batch, "prompt_tokens": len(prompt_ids), "new_tokens": args.new_tokens, "reps": args.reps,
-        "base_p50_ms_per_token": base_p50 * 1e3,
-        "bem_p50_ms_per_token": bem_p50 * 1e3,
-        "overhead_ratio": bem_p50 / base_p50,
-        "paired_ratio_median": statistics.median(pair_ratios),
-        "steps_measured": {"base": len(times[False]), "bem": len(times[True])},
-        "p90_ms_per_token": {k: statistics.quantiles(times[v], n=10)[-1] * 1e3 for k, v in (("base", False), ("bem", True))},
+        "modes": modes,
+        "base_p50_ms_per_token": modes["base"]["p50_ms_per_token"],
+        "bem_p50_ms_per_token": modes["bem"]["p50_ms_per_token"],
+        "overhead_ratio": modes["bem"]["ratio_to_base"],
+        "paired_ratio_median": modes["bem"]["paired_ratio_median"],
         "target_ratio": 1.05,
     }  # fmt: skip
 
@@ -167,14 +189,20 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument(
+        "--merge-decode", action="store_true", help="also time BEM with the gate folded into the weights on decode steps"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     result = run(args)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     print(f"device: {result['device']} ({result['device_type']}, {result['dtype']}), model {result['params_millions']}M params")
-    print(f"p50 per token: base {result['base_p50_ms_per_token']:.3f} ms, BEM {result['bem_p50_ms_per_token']:.3f} ms")
-    print(f"BEM / base = {result['overhead_ratio']:.4f} (target <= {result['target_ratio']}); "
-          f"median of paired per-run ratios {result['paired_ratio_median']:.4f}")
+    for mode, m in result["modes"].items():
+        print(
+            f"{mode:>10}: p50 {m['p50_ms_per_token']:.3f} ms/token, ratio to base {m['ratio_to_base']:.4f}, "
+            f"median paired ratio {m['paired_ratio_median']:.4f} ({m['steps_measured']} steps)"
+        )
+    print(f"BEM / base = {result['overhead_ratio']:.4f} (target <= {result['target_ratio']})")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -16,6 +16,7 @@ class GateHolder:
 
     def __init__(self) -> None:
         self.gate: torch.Tensor | None = None
+        self.merged = False  # every row shares one gate, folded into each adapter's w_eff
 
 
 class BEMLinear(nn.Module):
@@ -49,11 +50,26 @@ class BEMLinear(nn.Module):
             self.register_buffer("a_cat", a_cat.contiguous(), persistent=False)
         # B stacked [E*r, d_out]: row e*r+j is B_e[:, j].
         self.register_buffer("b_stack", b.permute(0, 2, 1).reshape(e * r, d_out).contiguous(), persistent=False)
+        self.w_eff: torch.Tensor | None = None  # W + sum_e g_e scale B_e A_e, see merge()
+
+    def merge(self, gate: torch.Tensor) -> None:
+        """Fold one gate vector [E*r] (scale included) into w_eff = W + B diag(g) A.
+
+        Decode steps whose rows all share a gate then cost exactly one GEMM with w_eff, like the
+        base model; the fold itself costs one pass over W and happens once per chunk.
+        """
+        a = self.w_cat[self.d_out :] if self.fused else self.a_cat
+        w = self.base.weight if isinstance(self.base, nn.Linear) else self.base.weight.t()
+        if self.w_eff is None:
+            self.w_eff = torch.empty(w.shape, dtype=w.dtype, device=w.device)
+        torch.addmm(w, (self.b_stack * gate[:, None]).t(), a, out=self.w_eff)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate = self.holder.gate
         if gate is None:
             return self.base(x)
+        if self.holder.merged:
+            return F.linear(x, self.w_eff, self.base.bias)
         if self.fused:
             out = F.linear(x, self.w_cat, self.b_cat)
             y, u = out[..., : self.d_out], out[..., self.d_out :] * gate

@@ -79,9 +79,10 @@ class AttachedBEM:
     load_report: dict[str, int]
     holder: GateHolder
     dtype: torch.dtype
+    merge_decode: bool = False  # fold a batch-wide gate into the weights for decode steps
     plan: ForwardPlan | None = None
     _hook: object = field(default=None, repr=False)
-    _cache: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    _cache: tuple[torch.Tensor, torch.Tensor, bool] | None = field(default=None, repr=False)
 
     def _parent(self, model: nn.Module, name: str) -> tuple[nn.Module, str]:
         parent, _, child = name.rpartition(".")
@@ -121,9 +122,18 @@ class AttachedBEM:
         if plan.stop_after_routing:
             raise RoutingDone
         if self._cache is None or self._cache[0] is not gates:  # decode steps reuse an unchanged gate
-            scaled = (gates * self.config.scale).repeat_interleave(self.config.rank, dim=-1)
-            self._cache = (gates, scaled.to(self.dtype))
-        self.holder.gate = self._cache[1]
+            scaled = (gates * self.config.scale).repeat_interleave(self.config.rank, dim=-1).to(self.dtype)
+            self._cache = (gates, scaled, self._merge(scaled, plan))
+        _, self.holder.gate, self.holder.merged = self._cache
+
+    def _merge(self, scaled: torch.Tensor, plan: ForwardPlan) -> bool:
+        """Fold the gate into the weights when this is a decode step and all fed rows share it."""
+        if not self.merge_decode or scaled.shape[1] != 1 or not plan.state.uniform(plan.counts):
+            return False
+        row = next(i for i, n in enumerate(plan.counts) if n)
+        for wrapper in self.wrappers.values():
+            wrapper.merge(scaled[row, 0])
+        return True
 
 
 def _router_layer_index(cfg: BEMConfig, sites: list[Site]) -> int:
@@ -143,6 +153,7 @@ def load_bem(
     overrides: RoutingOverrides | None,
     *,
     allow_qkv: bool = False,
+    merge_decode: bool = False,
 ) -> AttachedBEM:
     """Validate the checkpoint against the model, apply governance and attach it (all or nothing)."""
     cfg = apply_overrides(read_config(bem_dir), overrides)
@@ -184,6 +195,7 @@ def load_bem(
         load_report=report,
         holder=holder,
         dtype=dtype,
+        merge_decode=merge_decode,
     )
     bem.attach(model)
     return bem

@@ -91,10 +91,14 @@ class Engine:
         overrides: RoutingOverrides | None = None,
         dtype: str = "auto",
         allow_qkv: bool = False,
+        merge_decode: bool = False,
     ) -> Engine:
+        """allow_qkv: accept Q/K/V sites. merge_decode: on decode steps where every row shares
+        one gate, fold it into the weights (per-token cost of the base model; extra memory of one
+        weight copy per attached site; results equal up to float rounding)."""
         dev = resolve_device(device)
         model, tokenizer = load_base(Path(model_dir), dev, resolve_dtype(dtype, dev))
-        bem = load_bem(model, Path(bem_dir), overrides, allow_qkv=allow_qkv)
+        bem = load_bem(model, Path(bem_dir), overrides, allow_qkv=allow_qkv, merge_decode=merge_decode)
         log.info(
             "Loaded %s with %d BEM experts on %d sites (%s, %s); clamps %s",
             type(model).__name__, bem.config.num_experts, len(bem.sites), dev, model.dtype, bem.load_report,

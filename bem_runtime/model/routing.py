@@ -122,6 +122,12 @@ class RoutingState:
             self._step_gate = self.gate.unsqueeze(1).clone()
         return self._step_gate
 
+    def uniform(self, counts: list[int]) -> bool:
+        """Whether every row fed in this forward currently has the same gate."""
+        current = [self.decisions[row][-1] for row, n in enumerate(counts) if n and self.decisions[row]]
+        key = [(d.experts, d.weights, d.used_base_only) for d in current]
+        return len(current) == sum(1 for n in counts if n) and all(k == key[0] for k in key)
+
     def finish(self, row: int, total_len: int) -> list[RoutingDecision]:
         """Decisions covering positions [0, total_len), ends clipped; decides a chunk whose first
         token was generated but never fed (its gate is fully determined by the previous chunk)."""

@@ -57,6 +57,7 @@ class BatchForward:
             if self.bem is not None:
                 self.bem.plan = None
                 self.bem.holder.gate = None
+                self.bem.holder.merged = False
         return out.logits
 
     def _prefill_positions(self) -> torch.Tensor:

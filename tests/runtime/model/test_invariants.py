@@ -89,3 +89,24 @@ def test_route_matches_the_generation_decisions(llama):
     prefix = [d for d in result.routing if d.start < n]
     assert [(d.chunk, d.experts, d.weights) for d in prefix] == [(d.chunk, d.experts, d.weights) for d in routed]
     assert result.routing[-1].end == n + result.completion_tokens
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_merged_decode_keeps_the_invariant(toy_dirs, engines, arch):
+    """merge_decode folds the chunk's gate into the weights on decode steps: same logits, same routes."""
+    from bem_runtime.model import Engine, GenerationRequest, SamplingParams
+
+    from .conftest import DEVICE
+
+    merged = Engine.load(*toy_dirs[arch], device=DEVICE, dtype="float32", merge_decode=True)
+    ids = _sequence(merged, 5, 40, seed=11)
+    full, full_routes = engines[arch].score(ids, 5)
+    step, step_routes = merged.score(ids, 5, incremental=True)
+    assert all(w.w_eff is not None for w in merged.bem.wrappers.values())  # the merged path ran
+    torch.testing.assert_close(step, full, atol=ATOL, rtol=RTOL)
+    assert_same_routing(step_routes, full_routes)
+    requests = [GenerationRequest(p, SamplingParams(max_new_tokens=20, temperature=0.0)) for p in ("Sea", "The fox")]
+    assert [r.text for r in merged.generate_batch(requests[:1])] == [
+        r.text for r in engines[arch].generate_batch(requests[:1])
+    ]
+    assert [r.text for r in merged.generate_batch(requests)] == [r.text for r in engines[arch].generate_batch(requests)]
