@@ -26,7 +26,7 @@ class OperatorSettings:
     resync_seconds: float = 30.0
     runtime_image: str = DEFAULT_RUNTIME_IMAGE
     # Coalesces bursts of child events into one reconcile of the parent.
-    child_event_delay_seconds: float = 0.3
+    child_event_delay_seconds: float = 0.1
     # Watch timeouts keep streams from hanging silently on dead connections.
     watch_server_timeout: int = 270
     watch_client_timeout: int = 300
