@@ -41,6 +41,13 @@ def test_create_builds_owned_children_and_becomes_ready(kube: Kube) -> None:
     assert (monitor["status"], monitor["reason"]) == ("False", "CRDNotInstalled")
     row = kube.kubectl("get", "bems", "chat", "--no-headers").stdout.split()
     assert row[1:4] == ["2", "2", "Ready"], row
+    # kopf's bookkeeping is a digest, never a copy of the object (256 KiB annotation limit).
+    annotations = eventually("kopf's digest annotation", lambda: (
+        a := kube.get("bemservices", "chat")["metadata"].get("annotations") or {}) and any(
+        k.endswith("last-handled-digest") for k in a) and a)
+    digests = [v for k, v in annotations.items() if k.endswith("last-handled-digest")]
+    assert all(len(v) < 100 for v in digests), annotations
+    assert not any("last-handled-configuration" in k for k in annotations)
 
 
 def test_replica_change_keeps_pods_and_image_change_rolls(kube: Kube) -> None:
