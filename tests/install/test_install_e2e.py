@@ -109,12 +109,13 @@ def test_cluster_wide_rbac_grants_what_the_operator_needs_and_no_more(
     cluster_helm.run("install", release, str(CHART), "-n", namespace)
     account = f"system:serviceaccount:{namespace}:{release}-bem-operator"
     for verb, resource in [("watch", "bemservices.bem.ai"), ("patch", "bemservices.bem.ai/status"),
-                           ("patch", "deployments.apps"), ("delete", "services"),
-                           ("create", "horizontalpodautoscalers.autoscaling"),
+                           ("patch", "deployments.apps"), ("create", "services"),
+                           ("delete", "horizontalpodautoscalers.autoscaling"),
                            ("create", "events"), ("get", "secrets")]:
         assert _can(cluster, account, verb, resource, "default"), f"cannot {verb} {resource}"
     for verb, resource in [("delete", "bemservices.bem.ai"), ("list", "secrets"),
                            ("update", "bemservices.bem.ai/status"),
+                           ("delete", "deployments.apps"), ("get", "services"),
                            ("create", "pods"), ("update", "deployments.apps"),
                            ("create", "clusterroles.rbac.authorization.k8s.io")]:
         assert not _can(cluster, account, verb, resource, "default"), f"may {verb} {resource}"

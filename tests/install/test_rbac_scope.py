@@ -7,6 +7,7 @@ resource it starts to use is not forgotten.
 
 from __future__ import annotations
 
+from bem_operator.builders import CHILD_KINDS
 from bem_operator.handlers import BEMSERVICES
 from bem_operator.k8s import BEMSERVICE_API, PLURALS
 from bem_operator.kopf_config import CHILD_RESOURCES
@@ -15,7 +16,12 @@ from .support import MANIFESTS, by_kind, load_yaml_docs, rule_set
 
 READ_ONLY = {"get"}
 WATCHED = {"get", "list", "watch"}
-CHILD_VERBS = {"get", "list", "watch", "create", "patch", "delete"}
+# Every child is watched by owner label and written by server-side apply.
+WATCH_AND_APPLY = {"list", "watch", "create", "patch"}
+# Read back by reconcile.py (status, replicas hand-over), never deleted: always wanted.
+READ_BACK = {("apps", "deployments")}
+# Always built by build_children, so never obsolete; the other kinds are optional.
+ALWAYS_WANTED = {("apps", "deployments"), ("", "services")}
 
 
 def _granted() -> dict[tuple[str, str], set[str]]:
@@ -37,11 +43,20 @@ def test_granted_resources_are_the_ones_the_operator_uses() -> None:
     assert set(_granted()) == used
 
 
-def test_children_get_the_verbs_of_apply_watch_and_cleanup() -> None:
+def test_children_get_the_verbs_of_watch_apply_and_cleanup() -> None:
     granted = _granted()
     for group, _, plural in CHILD_RESOURCES:
-        # Server-side apply is a patch that also needs create when the object is new.
-        assert granted[group, plural] == CHILD_VERBS, plural
+        key = (group, plural)
+        expected = set(WATCH_AND_APPLY)
+        expected |= READ_ONLY if key in READ_BACK else set()
+        expected |= set() if key in ALWAYS_WANTED else {"delete"}
+        assert granted[key] == expected, plural
+
+
+def test_always_wanted_children_are_the_first_the_builders_return() -> None:
+    # CHILD_KINDS is in apply order; Deployment and Service come from every spec.
+    always = {(_group(v), PLURALS[v, k]) for v, k in CHILD_KINDS[:2]}
+    assert always == ALWAYS_WANTED
 
 
 def test_references_are_only_read_never_listed() -> None:

@@ -11,23 +11,25 @@ mode. manifests/rbac.yaml holds the same list; tests/install/test_consistency.py
 - apiGroups: [bem.ai]
   resources: [bemservices/status]
   verbs: [patch]
-# Children: server-side apply (patch, plus create when absent), read, deleted when
-# no longer wanted, watched by owner label for drift correction.
+# Children, watched by owner label for drift correction (list, watch) and written by
+# server-side apply (patch, plus create when absent). The Deployment is read (get) for
+# status and the replicas hand-over to an HPA. Deployment and Service always exist; the
+# others are deleted when the spec stops asking for them.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [list, watch, create, patch]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [monitoring.coreos.com]
   resources: [servicemonitors]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 # Kubernetes events for what a user must know (kopf posts core/v1 events, never patches).
 - apiGroups: [""]
   resources: [events]
