@@ -4,8 +4,9 @@
       vs batching off (--max-batch-size 1); target >= 4x at 32;
   (c) p50 latency of one request over HTTP vs direct in-process `engine.generate_batch`.
 
-The model is random but larger than the test toy, so matmuls dominate. The HTTP server runs in
-this process on 127.0.0.1 around the same loaded engine (one copy of the weights).
+The model is random but larger than the test toy, so matmuls dominate. The HTTP server is a real
+`bem-runtime serve` child process on 127.0.0.1 (clients here do not share its GIL); "direct" is
+`engine.generate_batch` on a copy of the model loaded in this process.
 
     python bench/bench_runtime_serving.py --device auto --size medium --json out.json
 """
@@ -17,19 +18,17 @@ import json
 import platform
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
 import torch
-from aiohttp import web
-
-from bem_runtime.app import create_app
 from bem_runtime.model import Engine, GenerationRequest, SamplingParams
 from bem_runtime.model import toy
-from bem_runtime.settings import Settings
 
 # hidden, intermediate, layers, heads, kv heads
 SIZES = {"small": (256, 688, 4, 4, 2), "medium": (512, 1376, 8, 8, 4),
@@ -75,19 +74,36 @@ def _body(i: int, tokens: int) -> dict:
             "max_new_tokens": tokens, "seed": i, "temperature": 0.8}
 
 
-async def _serve(engine: Engine, batch: int, port: int) -> web.AppRunner:
-    settings = Settings(port=port, max_batch_size=batch, max_queue=4096, rate_limit_rps=1e6,
-                        rate_limit_burst=10**6, max_new_tokens_limit=4096, log_level="warning")
-    runner = web.AppRunner(create_app(settings, engine=engine), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    async with aiohttp.ClientSession() as s:
-        for _ in range(600):  # warmup runs in the background; wait for /ready
-            async with s.get(f"http://127.0.0.1:{port}/ready") as r:
+def _start_server(base: Path, bem: Path, device: str, batch: int, port: int,
+                  log: Path) -> subprocess.Popen:
+    """A real `bem-runtime serve` process: clients here do not share its GIL or event loop."""
+    cmd = [sys.executable, "-m", "bem_runtime", "serve", "--model-dir", str(base), "--bem-dir",
+           str(bem), "--device", device, "--port", str(port), "--max-batch-size", str(batch),
+           "--max-queue", "4096", "--rate-limit", "1000000", "--rate-limit-burst", "1000000",
+           "--max-new-tokens-limit", "4096", "--log-level", "warning"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
                 if r.status == 200:
-                    return runner
-            await asyncio.sleep(0.1)
+                    return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
     raise RuntimeError("server did not become ready")
+
+
+def _batch_stats(port: int) -> tuple[float, float]:
+    """(sum, count) of the server's bem_batch_size histogram."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                  if line.startswith(("bem_batch_size_sum", "bem_batch_size_count")))
+    return float(values.get("bem_batch_size_sum", 0)), float(values.get("bem_batch_size_count", 0))
 
 
 async def _throughput(url: str, concurrency: int, total: int, tokens: int) -> dict:
@@ -119,7 +135,6 @@ async def _latency(url: str, engine: Engine, n: int, tokens: int) -> dict:
     b = _body(0, tokens)
     req = GenerationRequest(b["prompt"], SamplingParams(max_new_tokens=tokens, seed=b["seed"],
                                                         temperature=b["temperature"]))
-    loop = asyncio.get_running_loop()
     http, direct = [], []
     async with aiohttp.ClientSession() as session:
         for _ in range(n):
@@ -129,32 +144,52 @@ async def _latency(url: str, engine: Engine, n: int, tokens: int) -> dict:
                 assert r.status == 200
             http.append(time.perf_counter() - start)
             start = time.perf_counter()
-            await loop.run_in_executor(None, engine.generate_batch, [req])
+            engine.generate_batch([req])  # blocks this loop on purpose: nothing else runs here
             direct.append(time.perf_counter() - start)
     h, d = statistics.median(http), statistics.median(direct)
     return {"http_p50_s": h, "direct_p50_s": d, "ratio": h / d, "overhead_ms": (h - d) * 1e3}
 
 
-async def run(engine: Engine, args: argparse.Namespace) -> dict:
+def _engine_ceiling(engine: Engine, n: int, tokens: int) -> float:
+    """Tokens/s of one in-process batch of n over n requests one by one (no HTTP, no queue)."""
+    reqs = [GenerationRequest(_body(i, tokens)["prompt"],
+                              SamplingParams(max_new_tokens=tokens, seed=i, temperature=0.8))
+            for i in range(n)]
+    start = time.perf_counter()
+    one = sum(engine.generate_batch([r])[0].completion_tokens for r in reqs)
+    t_one = time.perf_counter() - start
+    start = time.perf_counter()
+    many = sum(r.completion_tokens for r in engine.generate_batch(reqs))
+    return (many / (time.perf_counter() - start)) / (one / t_one)
+
+
+async def run(engine: Engine, base: Path, bem: Path, args: argparse.Namespace,
+              logs: Path) -> dict:
     results: dict = {"throughput": {}, "latency": {}}
     for label, batch in (("batched", args.max_batch_size), ("unbatched", 1)):
         port = _free_port()
-        runner = await _serve(engine, batch, port)
+        proc = _start_server(base, bem, args.device, batch, port, logs / f"{label}.log")
         url = f"http://127.0.0.1:{port}/v1/generate"
         try:
             await _throughput(url, 2, 4, args.tokens)  # warm the path
             for c in CONCURRENCY:
                 total = max(args.rounds * c, 8)
+                s0, n0 = _batch_stats(port)
                 r = await _throughput(url, c, total, args.tokens)
+                s1, n1 = _batch_stats(port)
+                r["mean_batch"] = (s1 - s0) / max(n1 - n0, 1)
                 results["throughput"].setdefault(str(c), {})[label] = r
                 print(f"  {label:9s} concurrency {c:2d}: {r['tokens_per_s']:9.1f} tok/s "
-                      f"({r['requests_per_s']:.2f} req/s, {total} requests)", flush=True)
+                      f"({r['requests_per_s']:.2f} req/s, {total} requests, mean batch "
+                      f"{r['mean_batch']:.1f})", flush=True)
             if label == "batched":
                 results["latency"] = await _latency(url, engine, args.latency_runs, args.tokens)
         finally:
-            await runner.cleanup()
+            proc.terminate()
+            proc.wait(60)
     results["speedup"] = {c: v["batched"]["tokens_per_s"] / v["unbatched"]["tokens_per_s"]
                           for c, v in results["throughput"].items()}
+    results["engine_batch32_speedup"] = _engine_ceiling(engine, 32, args.tokens)
     return results
 
 
@@ -183,12 +218,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bem-bench-") as tmp:
-        if args.model_dir:
-            base, bem = args.model_dir, args.bem_dir
-        else:
-            base, bem = write_model(Path(tmp), args.size)
-        engine = Engine.load(base, bem, device=args.device)
-        engine.warmup()
+        return _bench(args, Path(tmp))
+
+
+def _bench(args: argparse.Namespace, tmp: Path) -> int:
+    if args.model_dir:
+        base, bem = args.model_dir, args.bem_dir
+    else:
+        base, bem = write_model(tmp, args.size)
+    engine = Engine.load(base, bem, device=args.device)
+    engine.warmup()
     for i in range(3):  # first calls pay for allocator growth and kernel selection
         engine.generate_batch([GenerationRequest("warm", SamplingParams(max_new_tokens=args.tokens,
                                                                          seed=i))] * 8)
@@ -196,13 +235,15 @@ def main(argv: list[str] | None = None) -> int:
     params = sum(p.numel() for p in engine.model.parameters())
     print(f"device: {name}; model: {args.size} ({params / 1e6:.1f}M params); "
           f"{args.tokens} new tokens per request", flush=True)
-    results = asyncio.run(run(engine, args))
+    results = asyncio.run(run(engine, base, bem, args, tmp))
     lat = results["latency"]
     for c, s in results["speedup"].items():
         print(f"batching speedup at concurrency {c:>2}: {s:5.2f}x")
     print(f"HTTP p50 {lat['http_p50_s'] * 1e3:.1f} ms vs direct p50 {lat['direct_p50_s'] * 1e3:.1f}"
           f" ms: ratio {lat['ratio']:.3f} (+{lat['overhead_ms']:.1f} ms)")
     target = results["speedup"]["32"] >= 4.0
+    print(f"engine alone, one batch of 32 vs 32 one by one: "
+          f"{results['engine_batch32_speedup']:.2f}x")
     print(f"target >= 4x at concurrency 32: {'met' if target else 'NOT met'}")
     report = {"device": name, "size": args.size, "params": params, "tokens": args.tokens,
               "python": sys.version.split()[0], "torch": torch.__version__, **results}
