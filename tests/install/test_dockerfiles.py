@@ -100,10 +100,12 @@ def test_runtime_torch_build_is_chosen_by_a_build_argument() -> None:
     parser = parse_dockerfile("Dockerfile.runtime")
     build = _stages(parser)[0]
     args = dict(i["value"].split("=", 1) for i in build if i["instruction"] == "ARG")
-    assert args["TORCH_VARIANT"] == "cpu"
-    assert args["TORCH_INDEX_URL"].endswith("/${TORCH_VARIANT}")
+    assert args["TORCH_VARIANT"] == "cuda"
+    assert args["TORCH_INDEX_URL"] == ""  # no index host is baked into the project
     runs = " ".join(i["value"] for i in build if i["instruction"] == "RUN")
     assert '--index-url "${TORCH_INDEX_URL}"' in runs
+    # A variant other than the default index's build must name its index, loudly.
+    assert 'needs --build-arg TORCH_INDEX_URL' in runs and "exit 2" in runs
     # torch comes first so that `.[runtime]` keeps the chosen build.
     assert runs.index("TORCH_INDEX_URL") < runs.index('".[runtime]"')
 
