@@ -5,6 +5,7 @@ in-cluster service account, else from $KUBECONFIG / ~/.kube/config.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -20,7 +21,31 @@ from bem_operator.settings import OperatorSettings, SettingsError
 logger = logging.getLogger("bem_operator")
 
 
-def main() -> int:
+_SETTINGS_HELP = """settings (environment variables):
+  BEM_OPERATOR_NAMESPACES      comma-separated namespaces to watch (empty: all)
+  BEM_OPERATOR_METRICS_PORT    Prometheus metrics port (default 8000)
+  BEM_OPERATOR_HEALTH_PORT     liveness endpoint /healthz port (default 8080)
+  BEM_OPERATOR_BIND_ADDRESS    address of both endpoints (default 0.0.0.0)
+  BEM_OPERATOR_RESYNC_SECONDS  periodic drift check (default 30)
+  BEM_RUNTIME_IMAGE            runtime image when a BEMService names none
+  BEM_OPERATOR_LOG_LEVEL       DEBUG, INFO, WARNING or ERROR (default INFO)
+credentials: the pod's service account, else $KUBECONFIG or ~/.kube/config"""
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    # No flags of its own: settings come from the environment, as in a pod spec.
+    parser = argparse.ArgumentParser(
+        prog="bem-operator",
+        description="Reconciles BEMService resources into runtime Deployments, Services, "
+                    "HPAs, PodDisruptionBudgets and ServiceMonitors.",
+        epilog=_SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _parse_args(argv)
     try:
         settings = OperatorSettings.from_env(os.environ)
     except SettingsError as exc:
