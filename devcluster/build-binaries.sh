@@ -91,7 +91,13 @@ if [[ ! -x "$BIN_DIR/kwok" ]]; then
 fi
 if [[ ! -x "$BIN_DIR/helm" ]]; then
   echo "building helm ${HELM_VERSION}" >&2
-  GOBIN="$BIN_DIR" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
+  # helm's offline default Kubernetes version (helm template/lint) is v1.20 unless set:
+  # charts that require a recent kubeVersion would fail to render without a cluster.
+  helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
+  for pkg in pkg/chartutil pkg/lint/rules; do
+    helm_ldflags+=" -X helm.sh/helm/v3/${pkg}.k8sVersionMajor=1 -X helm.sh/helm/v3/${pkg}.k8sVersionMinor=${minor}"
+  done
+  GOBIN="$BIN_DIR" go install -trimpath -ldflags "$helm_ldflags" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
 fi
 
 all_present
