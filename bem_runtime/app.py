@@ -104,7 +104,8 @@ def _load_engine(s: Settings) -> Any:
         top_k=s.top_k, chunk_size=s.chunk_size, hysteresis=s.hysteresis,
         temperature=s.router_temperature, sigma_max=s.sigma_max, trust_region=s.trust_region,
         min_confidence=s.min_confidence)
-    return Engine.load(s.model_dir, s.bem_dir, device=s.device, overrides=overrides)
+    return Engine.load(s.model_dir, s.bem_dir, device=s.device, overrides=overrides,
+                       merge_decode=s.merge_decode)
 
 
 async def drain(app: web.Application) -> bool:

@@ -10,6 +10,17 @@ from typing import Any, Callable, Sequence
 
 from bem_runtime.settings import DEVICES, LOG_LEVELS, Settings, keys_from_env
 
+
+def _boolean(raw: str) -> bool:
+    """Accepts the usual spellings of a switch in env vars and flags."""
+    value = str(raw).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {raw!r}")
+
+
 # (flag, env var, type, default, help). Defaults mirror Settings.
 SERVE_OPTIONS: list[tuple[str, str, Callable[[str], Any], Any, str]] = [
     ("--model-dir", "BEM_MODEL_DIR", Path, None, "base model directory (Hugging Face layout)"),
@@ -30,6 +41,9 @@ SERVE_OPTIONS: list[tuple[str, str, Callable[[str], Any], Any, str]] = [
     ("--min-confidence", "BEM_MIN_CONFIDENCE", float, None,
      "governance override: below it a chunk uses the base model alone"),
     ("--device", "BEM_DEVICE", str, "auto", f"one of {', '.join(DEVICES)}"),
+    ("--merge-decode", "BEM_MERGE_DECODE", _boolean, False,
+     "fold a decode step's shared gate into the weights: per-token cost near the base model "
+     "(worth it on GPUs), one extra weight copy per attached site, equal up to float rounding"),
     ("--max-batch-size", "BEM_MAX_BATCH_SIZE", int, 16, "requests per forward pass; 1 = no batching"),
     ("--batch-window-ms", "BEM_BATCH_WINDOW_MS", float, 5.0, "how long a batch waits to fill"),
     ("--max-queue", "BEM_MAX_QUEUE", int, 256, "queued requests before 503 + Retry-After"),

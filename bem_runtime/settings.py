@@ -32,6 +32,7 @@ class Settings:
     trust_region: float | None = None
     min_confidence: float | None = None
     device: str = "auto"
+    merge_decode: bool = False
     max_batch_size: int = 16
     batch_window_ms: float = 5.0
     max_queue: int = 256

@@ -51,6 +51,16 @@ def test_env_vars_fill_flags_and_flags_win(monkeypatch):
     s = settings_from_args(args)
     assert (s.max_batch_size, s.port, s.router_temperature) == (4, 9100, 0.5)
     assert s.all_api_keys() == ("a", "b")
+    assert s.merge_decode is False
+
+
+def test_merge_decode_switch_from_env_and_bad_spelling_refused(monkeypatch, capsys):
+    monkeypatch.setenv("BEM_MERGE_DECODE", "true")
+    assert settings_from_args(build_parser().parse_args(["serve"])).merge_decode is True
+    monkeypatch.setenv("BEM_MERGE_DECODE", "perhaps")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve"])
+    assert "--merge-decode" in capsys.readouterr().err
 
 
 def test_bad_env_value_and_bad_settings_are_refused(monkeypatch, capsys):
