@@ -37,6 +37,11 @@ CONTROLLERS = (
     "ttl-after-finished-controller",
     "root-ca-certificate-publisher-controller",
     "clusterrole-aggregation-controller",
+    # Bind PVCs to PVs (the samples mount model volumes) and release the protection
+    # finalizers the API server adds, so namespaces holding PVCs can be deleted.
+    "persistentvolume-binder-controller",
+    "persistentvolume-protection-controller",
+    "persistentvolumeclaim-protection-controller",
     # Removes the not-ready taint the API server puts on every new node.
     "node-lifecycle-controller",
 )

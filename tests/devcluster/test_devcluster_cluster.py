@@ -165,3 +165,48 @@ def test_helm_installs_a_chart_that_becomes_ready(
     assert [(r["name"], r["status"]) for r in releases] == [("demo", "deployed")]
     deploy = _json(cluster, "-n", namespace, "get", "deployment", "demo")
     assert deploy["status"]["readyReplicas"] == 1
+
+
+def test_claims_bind_and_pods_mounting_them_run(cluster: Client, namespace: str) -> None:
+    # The samples mount a model PVC: it must bind, and its pod must schedule and run.
+    pv_name = f"models-{namespace}"
+    manifest = f"""
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: {pv_name}}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadOnlyMany]
+  storageClassName: ""
+  persistentVolumeReclaimPolicy: Delete
+  hostPath: {{path: /nonexistent/models}}
+  claimRef: {{namespace: {namespace}, name: models}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: models, namespace: {namespace}}}
+spec:
+  accessModes: [ReadOnlyMany]
+  storageClassName: ""
+  volumeName: {pv_name}
+  resources: {{requests: {{storage: 1Gi}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: reader, namespace: {namespace}}}
+spec:
+  containers: [{{name: c, image: registry.invalid/none:1,
+                 volumeMounts: [{{name: m, mountPath: /models, readOnly: true}}]}}]
+  volumes: [{{name: m, persistentVolumeClaim: {{claimName: models, readOnly: true}}}}]
+"""
+    try:
+        cluster.kubectl("apply", "-f", "-", input=manifest)
+        _eventually(lambda: _json(cluster, "-n", namespace, "get", "pvc", "models")
+                    ["status"].get("phase") == "Bound", what="PVC bound")
+        cluster.kubectl("-n", namespace, "wait", "--for=condition=Ready", "pod/reader",
+                        "--timeout=60s")
+        # The protection finalizer must be released once nothing uses the claim.
+        cluster.kubectl("-n", namespace, "delete", "pod/reader", "pvc/models", "--wait=true",
+                        "--timeout=60s")
+    finally:
+        cluster.kubectl("delete", "pv", pv_name, "--ignore-not-found", "--wait=false")
