@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -143,6 +144,7 @@ def operator_run(api: Any, kubeconfig: Path, namespace: str, names: list[str],
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+    shutil.rmtree(log.parent, ignore_errors=True)  # kept only when the run failed, for its log
     return times, wall, peak_rss_mb
 
 
