@@ -20,7 +20,6 @@ import concurrent.futures
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from devcluster.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CRD = REPO / "crds" / "bemservice.yaml"
@@ -123,8 +124,8 @@ def operator_run(api: Any, kubeconfig: Path, namespace: str, names: list[str],
                  timeout: float) -> tuple[dict[str, float], float, float]:
     log = Path(tempfile.mkdtemp(prefix="bench-operator-")) / "operator.log"
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "BEM_OPERATOR_NAMESPACES": namespace,
-           "BEM_OPERATOR_BIND_ADDRESS": "127.0.0.1", "BEM_OPERATOR_METRICS_PORT": str(_port()),
-           "BEM_OPERATOR_HEALTH_PORT": str(health := _port())}
+           "BEM_OPERATOR_BIND_ADDRESS": "127.0.0.1", "BEM_OPERATOR_METRICS_PORT": str(free_port()),
+           "BEM_OPERATOR_HEALTH_PORT": str(health := free_port())}
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "bem_operator"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT, cwd=REPO)
@@ -146,12 +147,6 @@ def operator_run(api: Any, kubeconfig: Path, namespace: str, names: list[str],
             proc.kill()
     shutil.rmtree(log.parent, ignore_errors=True)  # kept only when the run failed, for its log
     return times, wall, peak_rss_mb
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import aiohttp
 import torch
 from bem_runtime.model import Engine, GenerationRequest, SamplingParams
 from bem_runtime.model import toy
+from devcluster.processes import free_port
 
 # hidden, intermediate, layers, heads, kv heads
 SIZES = {"small": (256, 688, 4, 4, 2), "medium": (512, 1376, 8, 8, 4),
@@ -167,7 +167,7 @@ async def run(engine: Engine, base: Path, bem: Path, args: argparse.Namespace,
               logs: Path) -> dict:
     results: dict = {"throughput": {}, "latency": {}}
     for label, batch in (("batched", args.max_batch_size), ("unbatched", 1)):
-        port = _free_port()
+        port = free_port()
         proc = _start_server(base, bem, args.device, batch, port, logs / f"{label}.log")
         url = f"http://127.0.0.1:{port}/v1/generate"
         try:
@@ -191,12 +191,6 @@ async def run(engine: Engine, base: Path, bem: Path, args: argparse.Namespace,
                           for c, v in results["throughput"].items()}
     results["engine_batch32_speedup"] = _engine_ceiling(engine, 32, args.tokens)
     return results
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

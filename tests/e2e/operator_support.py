@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from devcluster.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "bemservice.yaml"
@@ -40,12 +41,6 @@ def eventually(what: str, probe: Callable[[], T], timeout: float = 90.0,
             raise AssertionError(f"Timed out after {timeout:.0f}s waiting for {what}; "
                                  f"last seen: {str(last)[:2000]}")
         time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class OperatorProcess:

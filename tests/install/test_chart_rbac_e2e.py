@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,18 +19,13 @@ from typing import Any
 import pytest
 
 from devcluster.health import wait_until
+from devcluster.processes import free_port
 
 from .support import CHART, MANIFESTS, ROOT, Helm
 
 pytestmark = pytest.mark.e2e
 
 REFUSALS = ("403", "Forbidden", "forbidden")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -54,8 +48,8 @@ def operator_log(cluster: Any, namespace: str, namespaced_release: str,
     log = tmp_path / "operator.log"
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "BEM_OPERATOR_NAMESPACES": namespace,
            "BEM_OPERATOR_BIND_ADDRESS": "127.0.0.1", "BEM_OPERATOR_RESYNC_SECONDS": "5",
-           "BEM_OPERATOR_METRICS_PORT": str(_free_port()),
-           "BEM_OPERATOR_HEALTH_PORT": str(_free_port())}
+           "BEM_OPERATOR_METRICS_PORT": str(free_port()),
+           "BEM_OPERATOR_HEALTH_PORT": str(free_port())}
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "bem_operator"], env=env, cwd=ROOT,
                                    stdout=out, stderr=subprocess.STDOUT)

@@ -6,7 +6,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,11 @@ from typing import Any
 
 import pytest
 
+from devcluster.processes import free_port
+
 START_TIMEOUT_S = 90.0
 API_KEY = "test-key-0123456789"
 OTHER_KEY = "other-key-9876543210"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

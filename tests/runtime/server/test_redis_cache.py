@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from .conftest import free_port
+from devcluster.processes import free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.http]
 
