@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kwok, helm) from Go modules, once per version.
+# kube-scheduler, kubectl, kwok, helm) and the real node's kubelet and kube-proxy
+# from Go modules, once per version.
 # k8s.io/kubernetes cannot be `go install`ed: its go.mod points the staging
 # modules at ./staging. A wrapper module replaces each by its published v0.Y.Z.
 set -euo pipefail
@@ -11,7 +12,7 @@ HELM_VERSION="${HELM_VERSION:-v3.19.5}"
 CACHE_ROOT="${BEM_DEVCLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bem-devcluster}"
 BIN_DIR="$CACHE_ROOT/bin-k8s-${K8S_VERSION}-kwok-${KWOK_VERSION}-helm-${HELM_VERSION}"
 # Keep in sync with devcluster/binaries.py (BINARIES).
-WANT=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
+WANT=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy kwok helm)
 
 all_present() {
   for b in "${WANT[@]}"; do [[ -x "$BIN_DIR/$b" ]] || return 1; done
@@ -64,6 +65,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
   go mod tidy >/dev/null 2>&1 || go mod tidy
@@ -72,7 +75,7 @@ GO
             "gitTreeState=clean" "buildDate=1970-01-01T00:00:00Z"; do
     ldflags+=" -X k8s.io/component-base/version.${kv} -X k8s.io/client-go/pkg/version.${kv}"
   done
-  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
     [[ -x "$BIN_DIR/$cmd" ]] && continue
     echo "building $cmd ${K8S_VERSION}" >&2
     go build -trimpath -ldflags "$ldflags" -o "$BIN_DIR/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd"

@@ -8,13 +8,23 @@ cd "$(dirname "$0")/.."
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  log "Installing redis-server from Debian packages"
+# Debian packages: redis-server (runtime cache tests) and the real node's pieces
+# (containerd, runc, CNI plugins, buildah, debootstrap, iptables, gcc for the pause binary).
+DEBS=(redis-server containerd runc containernetworking-plugins buildah debootstrap iptables
+      gcc libc6-dev conntrack iproute2 openssl curl)
+missing=()
+for p in "${DEBS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if (( ${#missing[@]} )); then
+  log "Installing Debian packages: ${missing[*]}"
   if [[ $(id -u) -eq 0 ]]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
-  # The package starts a system instance; the tests start their own on free ports.
-  $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The packages start system instances; the project runs its own on its own sockets and ports.
+  for unit in redis-server containerd; do
+    $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
+  done
 fi
 
 PY="${PYTHON:-python3}"
