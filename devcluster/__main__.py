@@ -1,7 +1,11 @@
 """`bem-devcluster`: build, start, stop and inspect the local control plane.
 
     bem-devcluster build            build the binaries (cached per version)
-    bem-devcluster up [--foreground] start in .devcluster/ (or --state-dir)
+    bem-devcluster up [--foreground] [--no-real-node]
+                                    start in .devcluster/ (or --state-dir), with a
+                                    real kubelet node unless --no-real-node
+    bem-devcluster images           build the project images (buildah) and import
+                                    them into the real node's containerd
     bem-devcluster env              print `export KUBECONFIG=...` and PATH
     bem-devcluster status           which components run, API server health
     bem-devcluster down             stop everything and remove the state folder
@@ -16,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from devcluster import binaries
+from devcluster import binaries, realnode
 from devcluster.cluster import STATE_FILE, AlreadyRunning, DevCluster, interrupt_on_sigterm
 from devcluster.health import StartupError
 
@@ -54,7 +58,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.foreground:
         interrupt_on_sigterm()  # `kill` stops the cluster like Ctrl-C does
     try:
-        cluster = DevCluster.start(args.state_dir, timeout=args.timeout)
+        cluster = DevCluster.start(args.state_dir, timeout=args.timeout,
+                                   real_node=args.real_node)
     except AlreadyRunning as exc:
         print(f"bem-devcluster: {exc}", file=sys.stderr)
         existing = _recorded(args.state_dir)
@@ -79,7 +84,25 @@ def cmd_up(args: argparse.Namespace) -> int:
         cluster.stop()
 
 
+def cmd_images(args: argparse.Namespace) -> int:
+    from devcluster import images
+
+    cluster = _recorded(args.state_dir)
+    lay = None
+    if cluster is not None and cluster.real_node and not args.no_import:
+        lay = realnode.NodeLayout(cluster.state_dir)
+    began = time.monotonic()
+    report = images.ensure_all(lay)
+    print(f"{'image':36} {'id':13} {'size':>9} {'seconds':>8}  built imported")
+    for ref, row in report.items():
+        print(f"{ref:36} {row['id']:13} {row['bytes'] / 2**20:7.0f}Mi {row['seconds']:8.1f}  "
+              f"{'yes' if row['built'] else 'no':5} {'yes' if row['imported'] else 'no'}")
+    print(f"images ready in {time.monotonic() - began:.0f}s", file=sys.stderr)
+    return 0
+
+
 def cmd_down(args: argparse.Namespace) -> int:
+    realnode.sweep_dead_owner()
     cluster = _recorded(args.state_dir)
     if cluster is None:
         print(f"no cluster recorded in {args.state_dir}", file=sys.stderr)
@@ -125,9 +148,15 @@ def parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start the control plane (builds first if needed)")
     up.add_argument("--foreground", action="store_true",
                     help="stay attached; Ctrl-C stops the cluster")
+    up.add_argument("--no-real-node", dest="real_node", action="store_false",
+                    help="no kubelet node: kwok fakes a CPU node too (no containers run)")
     up.add_argument("--timeout", type=float, default=180.0,
                     help="seconds to wait for each component (default 180)")
     up.set_defaults(func=cmd_up)
+    images = sub.add_parser("images", help="build the images; import them into the real node")
+    images.add_argument("--no-import", action="store_true",
+                        help="only build (no running real node needed)")
+    images.set_defaults(func=cmd_images)
     for name, func, text in (
         ("down", cmd_down, "stop every component and remove the state folder"),
         ("status", cmd_status, "show components and API server readiness"),

@@ -7,6 +7,7 @@ binary is missing there.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -52,6 +53,15 @@ class Binaries:
     @property
     def helm(self) -> Path:
         return self.path("helm")
+
+
+def cache_root() -> Path:
+    """The user's cache folder of devcluster (binaries, node image store, image builds)."""
+    env = os.environ.get("BEM_DEVCLUSTER_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "bem-devcluster"
 
 
 def bin_dir() -> Path:

@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from devcluster.nodes import REAL_NODE
+
 VALIDITY = dt.timedelta(days=10)
 # 10.0.0.1: first address of --service-cluster-ip-range, the `kubernetes` Service.
 SERVING_IPS = ("127.0.0.1", "10.0.0.1")
@@ -31,6 +33,12 @@ CLIENTS = {
     "admin": ("bem-devcluster-admin", ("system:masters",)),
     "kube-controller-manager": ("system:kube-controller-manager", ()),
     "kube-scheduler": ("system:kube-scheduler", ()),
+    # The real node (devcluster/realnode.py): kubelet, kube-proxy (bound to
+    # system:node-proxier by default), and the API server's client for kubelet
+    # logs/exec (kubelet authorizes it by webhook: system:masters may do all).
+    "kubelet": (f"system:node:{REAL_NODE}", ("system:nodes",)),
+    "kube-proxy": ("system:kube-proxy", ()),
+    "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", ("system:masters",)),
 }
 
 

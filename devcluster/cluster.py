@@ -2,7 +2,9 @@
 
 `start()` brings up etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler and kwok as background processes recorded in a state folder,
-registers the fake nodes and waits until a pod could run. `stop()` ends every
+registers the fake nodes and waits until a pod could run; with `real_node=True`
+it also joins a real kubelet node (devcluster/realnode.py) on which CPU pods run
+for real. `stop()` tears the node down (host state included), ends every
 recorded process and removes the folder. An ephemeral cluster (tests) also dies
 with its owner: atexit, SIGTERM turned into KeyboardInterrupt, and the
 kernel's parent-death signal when the owner is killed outright.
@@ -18,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from devcluster import binaries, certs, components, processes
+from devcluster import binaries, certs, components, processes, realnode
 from devcluster import kubeconfig as kcfg
 from devcluster.binaries import Binaries
 from devcluster.client import Client
@@ -40,10 +42,12 @@ class AlreadyRunning(RuntimeError):
 class DevCluster(Client):
     """A control plane this process started (or found in a state folder)."""
 
-    def __init__(self, state_dir: Path, bins: Binaries, *, ephemeral: bool) -> None:
+    def __init__(self, state_dir: Path, bins: Binaries, *, ephemeral: bool,
+                 real_node: bool = False) -> None:
         self.layout = Layout(state_dir)
         self.state_dir = state_dir
         self.ephemeral = ephemeral
+        self.real_node = real_node
         super().__init__(self.layout.admin_kubeconfig, bins, scratch=state_dir)
 
     # ---- lifecycle -------------------------------------------------------
@@ -54,17 +58,19 @@ class DevCluster(Client):
         *,
         bins: Binaries | None = None,
         timeout: float = 180.0,
+        real_node: bool = False,
     ) -> DevCluster:
         """Start a cluster; with no state_dir, an ephemeral one in a temp folder."""
         bins = bins or binaries.ensure()
         ephemeral = state_dir is None
+        realnode.sweep_dead_owner()
         if state_dir is None:
             sweep_stale(Path(tempfile.gettempdir()))
             state_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
         else:
             _prepare_state_dir(state_dir)
         (state_dir / MARKER).touch()
-        cluster = cls(state_dir, bins, ephemeral=ephemeral)
+        cluster = cls(state_dir, bins, ephemeral=ephemeral, real_node=real_node)
         if ephemeral:
             atexit.register(cluster.stop)
             interrupt_on_sigterm()
@@ -79,7 +85,8 @@ class DevCluster(Client):
     def from_state_dir(cls, state_dir: Path) -> DevCluster:
         """The cluster recorded in state_dir (for `down`/`status` in another shell)."""
         meta = json.loads((state_dir / STATE_FILE).read_text())
-        return cls(state_dir, Binaries(Path(meta["bin_dir"])), ephemeral=False)
+        return cls(state_dir, Binaries(Path(meta["bin_dir"])), ephemeral=False,
+                   real_node=meta.get("real_node", False))
 
     def running(self) -> dict[str, bool]:
         """Each recorded component and whether its process is alive."""
@@ -89,6 +96,7 @@ class DevCluster(Client):
         """Stop every component and remove the state folder (idempotent)."""
         if not self.state_dir.exists():
             return
+        realnode.release(self.state_dir)
         processes.stop_all(self.state_dir)
         if (self.state_dir / MARKER).exists():
             shutil.rmtree(self.state_dir, ignore_errors=True)
@@ -104,6 +112,7 @@ class DevCluster(Client):
             except StartupError as exc:
                 if "address already in use" not in str(exc) or attempt == attempts:
                     raise
+                realnode.release(self.state_dir)
                 processes.stop_all(self.state_dir)
                 for child in self.state_dir.iterdir():
                     if child.name not in (MARKER, "logs"):  # logs append: keep the story
@@ -112,14 +121,21 @@ class DevCluster(Client):
     def _boot(self, timeout: float) -> None:
         began = time.monotonic()
         lay, bins = self.layout, self.bins
+        node = None
+        if self.real_node:
+            node = realnode.RealNode(self.state_dir, bins, kubectl=self.kubectl,
+                                     pki_dir=lay.pki.root, server="",
+                                     die_with_parent=self.ephemeral)
+            node.claim()  # before anything changes on the host: the baseline
         pki = certs.generate(lay.pki.root)
         ports = Ports(*(processes.free_port() for _ in range(5)))
         server = f"https://127.0.0.1:{ports.apiserver}"
         self._write_kubeconfigs(server)
         (self.state_dir / STATE_FILE).write_text(
-            json.dumps({"bin_dir": str(bins.bin_dir), "server": server, "ports": ports.__dict__})
+            json.dumps({"bin_dir": str(bins.bin_dir), "server": server,
+                        "ports": ports.__dict__, "real_node": self.real_node})
         )
-        processes.record_order(self.state_dir, ORDER)
+        processes.record_order(self.state_dir, [*ORDER, *realnode.COMPONENTS])
         die = self.ephemeral
 
         etcd = self._spawn("etcd", components.etcd(bins, lay, ports), die)
@@ -134,7 +150,7 @@ class DevCluster(Client):
         )
         sched = self._spawn("kube-scheduler", components.scheduler(bins, lay, ports), die)
         kwok = self._spawn("kwok", components.kwok(bins, lay), die, components.kwok_env(lay))
-        self.kubectl("create", "-f", "-", input=json.dumps(manifest()))
+        self.kubectl("create", "-f", "-", input=json.dumps(manifest(real_node=self.real_node)))
         insecure = self_signed_tls()
         for comp, port in ((kcm, ports.controller_manager), (sched, ports.scheduler)):
             url = f"https://127.0.0.1:{port}/healthz"
@@ -144,6 +160,9 @@ class DevCluster(Client):
         # Pods are refused until the namespace's default ServiceAccount exists.
         self._wait("ServiceAccount default/default", kcm, timeout,
                    lambda: self.kubectl("get", "sa", "default", check=False).returncode == 0)
+        if node is not None:
+            node.server = server
+            node.start(timeout)
         self.startup_seconds = time.monotonic() - began
 
     def _write_kubeconfigs(self, server: str) -> None:
@@ -167,7 +186,7 @@ class DevCluster(Client):
         if out.returncode != 0:
             return False
         items = json.loads(out.stdout)["items"]
-        expected = {n["metadata"]["name"] for n in manifest()["items"]}
+        expected = {n["metadata"]["name"] for n in manifest(real_node=self.real_node)["items"]}
         ready = set()
         for node in items:
             conds = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions", [])}

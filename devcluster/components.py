@@ -121,6 +121,10 @@ def apiserver(bins: Binaries, lay: Layout, ports: Ports) -> list[str]:
         "--requestheader-extra-headers-prefix=X-Remote-Extra-",
         f"--proxy-client-cert-file={pki.crt('front-proxy-client')}",
         f"--proxy-client-key-file={pki.key('front-proxy-client')}",
+        # kubectl logs/exec/port-forward reach the real node's kubelet by its InternalIP.
+        f"--kubelet-client-certificate={pki.crt('apiserver-kubelet-client')}",
+        f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
         "--profiling=false",
         "--v=1",
     ]

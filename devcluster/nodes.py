@@ -12,6 +12,7 @@ from typing import Any
 
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_SELECTOR = f"{KWOK_ANNOTATION}=fake"
+REAL_NODE = "bem-node-0"  # the kubelet node (devcluster/realnode.py), when it runs
 GPU_NODE = "kwok-gpu-0"
 CPU_NODE = "kwok-cpu-0"
 GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
@@ -72,6 +73,10 @@ def cpu_node() -> dict[str, Any]:
     return _node(CPU_NODE, "10.240.0.1", {}, {"cpu": "256", "memory": "1Ti", "pods": "1000"})
 
 
-def manifest() -> dict[str, Any]:
-    """Both nodes as one v1 List (for `kubectl apply -f -`)."""
-    return {"apiVersion": "v1", "kind": "List", "items": [gpu_node(), cpu_node()]}
+def manifest(*, real_node: bool = False) -> dict[str, Any]:
+    """The fake nodes as one v1 List (for `kubectl apply -f -`).
+
+    With a real node, CPU workloads run there for real: only the GPU node is faked
+    (these machines have no GPU)."""
+    items = [gpu_node()] if real_node else [gpu_node(), cpu_node()]
+    return {"apiVersion": "v1", "kind": "List", "items": items}

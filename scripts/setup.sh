@@ -11,7 +11,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # Debian packages: redis-server (runtime cache tests) and the real node's pieces
 # (containerd, runc, CNI plugins, buildah, debootstrap, iptables, gcc for the pause binary).
 DEBS=(redis-server containerd runc containernetworking-plugins buildah debootstrap iptables
-      gcc libc6-dev conntrack iproute2 openssl curl)
+      gcc libc6-dev conntrack iproute2 socat nftables curl)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

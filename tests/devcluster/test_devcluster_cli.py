@@ -24,7 +24,7 @@ def _cli(state_dir: Path, *args: str, timeout: float = 300) -> subprocess.Comple
 
 def test_up_status_env_down(tmp_path: Path) -> None:
     state_dir = tmp_path / "cluster"
-    up = _cli(state_dir, "up")
+    up = _cli(state_dir, "up", "--no-real-node")
     try:
         assert up.returncode == 0, up.stderr
         kubeconfig = state_dir / "kubeconfig"
@@ -37,7 +37,7 @@ def test_up_status_env_down(tmp_path: Path) -> None:
         assert status.returncode == 0, status.stdout + status.stderr
         assert "apiserver /readyz        ok" in status.stdout
         assert _cli(state_dir, "env").stdout == up.stdout
-        again = _cli(state_dir, "up")
+        again = _cli(state_dir, "up", "--no-real-node")
         assert again.returncode == 0 and "already running" in again.stderr
         assert {c.pid for c in processes.recorded(state_dir)} == {c.pid for c in comps}
         # The printed exports are enough for a shell user to reach the cluster.

@@ -1,0 +1,341 @@
+"""Container images for the real node, built here with buildah and imported into containerd.
+
+Nothing is pulled: the base is a Debian bookworm root made with debootstrap from the
+machine's own apt mirror; the pause image is the Kubernetes pause.c compiled
+statically; the project images are `buildah bud` of the project's own Dockerfiles
+with `BASE_IMAGE` set to that base and the wheels downloaded on the host put into a
+staged build context (`OFFLINE=1`: no network inside a build).
+
+Caching, so an unchanged tree rebuilds nothing:
+- each image is keyed by the content of what its build copies (wheels by name and
+  size, other files by content) plus its build arguments and base image id; a build
+  whose key is recorded and whose image is still in buildah's storage is skipped;
+- buildah's own layer cache keeps the multi-GB dependency layer across code changes;
+- the containerd image store lives in the user's cache folder (realnode.node_dir()):
+  an image is imported once per machine, again only when its id changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from devcluster.binaries import cache_root
+
+REPO = Path(__file__).resolve().parent.parent
+SUITE = "bookworm"
+BASE_PACKAGES = ("python3", "python3-venv")
+BASE_REF = "localhost/bem/debian-python3:bookworm"
+PAUSE_REF = "registry.k8s.io/pause:3.10"
+VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"] \
+    if (REPO / "pyproject.toml").is_file() else "0.1.0"
+# Build-time tools only: setuptools builds the project wheel inside the image build.
+BUILD_WHEELS = ("setuptools>=69", "wheel")
+CONTEXT_TREES = ("operator", "bem_runtime", "devcluster")
+CONTEXT_FILES = ("pyproject.toml", "README.md")
+
+
+@dataclass(frozen=True)
+class Image:
+    """One project image: its Dockerfile, the pyproject extra it installs, its name."""
+
+    name: str
+    dockerfile: str
+    extra: str | None
+    build_args: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{VERSION}"
+
+    @property
+    def cri_ref(self) -> str:
+        """The name a pod's `image: <name>:<tag>` resolves to."""
+        return f"docker.io/library/{self.ref}"
+
+
+OPERATOR = Image("bem-operator", "Dockerfile.operator", "operator")
+RUNTIME = Image("bem-runtime", "Dockerfile.runtime", "runtime")
+RUNTIME_WITH_MODEL = Image("bem-runtime-with-model", "docker/toy-model.Dockerfile", None,
+                           (("RUNTIME_IMAGE", f"localhost/bem-runtime:{VERSION}"),))
+ALL = (OPERATOR, RUNTIME, RUNTIME_WITH_MODEL)
+
+
+def log(msg: str) -> None:
+    print(f"[images] {msg}", file=sys.stderr, flush=True)
+
+
+def images_dir() -> Path:
+    return cache_root() / "images"
+
+
+def buildah(*args: str, check: bool = True, capture: bool = True,
+            timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+    root = cache_root() / "buildah"
+    argv = ["buildah", "--root", str(root / "root"), "--runroot", str(root / "runroot"),
+            "--storage-driver", "overlay", *args]
+    out = subprocess.run(argv, capture_output=capture, text=True, timeout=timeout,
+                         env={**os.environ, "BUILDAH_ISOLATION": "chroot"})
+    if check and out.returncode != 0:
+        detail = (out.stderr or "")[-3000:] if capture else ""
+        raise RuntimeError(f"buildah {' '.join(args[:3])} failed ({out.returncode}): {detail}")
+    return out
+
+
+def image_id(ref: str) -> str | None:
+    out = buildah("images", "--noheading", "--no-trunc", "--format", "{{.ID}}", ref,
+                  check=False)
+    ids = out.stdout.split()
+    return ids[0] if out.returncode == 0 and ids else None
+
+
+def image_size(ref: str) -> int:
+    out = buildah("inspect", "--type", "image", ref, check=False)
+    if out.returncode != 0:
+        return 0
+    manifest = json.loads(json.loads(out.stdout)["Manifest"])
+    return sum(layer.get("size", 0) for layer in manifest.get("layers", []))
+
+
+# ---- the Debian base ------------------------------------------------------------------
+def apt_mirror() -> str:
+    """The Debian mirror this machine's apt sources name (deb822 or one-line format)."""
+    sources = sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
+    for path in sources:
+        for line in path.read_text().splitlines():
+            if line.startswith("URIs:") and "security" not in line:
+                return line.split()[1]
+    for path in [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*.list")]:
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                parts = line.split()
+                if parts[:1] == ["deb"] and "security" not in line:
+                    return next(p for p in parts[1:] if "://" in p)
+    raise RuntimeError("no Debian mirror in /etc/apt/sources.list{,.d}: debootstrap needs one")
+
+
+def ensure_base() -> str:
+    """The Debian + python3 base image (debootstrap once per machine); returns its ref."""
+    if image_id(BASE_REF):
+        return BASE_REF
+    rootfs = images_dir() / f"rootfs-{SUITE}"
+    if not (rootfs / "usr" / "bin" / "python3").exists():
+        began = time.monotonic()
+        shutil.rmtree(rootfs, ignore_errors=True)
+        tmp = rootfs.with_name(rootfs.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        log(f"debootstrap {SUITE} (minbase + {', '.join(BASE_PACKAGES)})")
+        out = subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+             SUITE, str(tmp), apt_mirror()], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"debootstrap failed: {out.stdout[-2000:]}{out.stderr[-2000:]}")
+        for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for f in (tmp / junk).glob("*"):
+                if f.is_file():
+                    f.unlink()
+        tmp.rename(rootfs)
+        log(f"debootstrap done in {time.monotonic() - began:.0f}s")
+    container = buildah("from", "scratch").stdout.strip()
+    try:
+        buildah("copy", container, str(rootfs), "/")
+        buildah("config", "--env",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "--cmd", "/bin/bash", container)
+        buildah("commit", "-q", container, BASE_REF)
+    finally:
+        buildah("rm", container, check=False)
+    return BASE_REF
+
+
+# ---- wheels and the staged build context -------------------------------------------------
+def requirements(extra: str) -> list[str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return [*project["dependencies"], *project["optional-dependencies"][extra]]
+
+
+def wheels(extra: str) -> Path:
+    """Wheels of the extra's pinned dependencies, downloaded on the host once per lock."""
+    reqs = [*requirements(extra), *BUILD_WHEELS]
+    key = hashlib.sha256("\n".join(reqs).encode()).hexdigest()[:16]
+    dest = images_dir() / "wheels" / f"{extra}-{key}"
+    if (dest / ".complete").exists():
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    log(f"downloading the wheels of [{extra}] into {dest}")
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+         "--dest", str(dest), *reqs], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"pip download failed: {out.stderr[-3000:]}")
+    (dest / ".complete").touch()
+    return dest
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def stage_context(image: Image) -> tuple[Path, str]:
+    """A build context holding exactly what the image's Dockerfile copies; its key."""
+    ctx = images_dir() / "contexts" / image.name
+    shutil.rmtree(ctx, ignore_errors=True)
+    ctx.mkdir(parents=True)
+    h = hashlib.sha256()
+    files: list[tuple[Path, Path]] = []
+    dockerfile = REPO / image.dockerfile
+    files.append((dockerfile, ctx / "Dockerfile"))
+    if image.extra is not None:
+        for name in CONTEXT_FILES:
+            files.append((REPO / name, ctx / name))
+        for tree in CONTEXT_TREES:
+            for src in sorted((REPO / tree).rglob("*")):
+                if src.is_file() and "__pycache__" not in src.parts and src.suffix != ".pyc" \
+                        and not any(p.endswith(".egg-info") for p in src.parts):
+                    files.append((src, ctx / src.relative_to(REPO)))
+    for src, dst in files:
+        _link_or_copy(src, dst)
+        h.update(str(dst.relative_to(ctx)).encode() + b"\0" + src.read_bytes() + b"\0")
+    (ctx / "wheels").mkdir(exist_ok=True)
+    if image.extra is not None:
+        for whl in sorted(wheels(image.extra).glob("*.whl")):
+            _link_or_copy(whl, ctx / "wheels" / whl.name)
+            h.update(f"wheels/{whl.name}:{whl.stat().st_size}".encode())
+    return ctx, h.hexdigest()[:20]
+
+
+def _stamps() -> Path:
+    return images_dir() / "built.json"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def build(image: Image, base: str) -> tuple[str, bool]:
+    """Build the image unless its key is recorded and the image is still there.
+
+    Returns (image id, whether a build ran)."""
+    ctx, key = stage_context(image)
+    args = [("BASE_IMAGE", base), ("OFFLINE", "1"), *image.build_args]
+    inputs = [key, *(f"{k}={v}" for k, v in args)]
+    parents = [v for k, v in image.build_args if k == "RUNTIME_IMAGE"] + [base]
+    inputs += [image_id(p) or "" for p in parents]
+    full_key = hashlib.sha256("\n".join(inputs).encode()).hexdigest()[:20]
+    stamps = _read_json(_stamps())
+    current = image_id(f"localhost/{image.ref}")
+    if current and stamps.get(image.ref, {}).get("key") == full_key \
+            and stamps[image.ref].get("id") == current:
+        shutil.rmtree(ctx, ignore_errors=True)
+        return current, False
+    log(f"building {image.ref} from {image.dockerfile}")
+    began = time.monotonic()
+    argv = ["bud", "--layers", "--isolation", "chroot", "--format", "docker",
+            "-f", str(ctx / "Dockerfile"), "-t", f"localhost/{image.ref}"]
+    for k, v in args:
+        argv += ["--build-arg", f"{k}={v}"]
+    out = buildah(*argv, str(ctx), capture=True)
+    del out
+    shutil.rmtree(ctx, ignore_errors=True)
+    new_id = image_id(f"localhost/{image.ref}") or ""
+    stamps[image.ref] = {"key": full_key, "id": new_id}
+    _stamps().write_text(json.dumps(stamps, indent=1))
+    log(f"built {image.ref} in {time.monotonic() - began:.0f}s")
+    return new_id, True
+
+
+# ---- containerd ---------------------------------------------------------------------------
+def _imported_file() -> Path:
+    from devcluster.realnode import node_dir
+
+    return node_dir() / "imported.json"
+
+
+def import_image(lay, source_ref: str, cri_ref: str) -> bool:
+    """Put the image into the node's containerd unless the same id is already there."""
+    from devcluster.realnode import ctr
+
+    wanted = image_id(source_ref)
+    if wanted is None:
+        raise RuntimeError(f"{source_ref} is not built")
+    imported = _read_json(_imported_file())
+    listed = ctr(lay, "images", "ls", "-q", f"name=={cri_ref}", check=False).stdout.split()
+    if imported.get(cri_ref) == wanted and cri_ref in listed:
+        return False
+    began = time.monotonic()
+    archive = images_dir() / f"import-{os.getpid()}.tar"
+    try:
+        buildah("push", "-q", "--disable-compression", source_ref,
+                f"oci-archive:{archive}:{cri_ref}")
+        ctr(lay, "images", "import", str(archive))
+    finally:
+        archive.unlink(missing_ok=True)
+    imported[cri_ref] = wanted
+    _imported_file().write_text(json.dumps(imported, indent=1))
+    log(f"imported {cri_ref} into containerd in {time.monotonic() - began:.0f}s")
+    return True
+
+
+def _pause_source() -> Path:
+    from devcluster import binaries
+
+    k8s = Path(binaries.bin_dir()).name.split("-")[2]  # bin-k8s-<version>-...
+    modcache = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    src = Path(modcache) / f"k8s.io/kubernetes@{k8s}" / "build/pause/linux/pause.c"
+    if not src.is_file():
+        subprocess.run(["go", "mod", "download", f"k8s.io/kubernetes@{k8s}"], check=True,
+                       capture_output=True, cwd=images_dir())
+    return src
+
+
+def ensure_pause(lay) -> None:
+    """The sandbox image, compiled from the Kubernetes pause.c (never pulled)."""
+    images_dir().mkdir(parents=True, exist_ok=True)
+    if not image_id(PAUSE_REF):
+        work = images_dir() / "pause"
+        work.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["gcc", "-Os", "-static", "-DVERSION=v3.10-bem", "-o",
+                        str(work / "pause"), str(_pause_source())], check=True)
+        subprocess.run(["strip", str(work / "pause")], check=True)
+        container = buildah("from", "scratch").stdout.strip()
+        try:
+            buildah("copy", container, str(work / "pause"), "/pause")
+            buildah("config", "--entrypoint", '["/pause"]', "--user", "65535:65535", container)
+            buildah("commit", "-q", container, PAUSE_REF)
+        finally:
+            buildah("rm", container, check=False)
+    import_image(lay, PAUSE_REF, PAUSE_REF)
+
+
+def ensure_all(lay=None, images: tuple[Image, ...] = ALL) -> dict[str, dict]:
+    """Build (when changed) and import (when given a node) the project images.
+
+    Returns per image: id, size in bytes, seconds spent, whether it was built/imported."""
+    report: dict[str, dict] = {}
+    base = ensure_base()
+    for image in images:
+        began = time.monotonic()
+        iid, built = build(image, base)
+        imported = import_image(lay, f"localhost/{image.ref}", image.cri_ref) \
+            if lay is not None else False
+        report[image.ref] = {"id": iid[:12], "bytes": image_size(f"localhost/{image.ref}"),
+                             "seconds": round(time.monotonic() - began, 1),
+                             "built": built, "imported": imported}
+    return report
