@@ -17,14 +17,17 @@ Caching, so an unchanged tree rebuilds nothing:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 import tomllib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,8 +180,57 @@ def wheels(extra: str) -> Path:
          "--dest", str(dest), *reqs], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"pip download failed: {out.stderr[-3000:]}")
+    _add_marker_dependencies(dest, base_python_version())
     (dest / ".complete").touch()
     return dest
+
+
+def base_python_version() -> str:
+    """The base image's Python version (from the dpkg database of its root)."""
+    status = images_dir() / f"rootfs-{SUITE}" / "var/lib/dpkg/status"
+    package = None
+    for line in status.read_text().splitlines():
+        if line.startswith("Package: "):
+            package = line.split()[1]
+        elif package and re.fullmatch(r"python3\.\d+", package) and line.startswith("Version: "):
+            return line.split()[1].split("-")[0].split("+")[0]
+    raise RuntimeError(f"no python3.X package in {status}")
+
+
+def _add_marker_dependencies(dest: Path, python: str) -> None:
+    """pip downloads for the host's Python: add what the image's Python needs besides.
+
+    Requirements whose environment marker holds for the image's Python but not for the
+    host's (e.g. `async-timeout; python_full_version < "3.11.3"`) are fetched too."""
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name, parse_wheel_filename
+
+    env = {**default_environment(), "python_full_version": python,
+           "python_version": ".".join(python.split(".")[:2])}
+    while True:
+        have = {canonicalize_name(parse_wheel_filename(w.name)[0]): w
+                for w in dest.glob("*.whl")}
+        missing: set[str] = set()
+        for whl in have.values():
+            with zipfile.ZipFile(whl) as z:
+                meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+                lines = z.read(meta).decode().splitlines()
+            for line in lines:
+                if not line.startswith("Requires-Dist: "):
+                    continue
+                req = Requirement(line.split(": ", 1)[1])
+                if req.marker is not None and not req.marker.evaluate({**env, "extra": ""}):
+                    continue
+                if canonicalize_name(req.name) not in have:
+                    missing.add(str(req).split(";")[0].strip())
+        if not missing:
+            return
+        out = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet",
+                              "--only-binary=:all:", "--dest", str(dest), *sorted(missing)],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"pip download {sorted(missing)} failed: {out.stderr[-2000:]}")
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -329,13 +381,21 @@ def ensure_all(lay=None, images: tuple[Image, ...] = ALL) -> dict[str, dict]:
 
     Returns per image: id, size in bytes, seconds spent, whether it was built/imported."""
     report: dict[str, dict] = {}
-    base = ensure_base()
-    for image in images:
-        began = time.monotonic()
-        iid, built = build(image, base)
-        imported = import_image(lay, f"localhost/{image.ref}", image.cri_ref) \
-            if lay is not None else False
-        report[image.ref] = {"id": iid[:12], "bytes": image_size(f"localhost/{image.ref}"),
-                             "seconds": round(time.monotonic() - began, 1),
-                             "built": built, "imported": imported}
+    images_dir().mkdir(parents=True, exist_ok=True)
+    with open(images_dir() / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per machine at a time
+        # Working containers of a build that was killed hold GBs: drop them.
+        buildah("rm", "--all", check=False)
+        base = ensure_base()
+        for image in images:
+            report[image.ref] = _ensure(image, base, lay)
     return report
+
+
+def _ensure(image: Image, base: str, lay) -> dict:
+    began = time.monotonic()
+    iid, built = build(image, base)
+    imported = import_image(lay, f"localhost/{image.ref}", image.cri_ref) \
+        if lay is not None else False
+    return {"id": iid[:12], "bytes": image_size(f"localhost/{image.ref}"),
+            "seconds": round(time.monotonic() - began, 1), "built": built, "imported": imported}

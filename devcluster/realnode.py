@@ -446,3 +446,37 @@ def sweep_dead_owner() -> bool:
     teardown(state_dir, record["baseline"])
     owner_file().unlink(missing_ok=True)
     return True
+
+
+# ---- where traffic may go -------------------------------------------------------------
+def local_addresses() -> set[str]:
+    out = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True).stdout
+    return {line.split()[3].split("/")[0] for line in out.splitlines() if len(line.split()) > 3}
+
+
+def served_here(ip: str) -> str | None:
+    """Why a packet to ip stays on this machine (a local address, a pod behind the
+    node's bridge, a ClusterIP kube-proxy has a rule for), or None when it would
+    leave by the default route (a kwok pod IP, a ClusterIP without a rule)."""
+    if ip in local_addresses():
+        return "a local address"
+    route = subprocess.run(["ip", "route", "get", ip], capture_output=True, text=True).stdout
+    if f" dev {BRIDGE} " in route:
+        return f"a pod on {BRIDGE}"
+    nat = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
+    if f"-d {ip}/32" in nat:
+        return "a ClusterIP with a kube-proxy rule"
+    return None
+
+
+def wait_served_here(ip: str, timeout: float = 30.0) -> str:
+    """Block until served_here(ip); raise instead of ever sending traffic off the machine."""
+    deadline = time.monotonic() + timeout
+    while True:
+        why = served_here(ip)
+        if why:
+            return why
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{ip} is not served on this machine (no local address, bridge "
+                               "route or kube-proxy rule): refusing to send traffic to it")
+        time.sleep(0.2)
