@@ -397,5 +397,5 @@ def _ensure(image: Image, base: str, lay) -> dict:
     iid, built = build(image, base)
     imported = import_image(lay, f"localhost/{image.ref}", image.cri_ref) \
         if lay is not None else False
-    return {"id": iid[:12], "bytes": image_size(f"localhost/{image.ref}"),
+    return {"id": iid.removeprefix("sha256:")[:12], "bytes": image_size(f"localhost/{image.ref}"),
             "seconds": round(time.monotonic() - began, 1), "built": built, "imported": imported}

@@ -1,90 +1,82 @@
 #!/usr/bin/env bash
-# The main job, end to end on this machine:
-#   1. a real local control plane (etcd, kube-apiserver, controller-manager,
-#      scheduler, kwok nodes: one GPU node, one CPU node);
-#   2. the CRD and least-privilege RBAC from manifests/, the operator running
-#      as its own ServiceAccount;
-#   3. a sample BEMService applied and shown Ready (kwok runs its pods);
-#   4. a live runtime process serving a tiny offline toy model with BEM
-#      routing, answering a real /v1/generate request.
-# kwok pods do not execute containers, so step 4 runs the very same runtime
-# command the pods run, as a local process on 127.0.0.1.
-# Usage: scripts/demo.sh [--keep]   (--keep leaves everything running)
+# The main job, end to end on this machine, on real pods:
+#   1. a local control plane (etcd, kube-apiserver, controller-manager, scheduler) with a
+#      real kubelet node (containerd, bridge CNI, kube-proxy) and a kwok-faked GPU node;
+#   2. the operator and runtime images built with buildah (from a debootstrapped Debian
+#      base, wheels fetched on the host) and imported into the node's containerd;
+#   3. the operator installed by Helm, running as a pod under the chart's ServiceAccount;
+#   4. the sample BEMService manifests/samples/image-model.yaml (toy model baked into the
+#      image) Ready on the real node;
+#   5. a request answered by a runtime pod through the BEMService's Service (ClusterIP).
+# Usage: scripts/demo.sh [--keep]   (--keep leaves the cluster running; `bem-devcluster down` stops it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KEEP=0; [[ "${1:-}" == "--keep" ]] && KEEP=1
 
-say() { printf '\n== %s\n' "$*"; }
-free_port() { .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+T0=$(date +%s%N)
+say() {
+  local ms=$(( ($(date +%s%N) - T0) / 1000000 ))
+  printf '\n== [%4d.%ds] %s\n' $((ms / 1000)) $(((ms % 1000) / 100)) "$*"
+}
 
+say "Installing what the project needs (scripts/setup.sh; cached after the first run)"
 bash scripts/setup.sh
 STATE="${BEM_DEVCLUSTER_DIR:-$PWD/.devcluster}"
 export BEM_DEVCLUSTER_DIR="$STATE"
-PIDS=()
 cleanup() {
   local rc=$?
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [[ $KEEP -eq 0 ]]; then .venv/bin/bem-devcluster down >/dev/null 2>&1 || true; fi
+  if [[ $KEEP -eq 0 ]]; then
+    say "Tearing down (the node's iptables rules, links, mounts and cgroups go with it)"
+    .venv/bin/bem-devcluster down || true
+  fi
   exit $rc
 }
 trap cleanup EXIT INT TERM
 
-say "Starting the local control plane"
+say "Starting the local cluster with a real node"
 .venv/bin/bem-devcluster up
 eval "$(.venv/bin/bem-devcluster env)"
-kubectl get nodes -L nvidia.com/gpu.product
+kubectl get nodes -o wide
 
-say "Installing the CRD, namespace and RBAC (kubectl apply -f manifests/)"
-kubectl apply --server-side -f manifests/crd.yaml -f manifests/namespace.yaml -f manifests/rbac.yaml
-kubectl wait --for=condition=Established crd/bemservices.bem.ai --timeout=60s
+say "Building (when changed) and importing the images"
+.venv/bin/bem-devcluster images
 
-say "Running the operator as ServiceAccount bem-system/bem-operator (not cluster-admin)"
-mkdir -p "$STATE/demo"
-SA_KUBECONFIG="$STATE/demo/operator.kubeconfig"
-cp "$KUBECONFIG" "$SA_KUBECONFIG"
-token="$(kubectl -n bem-system create token bem-operator --duration=24h)"
-KUBECONFIG="$SA_KUBECONFIG" kubectl config set-credentials bem-operator --token="$token" >/dev/null
-KUBECONFIG="$SA_KUBECONFIG" kubectl config set-context --current --user=bem-operator >/dev/null
-BEM_OPERATOR_BIND_ADDRESS=127.0.0.1 BEM_OPERATOR_METRICS_PORT="$(free_port)" \
-  BEM_OPERATOR_HEALTH_PORT="$(free_port)" KUBECONFIG="$SA_KUBECONFIG" \
-  .venv/bin/bem-operator >"$STATE/demo/operator.log" 2>&1 &
-PIDS+=($!)
+say "Installing the operator with Helm (helm/bem-operator, image bem-operator:0.1.0)"
+export HELM_CACHE_HOME="$STATE/helm/cache" HELM_CONFIG_HOME="$STATE/helm/config" \
+  HELM_DATA_HOME="$STATE/helm/data"
+helm upgrade --install bem-operator helm/bem-operator -n bem-system --create-namespace \
+  --wait --timeout 5m
+kubectl -n bem-system get pods -o wide
 
 say "Applying the sample BEMService manifests/samples/image-model.yaml"
 kubectl create namespace bem-demo --dry-run=client -o yaml | kubectl apply -f -
 kubectl -n bem-demo apply -f manifests/samples/image-model.yaml
-if ! kubectl -n bem-demo wait --for=condition=Ready bems/bem-baked --timeout=180s; then
-  echo "The BEMService did not become Ready; operator log:" >&2
-  tail -50 "$STATE/demo/operator.log" >&2
+if ! kubectl -n bem-demo wait --for=condition=Ready bems/bem-baked --timeout=300s; then
+  kubectl -n bem-demo get bems,pods -o wide >&2
+  kubectl -n bem-system logs deploy/bem-operator --tail=40 >&2
   exit 1
 fi
 kubectl -n bem-demo get bems,deployments,services,pdb,pods -o wide
 
-say "Serving a toy model with the runtime (bem-runtime serve on 127.0.0.1)"
-TOY="$STATE/demo/toy"
-[[ -d "$TOY/base" ]] || .venv/bin/bem-runtime make-toy --out "$TOY"
-echo "demo-key-$(date +%s)" >"$STATE/demo/api-key"
-PORT="$(free_port)"
-.venv/bin/bem-runtime serve --model-dir "$TOY/base" --bem-dir "$TOY/bem" --model-name bem-baked \
-  --host 127.0.0.1 --port "$PORT" --api-key-file "$STATE/demo/api-key" \
-  >"$STATE/demo/runtime.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 240); do
-  curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null && break
-  sleep 0.5
+say "POST /v1/generate through the Service's ClusterIP"
+CIP="$(kubectl -n bem-demo get service bem-baked -o jsonpath='{.spec.clusterIP}')"
+PORT="$(kubectl -n bem-demo get service bem-baked -o jsonpath='{.spec.ports[0].port}')"
+# Only once kube-proxy serves the ClusterIP here: otherwise the request would leave the
+# machine by its default route.
+for _ in $(seq 1 100); do
+  iptables-save -t nat | grep -q -- "-d $CIP/32" && break
+  sleep 0.2
 done
-curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null || { tail -30 "$STATE/demo/runtime.log" >&2; exit 1; }
-
-say "POST /v1/generate"
-curl -sS -X POST "http://127.0.0.1:$PORT/v1/generate" \
-  -H "Authorization: Bearer $(cat "$STATE/demo/api-key")" -H 'Content-Type: application/json' \
+iptables-save -t nat | grep -q -- "-d $CIP/32" || { echo "kube-proxy has no rule for $CIP" >&2; exit 1; }
+curl -sS --fail-with-body -m 60 -X POST "http://$CIP:$PORT/v1/generate" \
+  -H 'Content-Type: application/json' \
   -d '{"prompt": "The operator reconciled", "max_new_tokens": 24, "temperature": 0, "seed": 7}' \
   | .venv/bin/python -m json.tool
-curl -sS "http://127.0.0.1:$PORT/metrics" | grep -E '^bem_(requests_total|routing_decisions_total)' | head -8
+POD="$(kubectl -n bem-demo get pods -l bem.ai/service=bem-baked -o jsonpath='{.items[0].metadata.name}')"
+say "The runtime pod's own log (kubectl logs $POD, JSON lines)"
+kubectl -n bem-demo logs "$POD" --tail=3
 
 if [[ $KEEP -eq 1 ]]; then
-  say "Everything keeps running: eval \"\$(.venv/bin/bem-devcluster env)\"; runtime on 127.0.0.1:$PORT. Ctrl-C stops the operator and runtime; 'bem-devcluster down' stops the cluster."
-  wait
+  say "Everything keeps running: eval \"\$(.venv/bin/bem-devcluster env)\"; 'bem-devcluster down' stops it."
 fi
 say "Demo finished"

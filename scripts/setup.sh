@@ -43,3 +43,8 @@ fi
 log "Building (or reusing) the local control-plane binaries"
 bindir="$(bash devcluster/build-binaries.sh)"
 log "Control-plane binaries in $bindir"
+
+# The project's images (operator, runtime, runtime with the toy model), built with buildah
+# from a debootstrapped base; skipped when nothing they copy has changed.
+log "Building (or reusing) the images"
+.venv/bin/bem-devcluster images --no-import

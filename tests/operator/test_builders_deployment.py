@@ -194,3 +194,11 @@ def test_every_bem_variable_the_operator_sets_is_reserved():
 def test_other_runtime_variables_may_be_set_by_the_user():
     env = env_of(build_deployment(with_spec(runtime={"env": [{"name": "BEM_RATE_LIMIT_RPS", "value": "50"}]})))
     assert env["BEM_RATE_LIMIT_RPS"] == "50"
+
+
+def test_pre_stop_pause_keeps_serving_while_endpoints_update_and_fits_the_grace_period():
+    deployment = build_deployment(make_bems())
+    pause = container(deployment)["lifecycle"]["preStop"]["sleep"]["seconds"]
+    # Long enough for kube-proxy to drop the pod from the Service, and the pause plus the
+    # runtime's drain must end before the kubelet's SIGKILL.
+    assert 2 <= pause < pod_spec(deployment)["terminationGracePeriodSeconds"]

@@ -21,6 +21,7 @@ GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedu
 STARTUP_PERIOD_SECONDS = 5
 # Long enough for in-flight generations to finish after SIGTERM (the runtime drains).
 TERMINATION_GRACE_SECONDS = 60
+PRESTOP_SLEEP_SECONDS = 5
 
 _ROUTING_ENV = {
     "topK": "BEM_TOP_K",
@@ -83,6 +84,10 @@ def _container(spec: BEMServiceSpec, options: BuildOptions) -> dict[str, Any]:
         },
     }
     container.update(_probes(spec))
+    # Deleting a pod removes it from the Service's endpoints while the kubelet sends
+    # SIGTERM: kube-proxy on every node needs a moment to stop sending new connections.
+    # The pod keeps serving through this pause, then drains (counted in the grace period).
+    container["lifecycle"] = {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}}
     if rt.extra_args:
         container["args"] = list(rt.extra_args)
     if rt.image_pull_policy:
