@@ -33,7 +33,9 @@ SYSCTLS = (
     "kernel.keys.root_maxbytes",
 )
 # Paths the kubelet and the containerd 1.6 shim create whatever their configured roots.
-HOST_PATHS = ("/var/lib/kubelet", "/run/containerd", "/usr/libexec/kubernetes", "/var/run/netns")
+# Plus the node's own root (realnode.NODE_ROOT), so a leftover of it shows too.
+HOST_PATHS = ("/var/lib/kubelet", "/run/containerd", "/usr/libexec/kubernetes", "/var/run/netns",
+              "/var/lib/bem-devcluster")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 KUBEPODS = "kubepods"
 

@@ -14,6 +14,8 @@ image imported once serves every later cluster on this machine.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -43,6 +45,7 @@ KUBELET_PORT = 10250
 CNI_BIN_DIR = "/usr/lib/cni"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 COMPONENTS = ("containerd", "apiserver-bridge", "kubelet", "kube-proxy")
+NODE_ROOT = Path("/var/lib/bem-devcluster")
 TOOLS = ("containerd", "runc", "ctr", "iptables", "ip", "socat")
 
 
@@ -67,11 +70,15 @@ class NodeLayout:
 
     @property
     def root(self) -> Path:
-        return self.state_dir / "node"
+        """The node's files (containerd state, kubelet root, CNI): a short path, one per
+        state folder. containerd and the kubelet make unix sockets in there, and socket
+        paths are limited to ~104 bytes (a pytest temp folder is longer)."""
+        digest = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:12]
+        return NODE_ROOT / digest
 
     @property
     def containerd_sock(self) -> Path:
-        return self.root / "containerd" / "containerd.sock"
+        return self.root / "containerd.sock"
 
     @property
     def containerd_root(self) -> Path:
@@ -108,7 +115,7 @@ state = "{lay.path('containerd', 'state')}"
 [ttrpc]
   address = "{lay.containerd_sock}.ttrpc"
 [debug]
-  address = "{lay.path('containerd', 'debug.sock')}"
+  address = "{lay.root / 'debug.sock'}"
 [plugins]
   [plugins."io.containerd.grpc.v1.cri"]
     sandbox_image = "{PAUSE_IMAGE}"
@@ -273,6 +280,7 @@ class RealNode:
         lay = self.lay
         for sub in ("containerd", "cni/net.d", "kubelet/pod-logs", "kubelet/root"):
             lay.path(*sub.split("/")).mkdir(parents=True, exist_ok=True)
+        lay.root.chmod(0o700)
         lay.containerd_root.mkdir(parents=True, exist_ok=True)
         self._bridge()
         lay.path("containerd", "config.toml").write_text(containerd_config(lay))
@@ -407,8 +415,9 @@ def teardown(state_dir: Path, baseline: dict[str, Any] | None) -> None:
         hoststate.remove_kubepods_cgroups()
         hoststate.restore_sysctls(baseline)
         hoststate.remove_new_host_paths(baseline)
-    for sub in ("containerd", "kubelet", "cni"):
-        shutil.rmtree(lay.path(sub), ignore_errors=True)
+    shutil.rmtree(lay.root, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        NODE_ROOT.rmdir()  # only when empty
 
 
 def _recorded_binary(comp: processes.Component | None) -> str | None:
