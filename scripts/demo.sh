@@ -63,11 +63,7 @@ CIP="$(kubectl -n bem-demo get service bem-baked -o jsonpath='{.spec.clusterIP}'
 PORT="$(kubectl -n bem-demo get service bem-baked -o jsonpath='{.spec.ports[0].port}')"
 # Only once kube-proxy serves the ClusterIP here: otherwise the request would leave the
 # machine by its default route.
-for _ in $(seq 1 100); do
-  iptables-save -t nat | grep -q -- "-d $CIP/32" && break
-  sleep 0.2
-done
-iptables-save -t nat | grep -q -- "-d $CIP/32" || { echo "kube-proxy has no rule for $CIP" >&2; exit 1; }
+.venv/bin/python -c "import sys; from devcluster.realnode import wait_served_here as w; print('$CIP is', w(sys.argv[1]))" "$CIP"
 curl -sS --fail-with-body -m 60 -X POST "http://$CIP:$PORT/v1/generate" \
   -H 'Content-Type: application/json' \
   -d '{"prompt": "The operator reconciled", "max_new_tokens": 24, "temperature": 0, "seed": 7}' \
