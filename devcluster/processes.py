@@ -130,13 +130,26 @@ def stop(comp: Component, *, grace: float = 10.0) -> None:
         raise RuntimeError(f"{comp.name} (pid {comp.pid}) survived SIGKILL")
 
 
+def stop_many(comps: list[Component], *, grace: float = 10.0) -> list[str]:
+    """SIGTERM all at once, wait for all (each takes seconds to exit: in turn they add
+    up), SIGKILL what is left after `grace`; returns the names that were running."""
+    alive = [c for c in comps if c.is_ours()]
+    for comp in alive:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(comp.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(c.is_ours() for c in alive) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for comp in alive:
+        stop(comp, grace=0)  # SIGKILL the stragglers, raise if one survives
+    return [c.name for c in alive]
+
+
 def stop_all(state_dir: Path) -> list[str]:
-    """Stop every recorded component, last started first; returns the stopped names."""
-    stopped = []
-    for comp in reversed(recorded(state_dir)):
-        if comp.is_ours():
-            stop(comp)
-            stopped.append(comp.name)
+    """Stop every recorded component; returns the stopped names."""
+    comps = recorded(state_dir)
+    stopped = stop_many(comps)
+    for comp in comps:
         (state_dir / "pids" / f"{comp.name}.json").unlink(missing_ok=True)
     return stopped
 

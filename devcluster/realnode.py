@@ -394,10 +394,10 @@ def teardown(state_dir: Path, baseline: dict[str, Any] | None) -> None:
     """
     lay = NodeLayout(state_dir)
     comps = {c.name: c for c in processes.recorded(state_dir)}
-    for name in ("kube-proxy", "kubelet", "apiserver-bridge"):
-        if name in comps:
-            processes.stop(comps[name])
-            (state_dir / "pids" / f"{name}.json").unlink(missing_ok=True)
+    first = [comps[n] for n in ("kube-proxy", "kubelet", "apiserver-bridge") if n in comps]
+    processes.stop_many(first)
+    for comp in first:
+        (state_dir / "pids" / f"{comp.name}.json").unlink(missing_ok=True)
     proxy_bin = _recorded_binary(comps.get("kube-proxy"))
     if proxy_bin:
         subprocess.run([proxy_bin, "--cleanup", "--v=0"], capture_output=True, timeout=60)
