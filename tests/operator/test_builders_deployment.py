@@ -202,3 +202,25 @@ def test_pre_stop_pause_keeps_serving_while_endpoints_update_and_fits_the_grace_
     # Long enough for kube-proxy to drop the pod from the Service, and the pause plus the
     # runtime's drain must end before the kubelet's SIGKILL.
     assert 2 <= pause < pod_spec(deployment)["terminationGracePeriodSeconds"]
+
+
+def test_grace_period_covers_the_pause_the_drain_and_a_margin():
+    from bem_operator.builders.pod import (DRAIN_MARGIN_SECONDS, DRAIN_TIMEOUT_SECONDS,
+                                           PRESTOP_SLEEP_SECONDS)
+    from bem_runtime.settings import Settings
+
+    # The runtime's own default drain is the one the operator plans for.
+    assert Settings().drain_timeout == DRAIN_TIMEOUT_SECONDS
+    grace = pod_spec(build_deployment(make_bems()))["terminationGracePeriodSeconds"]
+    assert grace == PRESTOP_SLEEP_SECONDS + DRAIN_TIMEOUT_SECONDS + DRAIN_MARGIN_SECONDS
+    # The runtime exits within 1 s of its deadline: the margin must exceed that.
+    assert DRAIN_MARGIN_SECONDS >= 2
+
+
+@pytest.mark.parametrize("value, drain", [("120", 120), ("7.5", 8), ("nonsense", 30), ("-1", 30)])
+def test_grace_period_follows_a_drain_timeout_set_by_the_user(value, drain):
+    from bem_operator.builders.pod import DRAIN_MARGIN_SECONDS, PRESTOP_SLEEP_SECONDS
+
+    bems = with_spec(runtime={"env": [{"name": "BEM_DRAIN_TIMEOUT", "value": value}]})
+    grace = pod_spec(build_deployment(bems))["terminationGracePeriodSeconds"]
+    assert grace == PRESTOP_SLEEP_SECONDS + drain + DRAIN_MARGIN_SECONDS

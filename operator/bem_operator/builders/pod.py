@@ -19,9 +19,12 @@ GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 STARTUP_PERIOD_SECONDS = 5
-# Long enough for in-flight generations to finish after SIGTERM (the runtime drains).
-TERMINATION_GRACE_SECONDS = 60
 PRESTOP_SLEEP_SECONDS = 5
+# The runtime drains for at most BEM_DRAIN_TIMEOUT (its default, or the user's env) after SIGTERM, then cancels what is left and
+# exits within a second; the margin covers that second plus process teardown, so the kubelet's
+# SIGKILL never lands mid-drain.
+DRAIN_TIMEOUT_SECONDS = 30
+DRAIN_MARGIN_SECONDS = 5
 
 _ROUTING_ENV = {
     "topK": "BEM_TOP_K",
@@ -40,7 +43,7 @@ def build_pod_template(spec: BEMServiceSpec, options: BuildOptions, config_hash:
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,  # the runtime never talks to the API server
         "enableServiceLinks": False,  # a Service named "bem" would inject BEM_PORT=tcp://...
-        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "terminationGracePeriodSeconds": termination_grace_seconds(drain_timeout_seconds(spec)),
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUNTIME_UID,
@@ -61,6 +64,24 @@ def build_pod_template(spec: BEMServiceSpec, options: BuildOptions, config_hash:
         },
         "spec": pod,
     }
+
+
+def drain_timeout_seconds(spec: BEMServiceSpec) -> float:
+    """The drain the runtime will get: ours, or the user's BEM_DRAIN_TIMEOUT when it is a number."""
+    for item in spec.runtime.env:
+        if item.get("name") == "BEM_DRAIN_TIMEOUT" and "value" in item:
+            try:
+                value = float(item["value"])
+            except (TypeError, ValueError):
+                break  # the runtime refuses it at start; keep our default grace
+            if math.isfinite(value) and value > 0:
+                return value
+    return DRAIN_TIMEOUT_SECONDS
+
+
+def termination_grace_seconds(drain_timeout: float) -> int:
+    """The preStop pause runs first and counts in the grace period, then the drain, then a margin."""
+    return PRESTOP_SLEEP_SECONDS + math.ceil(drain_timeout) + DRAIN_MARGIN_SECONDS
 
 
 def _container(spec: BEMServiceSpec, options: BuildOptions) -> dict[str, Any]:
