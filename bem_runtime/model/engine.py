@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -13,11 +12,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .bem import AttachedBEM, load_bem
-from .errors import CheckpointError, NonFiniteLogitsError, PromptTooLongError
+from .errors import CheckpointError, PromptTooLongError
 from .routing import RoutingState
 from .runner import BatchForward
-from .sampling import make_generator, select_token
-from .text import RowOutput
+from .session import DecodeBatch
 from .types import GenerationRequest, GenerationResult, RoutingDecision, RoutingOverrides, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -74,7 +72,7 @@ class Engine:
         self.max_context = int(getattr(model.config, "max_position_embeddings", 2048))
         self.num_experts = bem.config.num_experts
         self.load_report = dict(bem.load_report)
-        self._lock = threading.Lock()  # one generation at a time: adapters share one gate holder
+        self.lock = threading.RLock()  # one forward at a time: adapters share one gate holder
         self._tok_lock = threading.Lock()  # fast tokenizers may fail when encoding from two threads
         eos = {tokenizer.eos_token_id, *_as_list(model.generation_config.eos_token_id)}
         self.eos_ids = {i for i in eos if i is not None}
@@ -115,7 +113,7 @@ class Engine:
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
 
-    def _check_fits(self, index: int, ids: list[int], params: SamplingParams) -> None:
+    def check_fits(self, index: int, ids: list[int], params: SamplingParams) -> None:
         if not ids:
             raise ValueError(f"request {index}: the prompt is empty; send at least one token of text")
         if len(ids) + params.max_new_tokens > self.max_context:
@@ -127,8 +125,8 @@ class Engine:
     def route(self, prompt: str) -> list[RoutingDecision]:
         """Routing decisions for the prompt's positions; runs the model only up to the router layer."""
         ids = self.encode(prompt)
-        self._check_fits(0, ids, SamplingParams(max_new_tokens=1))
-        with self._lock, torch.inference_mode():
+        self.check_fits(0, ids, SamplingParams(max_new_tokens=1))
+        with self.lock, torch.inference_mode():
             state = RoutingState(self.bem.policy, [len(ids)], self.device)
             BatchForward(self.model, [ids], self.pad_id, self.bem, state).route_only()
             return state.finish(0, len(ids))
@@ -144,7 +142,7 @@ class Engine:
         if not 0 < prompt_len <= len(ids):
             raise ValueError(f"prompt_len must be in [1, {len(ids)}], got {prompt_len}")
         bare = self.bem.bare(self.model) if not use_bem else contextlib.nullcontext()
-        with self._lock, bare, torch.inference_mode():
+        with self.lock, bare, torch.inference_mode():
             state = RoutingState(self.bem.policy, [prompt_len], self.device) if use_bem else None
             first = ids[:prompt_len] if incremental else ids
             batch = BatchForward(self.model, [first], self.pad_id, self.bem if use_bem else None, state)
@@ -153,6 +151,10 @@ class Engine:
                 parts += [batch.step([t], [True]) for t in ids[prompt_len:]]
             logits = torch.cat(parts).float().cpu()
             return logits, state.finish(0, len(ids)) if state is not None else []
+
+    def open_batch(self, use_bem: bool = True) -> DecodeBatch:
+        """An empty continuous batch: admit rows at any step, step them, cancel them."""
+        return DecodeBatch(self, use_bem)
 
     def generate_batch(
         self,
@@ -164,69 +166,23 @@ class Engine:
         """Generate for all requests in shared forward passes; on_token(index, delta) streams text."""
         if not requests:
             return []
-        start = time.perf_counter()
-        encoded, tok_times = [], []
-        for i, req in enumerate(requests):
-            t0 = time.perf_counter()
-            ids = self.encode(req.prompt)
-            tok_times.append(time.perf_counter() - t0)
-            self._check_fits(i, ids, req.params)
-            encoded.append(ids)
-        bare = self.bem.bare(self.model) if not use_bem else contextlib.nullcontext()
-        with self._lock, bare, torch.inference_mode():
-            return self._generate(requests, encoded, tok_times, start, on_token, use_bem)
-
-    def _generate(self, requests, encoded, tok_times, start, on_token, use_bem) -> list[GenerationResult]:
-        prefill_start = time.perf_counter()
-        state = RoutingState(self.bem.policy, [len(x) for x in encoded], self.device) if use_bem else None
-        batch = BatchForward(self.model, encoded, self.pad_id, self.bem if use_bem else None, state)
-        rows = [RowOutput(self.tokenizer, r.params, self.eos_ids) for r in requests]
-        gens = [make_generator(r.params, self.device) for r in requests]
-        logits = batch.prefill()[:, -1]
-        prefill_end = time.perf_counter()
-        done_at = [0.0] * len(rows)
+        encoded = [self.encode(r.prompt) for r in requests]
+        for i, (ids, req) in enumerate(zip(encoded, requests)):
+            self.check_fits(i, ids, req.params)  # refuse the whole batch before any work
+        batch = self.open_batch(use_bem)
+        results: dict[int, GenerationResult] = {}
+        events = batch.admit(list(enumerate(requests)))
         while True:
-            logits = logits.float()
-            active = [i for i, r in enumerate(rows) if not r.done]
-            if not bool(torch.isfinite(logits[active]).all()):
-                bad = [i for i in active if not bool(torch.isfinite(logits[i]).all())]
-                raise NonFiniteLogitsError(f"the model produced non-finite logits for requests {bad}")
-            greedy = logits.argmax(-1).tolist()
-            tokens = [self.pad_id] * len(rows)
-            for i in active:
-                p = rows[i].params
-                tokens[i] = greedy[i] if p.temperature == 0 else select_token(logits[i], p, gens[i])
-                delta = rows[i].push(tokens[i])
-                if delta and on_token is not None:
-                    on_token(i, delta)
-                if rows[i].done:
-                    done_at[i] = time.perf_counter()
-            if all(r.done for r in rows):
-                break
-            logits = batch.step(tokens, [not r.done for r in rows])
-        return [
-            self._result(i, rows[i], len(encoded[i]), state, tok_times[i], (start, prefill_start, prefill_end), done_at[i])
-            for i in range(len(rows))
-        ]
-
-    def _result(self, i, row, prompt_len, state, tok_time, marks, done_at) -> GenerationResult:
-        start, prefill_start, prefill_end = marks
-        routing = state.finish(i, prompt_len + row.sampled) if state is not None else []
-        low = sum(d.used_base_only for d in routing)
-        return GenerationResult(
-            text=row.text,
-            prompt_tokens=prompt_len,
-            completion_tokens=row.sampled,
-            finish_reason=row.finish_reason,
-            routing=routing,
-            timings={
-                "tokenize": tok_time,
-                "prefill": prefill_end - prefill_start,
-                "decode": done_at - prefill_end,
-                "total": done_at - start,
-            },
-            safety_events={"low_confidence": low} if low else {},
-        )
+            for ev in events:
+                if ev.error is not None:
+                    raise ev.error
+                if ev.delta and on_token is not None:
+                    on_token(ev.key, ev.delta)
+                if ev.result is not None:
+                    results[ev.key] = ev.result
+            if not batch:
+                return [results[i] for i in range(len(requests))]
+            events = batch.step()
 
     def warmup(self) -> None:
         """One short greedy generation with and without BEM (allocations, kernels, caches)."""

@@ -140,3 +140,21 @@ class RoutingState:
             for d in self.decisions[row]
             if d.start < total_len
         ]
+
+    def select(self, keep: list[int]) -> None:
+        """Keep only these rows (continuous batching: the others left the batch)."""
+        idx = torch.tensor(keep, dtype=torch.long, device=self.gate.device)
+        self.prompt_lens = [self.prompt_lens[i] for i in keep]
+        self.next_pos = [self.next_pos[i] for i in keep]
+        self.decisions = [self.decisions[i] for i in keep]
+        self.chunk_sum, self.gate = self.chunk_sum[idx], self.gate[idx]
+        self._step_gate = None
+
+    def join(self, other: RoutingState) -> None:
+        """Append another batch's rows; each row's state is its own, so nothing else changes."""
+        self.prompt_lens = self.prompt_lens + other.prompt_lens
+        self.next_pos = self.next_pos + other.next_pos
+        self.decisions = self.decisions + other.decisions
+        self.chunk_sum = torch.cat([self.chunk_sum, other.chunk_sum])
+        self.gate = torch.cat([self.gate, other.gate])
+        self._step_gate = None

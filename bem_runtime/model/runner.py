@@ -84,3 +84,39 @@ class BatchForward:
         logits = self._forward(ids, positions, counts, 1)
         self.lengths = [n + 1 for n in self.lengths]
         return logits[:, -1]
+
+    def select(self, keep: list[int]) -> None:
+        """Keep only these rows, then drop the leading columns no remaining row attends to."""
+        idx = torch.tensor(keep, dtype=torch.long, device=self.device)
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[idx], layer.values[idx]
+        self.mask = self.mask[idx]
+        self.lengths = [self.lengths[i] for i in keep]
+        if self.routing is not None:
+            self.routing.select(keep)
+        used = self.mask.any(0).nonzero()
+        first = int(used[0]) if len(used) else self.mask.shape[1]
+        if first > 0:
+            self.mask = self.mask[:, first:]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+
+    def join(self, other: BatchForward) -> None:
+        """Append other's rows; the narrower side is left-padded with masked columns."""
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            mine.keys = torch.cat([_pad_left(mine.keys, width, 2), _pad_left(theirs.keys, width, 2)])
+            mine.values = torch.cat([_pad_left(mine.values, width, 2), _pad_left(theirs.values, width, 2)])
+        self.mask = torch.cat([_pad_left(self.mask, width, 1), _pad_left(other.mask, width, 1)])
+        self.lengths = self.lengths + other.lengths
+        if self.routing is not None and other.routing is not None:
+            self.routing.join(other.routing)
+
+
+def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    missing = width - t.shape[dim]
+    if missing <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=dim)

@@ -1,0 +1,182 @@
+"""Iteration-level (continuous) batching: rows join a running batch after their own prefill and
+leave it the step they finish or are cancelled.
+
+Joining left-pads the shorter side (cache and mask) so every row's newest token stays in the last
+column; each row keeps its own positions, routing state, sampling generator and output, so a row
+that joins mid-flight computes exactly what it would alone (BEM.md's batch independence).
+Leaving drops the row's cache and the leading columns nobody attends to any more, so a batch that
+never empties under steady traffic does not grow without bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .errors import NonFiniteLogitsError
+from .routing import RoutingState
+from .runner import BatchForward
+from .sampling import make_generator, select_token
+from .text import RowOutput
+from .types import GenerationRequest, GenerationResult
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+@dataclass(eq=False)
+class _Row:
+    key: Any
+    out: RowOutput
+    gen: torch.Generator
+    prompt_len: int
+    tok_time: float
+    start: float
+    prefill_start: float = 0.0
+    prefill_end: float = 0.0
+    token: int = 0  # sampled, not yet fed
+
+
+@dataclass
+class StepEvent:
+    """What one row produced in an admit or a step: streamable text, then a result or an error."""
+
+    key: Any
+    delta: str = ""
+    result: GenerationResult | None = None
+    error: Exception | None = None
+
+
+@dataclass
+class Cancelled:
+    key: Any
+    tokens_not_generated: int
+
+
+@dataclass
+class DecodeBatch:
+    """The rows in flight for one mode (with BEM, or the bare base model). Not thread-safe: one
+    engine thread drives it, each call under the engine's lock."""
+
+    engine: Engine
+    use_bem: bool = True
+    rows: list[_Row] = field(default_factory=list)
+    forward: BatchForward | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _mode(self):
+        return contextlib.nullcontext() if self.use_bem else self.engine.bem.bare(self.engine.model)
+
+    def admit(self, items: list[tuple[Any, GenerationRequest]]) -> list[StepEvent]:
+        """Prefill new rows together and sample their first token; unfinished rows join."""
+        eng, events, rows, encoded = self.engine, [], [], []
+        for index, (key, req) in enumerate(items):
+            t0 = time.perf_counter()
+            try:
+                ids = eng.encode(req.prompt)
+                eng.check_fits(index, ids, req.params)
+            except ValueError as exc:  # PromptTooLongError is a ValueError
+                events.append(StepEvent(key, error=exc))
+                continue
+            gen = make_generator(req.params, eng.device)
+            out = RowOutput(eng.tokenizer, req.params, eng.eos_ids)
+            rows.append(_Row(key, out, gen, len(ids), time.perf_counter() - t0, t0))
+            encoded.append(ids)
+        if not rows:
+            return events
+        with eng.lock, self._mode(), torch.inference_mode():
+            began = time.perf_counter()
+            state = RoutingState(eng.bem.policy, [len(x) for x in encoded], eng.device) if self.use_bem else None
+            fwd = BatchForward(eng.model, encoded, eng.pad_id, eng.bem if self.use_bem else None, state)
+            logits = fwd.prefill()[:, -1]
+            ended = time.perf_counter()
+            for row in rows:
+                row.prefill_start, row.prefill_end = began, ended
+            keep = self._sample(rows, fwd, logits, events)
+            if len(keep) < len(rows):
+                fwd.select(keep)
+            if keep:
+                if self.forward is None:
+                    self.forward = fwd
+                else:
+                    self.forward.join(fwd)
+                self.rows += [rows[i] for i in keep]
+        return events
+
+    def step(self) -> list[StepEvent]:
+        """Feed every row its last token and sample the next; finished rows leave."""
+        if not self.rows:
+            return []
+        events: list[StepEvent] = []
+        with self.engine.lock, self._mode(), torch.inference_mode():
+            assert self.forward is not None
+            logits = self.forward.step([r.token for r in self.rows], [True] * len(self.rows))
+            keep = self._sample(self.rows, self.forward, logits, events)
+            self._keep(keep)
+        return events
+
+    def cancel(self, keys: set[Any]) -> list[Cancelled]:
+        """Remove rows now; what they would still have generated is reported, not computed."""
+        gone = [r for r in self.rows if r.key in keys]
+        if gone:
+            with self.engine.lock:
+                self._keep([i for i, r in enumerate(self.rows) if r.key not in keys])
+        return [Cancelled(r.key, r.out.params.max_new_tokens - r.out.sampled) for r in gone]
+
+    def _keep(self, keep: list[int]) -> None:
+        if len(keep) == len(self.rows):
+            return
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self.forward = None  # the next row starts a fresh cache
+        elif self.forward is not None:
+            self.forward.select(keep)
+
+    def _sample(self, rows: list[_Row], fwd: BatchForward, logits: torch.Tensor,
+                events: list[StepEvent]) -> list[int]:
+        """Pick each row's next token; returns the indices of the rows that go on."""
+        logits = logits.float()
+        finite = torch.isfinite(logits).all(-1).tolist()
+        greedy = logits.argmax(-1).tolist()
+        keep = []
+        for i, row in enumerate(rows):
+            if not finite[i]:
+                events.append(StepEvent(row.key, error=NonFiniteLogitsError(
+                    f"the model produced non-finite logits for requests [{i}]")))
+                continue
+            p = row.out.params
+            row.token = greedy[i] if p.temperature == 0 else select_token(logits[i], p, row.gen)
+            delta = row.out.push(row.token)
+            if row.out.done:
+                events.append(StepEvent(row.key, delta, result=self._result(i, row, fwd.routing)))
+            else:
+                if delta:
+                    events.append(StepEvent(row.key, delta))
+                keep.append(i)
+        return keep
+
+    @staticmethod
+    def _result(i: int, row: _Row, state: RoutingState | None) -> GenerationResult:
+        done = time.perf_counter()
+        routing = state.finish(i, row.prompt_len + row.out.sampled) if state is not None else []
+        low = sum(d.used_base_only for d in routing)
+        return GenerationResult(
+            text=row.out.text,
+            prompt_tokens=row.prompt_len,
+            completion_tokens=row.out.sampled,
+            finish_reason=row.out.finish_reason,
+            routing=routing,
+            timings={
+                "tokenize": row.tok_time,
+                "prefill": row.prefill_end - row.prefill_start,
+                "decode": done - row.prefill_end,
+                "total": done - row.start,
+            },
+            safety_events={"low_confidence": low} if low else {},
+        )

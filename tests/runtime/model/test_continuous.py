@@ -1,0 +1,68 @@
+"""Continuous batching: rows that join a running batch mid-flight, or leave it early, compute
+exactly what they compute alone (BEM.md's batch independence, now across joins and leaves)."""
+
+from __future__ import annotations
+
+import pytest
+
+from .test_generation import mixed_requests, summary
+
+
+def _drain(batch, events, results, deltas) -> None:
+    for ev in events:
+        assert ev.error is None, ev.error
+        deltas[ev.key] = deltas.get(ev.key, "") + ev.delta
+        if ev.result is not None:
+            results[ev.key] = ev.result
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("use_bem", [True, False])
+def test_rows_joining_mid_flight_equal_the_request_alone(engines, arch, use_bem):
+    engine = engines[arch]
+    requests = mixed_requests()
+    alone = [engine.generate_batch([r], use_bem=use_bem)[0] for r in requests]
+    batch = engine.open_batch(use_bem)
+    results, deltas = {}, {}
+    # Row 1 (longest prompt) runs alone for a while, 0 and 3 join at step 3, 2 at step 7.
+    joins = {0: [1], 3: [0, 3], 7: [2]}
+    step = 0
+    while step in joins or batch:
+        if step in joins:
+            _drain(batch, batch.admit([(i, requests[i]) for i in joins[step]]), results, deltas)
+        _drain(batch, batch.step(), results, deltas)
+        step += 1
+        assert batch.forward is None or batch.forward.mask.shape[1] <= max(
+            r.prompt_len + r.out.sampled for r in batch.rows)  # leaving trims the cache
+    assert [summary(results[i]) for i in range(4)] == [summary(r) for r in alone]
+    assert [deltas[i] for i in range(4)] == [r.text for r in alone]  # streamed text adds up
+
+
+def test_a_cancelled_row_leaves_at_once_and_the_others_are_unaffected(llama):
+    requests = mixed_requests()
+    alone = [llama.generate_batch([r])[0] for r in requests]
+    batch = llama.open_batch()
+    results, deltas = {}, {}
+    _drain(batch, batch.admit(list(enumerate(requests))), results, deltas)
+    for _ in range(4):
+        _drain(batch, batch.step(), results, deltas)
+    gone = batch.cancel({2})
+    assert [(c.key, c.tokens_not_generated) for c in gone] == [(2, 30 - 5)]
+    assert 2 not in {r.key for r in batch.rows}
+    while batch:
+        _drain(batch, batch.step(), results, deltas)
+    assert sorted(results) == [0, 1, 3]
+    assert [summary(results[i]) for i in (0, 1, 3)] == [summary(alone[i]) for i in (0, 1, 3)]
+    assert batch.cancel({0}) == []  # finished rows are not cancelled twice
+
+
+def test_prompt_too_long_fails_only_its_row(llama):
+    from bem_runtime.model import GenerationRequest, PromptTooLongError, SamplingParams
+
+    batch = llama.open_batch()
+    ok = GenerationRequest("short", SamplingParams(max_new_tokens=3, temperature=0.0))
+    long = GenerationRequest("the sea shore " * 400, SamplingParams(max_new_tokens=3))
+    events = batch.admit([("long", long), ("ok", ok)])
+    errors = {ev.key: ev.error for ev in events if ev.error is not None}
+    assert list(errors) == ["long"] and isinstance(errors["long"], PromptTooLongError)
+    assert [r.key for r in batch.rows] == ["ok"]
