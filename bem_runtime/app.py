@@ -75,12 +75,14 @@ async def _load_and_warm(state: AppState) -> None:
         state.metrics.observe_load_report(dict(state.engine.load_report))
         state.scheduler = Scheduler(state.engine, max_batch_size=s.max_batch_size,
                                     max_queue=s.max_queue, window_s=s.batch_window_ms / 1000,
-                                    metrics=state.metrics)
+                                    metrics=state.metrics, continuous=s.batching == "continuous")
         state.scheduler.start()
         await state.scheduler.call(state.engine.warmup)
     except Exception as exc:
         state.load_error = exc
-        log.error("Failed to load the model: %s", exc)
+        log.error("Failed to load the model", extra={
+            "error": str(exc), "error_type": type(exc).__name__,
+            "model_dir": str(s.model_dir), "bem_dir": str(s.bem_dir)})
         raise
     state.ready = True
     state.created = int(time.time())
@@ -108,16 +110,18 @@ def _load_engine(s: Settings) -> Any:
                        merge_decode=s.merge_decode)
 
 
-async def drain(app: web.Application) -> bool:
-    """Stop taking work (503, /ready false) and wait for in-flight requests; True if all ended."""
+async def drain(app: web.Application, deadline: float) -> bool:
+    """Stop taking work (503, /ready false) and wait for in-flight requests until `deadline`
+    (loop time); True if all ended."""
     state = app[STATE]
     state.draining = True
     state.metrics.ready.set(0)
     log.info("Draining", extra={"inflight": state.inflight})
     if state.inflight == 0:
         return True
+    remaining = deadline - asyncio.get_running_loop().time()
     try:
-        await asyncio.wait_for(state.idle.wait(), state.settings.drain_timeout)
+        await asyncio.wait_for(state.idle.wait(), max(remaining, 0.0))
         return True
     except TimeoutError:
         log.warning("Drain timed out with requests in flight", extra={"inflight": state.inflight})

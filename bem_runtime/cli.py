@@ -45,7 +45,11 @@ SERVE_OPTIONS: list[tuple[str, str, Callable[[str], Any], Any, str]] = [
      "fold a decode step's shared gate into the weights: per-token cost near the base model "
      "(worth it on GPUs), one extra weight copy per attached site, equal up to float rounding"),
     ("--max-batch-size", "BEM_MAX_BATCH_SIZE", int, 16, "requests per forward pass; 1 = no batching"),
-    ("--batch-window-ms", "BEM_BATCH_WINDOW_MS", float, 5.0, "how long a batch waits to fill"),
+    ("--batch-window-ms", "BEM_BATCH_WINDOW_MS", float, 5.0,
+     "when idle, how long the first request waits for others to prefill with it"),
+    ("--batching", "BEM_BATCHING", str, "continuous",
+     "continuous (requests join and leave the running batch at every decode step) or static "
+     "(a batch runs to its end; kept for comparison)"),
     ("--max-queue", "BEM_MAX_QUEUE", int, 256, "queued requests before 503 + Retry-After"),
     ("--request-timeout", "BEM_REQUEST_TIMEOUT", float, 120.0, "seconds per request (then 504)"),
     ("--max-new-tokens-limit", "BEM_MAX_NEW_TOKENS", int, 512, "largest max_new_tokens allowed"),
@@ -55,7 +59,8 @@ SERVE_OPTIONS: list[tuple[str, str, Callable[[str], Any], Any, str]] = [
     ("--rate-limit", "BEM_RATE_LIMIT_RPS", float, 20.0, "requests/s per API key or client IP"),
     ("--rate-limit-burst", "BEM_RATE_LIMIT_BURST", int, 40, "bucket size of the rate limit"),
     ("--drain-timeout", "BEM_DRAIN_TIMEOUT", float, 30.0,
-     "seconds SIGTERM waits for in-flight requests"),
+     "seconds SIGTERM waits for in-flight requests; then they are cancelled (503) and the "
+     "process exits within a second"),
     ("--log-level", "BEM_LOG_LEVEL", str, "info", f"one of {', '.join(LOG_LEVELS)}"),
 ]
 # Settings field names that differ from the flag name.

@@ -29,7 +29,7 @@ class Metrics:
                                           "HTTP request latency", ["endpoint"],
                                           buckets=LATENCY_BUCKETS, registry=r)
         self.inference_duration = Histogram("bem_inference_duration_seconds",
-                                            "Time of one engine batch call",
+                                            "Engine time of one request, admission to result",
                                             buckets=LATENCY_BUCKETS, registry=r)
         self.active = Gauge("bem_active_connections", "Requests in flight", registry=r)
         self.memory = Gauge("bem_memory_usage_bytes", "Memory in use", ["kind"], registry=r)
@@ -39,11 +39,17 @@ class Metrics:
         self.routing = Counter("bem_routing_decisions_total",
                                "Chunks routed to each expert", ["expert"], registry=r)
         self.tokens = Counter("bem_tokens_total", "Tokens processed", ["kind"], registry=r)
-        self.batch_size = Histogram("bem_batch_size", "Requests per engine batch",
+        self.batch_size = Histogram("bem_batch_size", "Rows in flight per decode step",
                                     buckets=BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge("bem_queue_depth", "Requests waiting for a batch", registry=r)
         self.queue_rejections = Counter("bem_queue_rejections_total",
                                         "Requests refused because the queue was full", registry=r)
+        self.cancelled = Counter("bem_cancelled_requests_total",
+                                 "Requests dropped before they finished (disconnect, timeout, "
+                                 "drain)", ["reason"], registry=r)
+        self.tokens_not_generated = Counter("bem_cancelled_tokens_total",
+                                            "Tokens cancelled requests no longer generated "
+                                            "(max_new_tokens minus what was generated)", registry=r)
         self.cache = Counter("bem_cache_requests_total", "Response cache lookups and writes",
                              ["result"], registry=r)
         self.rps = Gauge("bem_requests_per_second",

@@ -1,27 +1,47 @@
-"""Process lifecycle: bind, load in the background, and on SIGTERM drain before exiting 0
-(Kubernetes sends SIGTERM, then SIGKILL after terminationGracePeriodSeconds)."""
+"""Process lifecycle: bind, load in the background, and on SIGTERM drain before exiting
+(Kubernetes sends SIGTERM, then SIGKILL after terminationGracePeriodSeconds).
+
+Exit codes (README, "Exit codes"): 0 stopped after every request finished; 1 the drain
+deadline was reached and the requests left were cancelled; 2 bad flags or settings (cli.py);
+3 the model failed to load (also written to the termination-message file).
+"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
+import sys
+import threading
+import time
 
 from aiohttp import web
 
 from bem_runtime.app import LOAD_TASK, create_app, drain
+from bem_runtime.errors import ServiceUnavailable
 from bem_runtime.logs import setup_logging
 from bem_runtime.settings import Settings
+from bem_runtime.state import STATE
 
 log = logging.getLogger("bem_runtime.server")
+EXIT_OK = 0
+EXIT_DRAIN_DEADLINE = 1
 EXIT_LOAD_FAILED = 3
+TERMINATION_MESSAGE_ENV = "BEM_TERMINATION_MESSAGE_PATH"
+TERMINATION_MESSAGE_DEFAULT = "/dev/termination-log"
+ANSWER_GRACE_S = 0.3  # after the deadline: time for cancelled requests to get their 503
+SHUTDOWN_GRACE_S = 0.3  # then: what aiohttp may still wait for open handlers
+JOIN_GRACE_S = 0.1  # then: for idle worker threads to end
 
 
 async def serve(settings: Settings) -> int:
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # handler_cancellation: a client that disconnects cancels its handler, and so its row.
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port,
-                       shutdown_timeout=settings.drain_timeout)
+    site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
     log.info("Listening", extra={"host": settings.host, "port": settings.port})
     stop = asyncio.Event()
@@ -31,20 +51,78 @@ async def serve(settings: Settings) -> int:
     load = app[LOAD_TASK]
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({load, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    code = 0
+    code = EXIT_OK
     if load.done() and not load.cancelled() and load.exception() is not None:
         code = EXIT_LOAD_FAILED
+        write_termination_message(f"model load failed: {load.exception()}")
     else:
         await stopper
-        log.info("Received a stop signal")
-        if not await drain(app):
-            code = 1
+        deadline = loop.time() + settings.drain_timeout
+        log.info("Received a stop signal", extra={"drain_timeout_s": settings.drain_timeout})
+        if not await drain(app, deadline):
+            code = EXIT_DRAIN_DEADLINE
+            await _cancel_leftovers(app, settings.drain_timeout)
     stopper.cancel()
     await runner.cleanup()
     log.info("Stopped", extra={"exit_code": code})
     return code
 
 
+async def _cancel_leftovers(app: web.Application, timeout: float) -> None:
+    state = app[STATE]
+    cancelled = 0
+    if state.scheduler is not None:
+        cancelled = state.scheduler.cancel_all("drain", lambda: ServiceUnavailable(
+            f"the server shut down before this request finished (drain timeout of {timeout:g} s "
+            "reached); retry on another replica", retry_after=1, type_="draining"))
+    log.warning("Drain deadline reached: cancelled the requests left", extra={
+        "cancelled": cancelled, "inflight": state.inflight})
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(state.idle.wait(), ANSWER_GRACE_S)
+
+
+def write_termination_message(message: str) -> None:
+    """Kubernetes shows this file's content as the container's last state message; best effort."""
+    path = os.environ.get(TERMINATION_MESSAGE_ENV) or TERMINATION_MESSAGE_DEFAULT
+    line = " ".join(message.split())[:4000]  # one line; the kubelet keeps at most 4096 bytes
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(line + "\n")
+    except OSError:
+        pass  # not in a pod (or a read-only path): the JSON log line already has the cause
+
+
 def run_server(settings: Settings) -> int:
     setup_logging(settings.log_level)
-    return asyncio.run(serve(settings))
+    loop = asyncio.new_event_loop()
+    try:
+        code = loop.run_until_complete(serve(settings))
+        loop.run_until_complete(_cancel_tasks())
+    finally:
+        loop.close()  # unlike asyncio.run, does not wait for executor threads
+    busy = _busy_threads(JOIN_GRACE_S)
+    if busy:
+        # A model load or an engine step still running would hold the exit past the deadline
+        # (the interpreter joins worker threads at exit): leave without joining them.
+        log.info("Exited without waiting for busy threads", extra={"threads": busy})
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+async def _cancel_tasks() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _busy_threads(grace: float) -> list[str]:
+    end = time.monotonic() + grace
+    others = [t for t in threading.enumerate()
+              if t is not threading.main_thread() and not t.daemon]
+    for t in others:
+        t.join(max(0.0, end - time.monotonic()))
+    return [t.name for t in others if t.is_alive()]

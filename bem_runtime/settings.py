@@ -11,6 +11,7 @@ from pathlib import Path
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEVICES = ("auto", "cpu", "cuda")
+BATCHING = ("continuous", "static")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Settings:
     merge_decode: bool = False
     max_batch_size: int = 16
     batch_window_ms: float = 5.0
+    batching: str = "continuous"
     max_queue: int = 256
     request_timeout: float = 120.0
     max_new_tokens_limit: int = 512
@@ -49,6 +51,8 @@ class Settings:
         problems = []
         if self.device not in DEVICES:
             problems.append(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.batching not in BATCHING:
+            problems.append(f"batching must be one of {', '.join(BATCHING)}, got {self.batching!r}")
         if self.log_level not in LOG_LEVELS:
             problems.append(f"log level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         for name in ("max_batch_size", "max_queue", "max_new_tokens_limit", "max_body_bytes",

@@ -43,12 +43,12 @@ async def _events(state: AppState, req: Any, use_bem: bool,
                 async for item in iterate():
                     yield item
         except TimeoutError:
-            job.future.cancel()
+            state.scheduler.cancel(job, "timeout")
             raise errors.RequestTimeout("generation did not finish within "
                                         f"{state.settings.request_timeout:g} s") from None
         finally:
-            if not job.future.done():  # client went away: skip or discard the work
-                job.future.cancel()
+            if not job.future.done():  # client went away: its row leaves at the next step
+                state.scheduler.cancel(job, "disconnect")
 
     return response, guarded()
 

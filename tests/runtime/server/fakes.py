@@ -1,14 +1,72 @@
 """A stand-in engine for pure unit tests of the serving layer (queueing, batching, JSON).
 
 The HTTP tests use the real engine with the toy model; this fake only records how it was
-called so batching decisions can be asserted exactly.
+called so batching decisions can be asserted exactly. Its batch emits word `w<seed+k>` at step
+k, one word per step, like the real DecodeBatch emits a token per step.
 """
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
+from bem_runtime.model.session import Cancelled, StepEvent
 from bem_runtime.model.types import GenerationResult, RoutingDecision
+
+
+@dataclass(eq=False)
+class _Row:
+    key: object
+    request: object
+    sampled: int = 0
+
+
+class FakeBatch:
+    def __init__(self, engine: "FakeEngine", use_bem: bool) -> None:
+        self.engine, self.use_bem, self.rows = engine, use_bem, []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def admit(self, items):
+        self.engine.record(len(items))
+        self.rows += [_Row(key, req) for key, req in items]
+        return self._emit()
+
+    def step(self):
+        if not self.rows:
+            return []
+        self.engine.record(None)
+        return self._emit()
+
+    def cancel(self, keys):
+        gone = [r for r in self.rows if r.key in keys]
+        self.rows = [r for r in self.rows if r.key not in keys]
+        return [Cancelled(r.key, r.request.params.max_new_tokens - r.sampled) for r in gone]
+
+    def _emit(self):
+        events, keep = [], []
+        for i, row in enumerate(self.rows):
+            p = row.request.params
+            word = f"w{(p.seed or 0) + row.sampled}"
+            row.sampled += 1
+            done = row.sampled >= p.max_new_tokens
+            events.append(StepEvent(row.key, word + " ", self._result(i, row) if done else None))
+            if not done:
+                keep.append(row)
+        self.rows = keep
+        return events
+
+    def _result(self, i, row):
+        p = row.request.params
+        words = [f"w{(p.seed or 0) + k}" for k in range(p.max_new_tokens)]
+        return GenerationResult(
+            text=" ".join(words) + ("" if self.use_bem else " base"),
+            prompt_tokens=self.engine.count_tokens(row.request.prompt),
+            completion_tokens=len(words), finish_reason="length",
+            routing=[RoutingDecision(0, 0, 4, [i % self.engine.num_experts], [1.0], False)],
+            timings={"prefill": 0.001, "decode": 0.002, "total": 0.003},
+            safety_events={"low_confidence": 1})
 
 
 class FakeEngine:
@@ -18,12 +76,24 @@ class FakeEngine:
     load_report = {"spectral_clamp": 1, "trust_region": 0}
 
     def __init__(self, delay: float = 0.0, fail: Exception | None = None) -> None:
-        self.delay = delay
+        self.delay = delay  # per step
         self.fail = fail
-        self.batches: list[int] = []
+        self.batches: list[int] = []  # rows admitted per prefill
+        self.steps = 0
         self.threads: set[str] = set()
         self.release = threading.Event()
         self.release.set()
+
+    def record(self, admitted: int | None) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.release.wait(5)
+        time.sleep(self.delay)
+        if self.fail is not None:
+            raise self.fail
+        if admitted is None:
+            self.steps += 1
+        else:
+            self.batches.append(admitted)
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
@@ -34,24 +104,5 @@ class FakeEngine:
     def route(self, prompt: str) -> list[RoutingDecision]:
         return [RoutingDecision(0, 0, 4, [1], [1.0], False)]
 
-    def generate_batch(self, requests, on_token=None, *, use_bem=True):
-        self.threads.add(threading.current_thread().name)
-        self.batches.append(len(requests))
-        self.release.wait(5)
-        time.sleep(self.delay)
-        if self.fail is not None:
-            raise self.fail
-        out = []
-        for i, req in enumerate(requests):
-            words = [f"w{(req.params.seed or 0) + k}" for k in range(req.params.max_new_tokens)]
-            if on_token is not None:
-                for w in words:
-                    on_token(i, w + " ")
-            out.append(GenerationResult(
-                text=" ".join(words) + ("" if use_bem else " base"),
-                prompt_tokens=self.count_tokens(req.prompt),
-                completion_tokens=len(words), finish_reason="length",
-                routing=[RoutingDecision(0, 0, 4, [i % self.num_experts], [1.0], False)],
-                timings={"prefill": 0.001, "decode": 0.002, "total": 0.003},
-                safety_events={"low_confidence": 1}))
-        return out
+    def open_batch(self, use_bem: bool = True) -> FakeBatch:
+        return FakeBatch(self, use_bem)

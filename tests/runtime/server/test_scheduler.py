@@ -124,3 +124,90 @@ def test_tokens_stream_in_order_before_the_result():
         return seen
 
     assert _run(main()) == ["w5 ", "w6 ", "w7 ", "<done>"]
+
+
+async def _finish_order(continuous: bool) -> tuple[list[str], FakeEngine]:
+    engine = FakeEngine(delay=0.002)
+    sched = Scheduler(engine, max_batch_size=4, max_queue=8, window_s=0.0, continuous=continuous)
+    sched.start()
+    order: list[str] = []
+    long = sched.submit(_req(0, n=60))
+    await asyncio.sleep(0.02)  # the long one is decoding
+    short = sched.submit(_req(100, n=2))
+    long.future.add_done_callback(lambda _f: order.append("long"))
+    short.future.add_done_callback(lambda _f: order.append("short"))
+    await asyncio.gather(sched.result(long, 5), sched.result(short, 5))
+    await sched.stop()
+    return order, engine
+
+
+def test_a_request_joins_the_running_batch_and_leaves_when_done():
+    order, engine = _run(_finish_order(continuous=True))
+    assert order == ["short", "long"]
+    assert engine.batches == [1, 1]  # two prefills: the short one joined mid-flight
+
+
+def test_static_batching_makes_a_short_request_wait_for_the_long_one():
+    order, _ = _run(_finish_order(continuous=False))
+    assert order == ["long", "short"]
+
+
+def test_cancelled_rows_leave_and_are_counted_with_the_tokens_not_generated():
+    async def main():
+        engine = FakeEngine(delay=0.002)
+        metrics = Metrics()
+        sched = Scheduler(engine, max_batch_size=4, max_queue=8, window_s=0.0, metrics=metrics)
+        sched.start()
+        keep, drop = sched.submit(_req(0, n=30)), sched.submit(_req(1, n=500))
+        queued = [sched.submit(_req(2, n=7)) for _ in range(3)]  # batch full: 2 stay queued
+        await asyncio.sleep(0.03)
+        sched.cancel(drop, "disconnect")
+        sched.cancel(queued[-1], "timeout")
+        await asyncio.gather(*(sched.result(j, 5) for j in [keep, *queued[:2]]))
+        await sched.stop()
+        return engine, metrics, drop
+
+    engine, metrics, drop = _run(main())
+    assert drop.future.cancelled()
+    assert metrics.cancelled.labels("disconnect")._value.get() == 1
+    assert metrics.cancelled.labels("timeout")._value.get() == 1
+    not_generated = metrics.tokens_not_generated._value.get()
+    assert 7 + 400 < not_generated < 7 + 500  # the dropped row stopped early, the queued never ran
+    assert engine.steps < 100  # nobody decoded the 500-token row to its end
+
+
+def test_cancel_all_answers_every_job_with_the_given_error():
+    async def main():
+        engine = FakeEngine(delay=0.002)
+        sched = Scheduler(engine, max_batch_size=2, max_queue=8, window_s=0.0)
+        sched.start()
+        jobs = [sched.submit(_req(i, n=400)) for i in range(4)]
+        await asyncio.sleep(0.02)
+        n = sched.cancel_all("drain", lambda: ServiceUnavailable("drain deadline", type_="draining"))
+        outcomes = await asyncio.gather(*(sched.result(j, 5) for j in jobs), return_exceptions=True)
+        await asyncio.sleep(0.02)
+        running = sched.in_flight
+        await sched.stop()
+        return n, outcomes, running
+
+    n, outcomes, running = _run(main())
+    assert n == 4 and running == 0
+    assert all(isinstance(o, ServiceUnavailable) and o.type == "draining" for o in outcomes)
+
+
+def test_a_waiter_cancelled_by_a_disconnect_cancels_its_job():
+    async def main():
+        sched = Scheduler(FakeEngine(delay=0.002), max_batch_size=2, max_queue=8, window_s=0.0)
+        sched.start()
+        job = sched.submit(_req(0, n=400))
+        waiter = asyncio.create_task(sched.result(job, 5))
+        await asyncio.sleep(0.02)
+        waiter.cancel()  # what aiohttp does to the handler when the client goes away
+        await asyncio.gather(waiter, return_exceptions=True)
+        await asyncio.sleep(0.02)
+        running = sched.in_flight
+        await sched.stop()
+        return job, running
+
+    job, running = _run(main())
+    assert job.cancel_reason == "disconnect" and running == 0
