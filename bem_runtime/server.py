@@ -52,19 +52,22 @@ async def serve(settings: Settings) -> int:
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({load, stopper}, return_when=asyncio.FIRST_COMPLETED)
     code = EXIT_OK
+    signalled = None
     if load.done() and not load.cancelled() and load.exception() is not None:
         code = EXIT_LOAD_FAILED
         write_termination_message(f"model load failed: {load.exception()}")
     else:
         await stopper
-        deadline = loop.time() + settings.drain_timeout
+        signalled = loop.time()
+        deadline = signalled + settings.drain_timeout
         log.info("Received a stop signal", extra={"drain_timeout_s": settings.drain_timeout})
         if not await drain(app, deadline):
             code = EXIT_DRAIN_DEADLINE
             await _cancel_leftovers(app, settings.drain_timeout)
     stopper.cancel()
     await runner.cleanup()
-    log.info("Stopped", extra={"exit_code": code})
+    since = {} if signalled is None else {"seconds_since_signal": round(loop.time() - signalled, 3)}
+    log.info("Stopped", extra={"exit_code": code, **since})
     return code
 
 
