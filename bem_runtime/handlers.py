@@ -81,6 +81,7 @@ async def route(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body: RouteBody = await _body(request, RouteBody)
     engine = inference.require_engine(state)
+    await inference.check_prompt(state, engine, body.prompt, reserve=1)  # route needs one slot
     decisions = await state.scheduler.call(engine.route, body.prompt)
     return web.json_response({"model": state.settings.model_name,
                               "num_experts": engine.num_experts,

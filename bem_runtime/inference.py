@@ -43,19 +43,28 @@ async def build_request(state: AppState, prompt: str, *, max_new_tokens: int,
     if max_new_tokens > limit:
         raise errors.InvalidInput(f"{tokens_field} must be <= {limit} on this server, got "
                                   f"{max_new_tokens}", field=tokens_field)
+    await check_prompt(state, engine, prompt, reserve=max_new_tokens,
+                       reserve_text=f" with {tokens_field}={max_new_tokens}",
+                       hint=f" or lower {tokens_field}")
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
+                            top_p=top_p, seed=seed, stop=stop)
+    return GenerationRequest(prompt=prompt, params=params)
+
+
+async def check_prompt(state: AppState, engine: Any, prompt: str, *, reserve: int,
+                       reserve_text: str = "", hint: str = "") -> int:
+    """400 naming the prompt when it does not fit the context (minus `reserve` new tokens) or
+    --max-prompt-tokens; checked before any model work. Returns the prompt's token count."""
     # Tokenising is cheap but not free: keep it off the event loop (not on the engine thread).
     n_prompt = await asyncio.get_running_loop().run_in_executor(None, engine.count_tokens, prompt)
-    prompt_limit = engine.max_context - max_new_tokens
+    prompt_limit = engine.max_context - reserve
     if state.settings.max_prompt_tokens is not None:
         prompt_limit = min(prompt_limit, state.settings.max_prompt_tokens)
     if n_prompt > prompt_limit:
         raise errors.InvalidInput(
-            f"prompt is {n_prompt} tokens; at most {max(prompt_limit, 0)} fit with "
-            f"{tokens_field}={max_new_tokens} (context {engine.max_context}); shorten the prompt "
-            f"or lower {tokens_field}", field="prompt")
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
-                            top_p=top_p, seed=seed, stop=stop)
-    return GenerationRequest(prompt=prompt, params=params)
+            f"prompt is {n_prompt} tokens; at most {max(prompt_limit, 0)} fit{reserve_text} "
+            f"(context {engine.max_context}); shorten the prompt{hint}", field="prompt")
+    return n_prompt
 
 
 CACHE_KEY_PREFIX = "bem:inference:"  # the seed's key scheme

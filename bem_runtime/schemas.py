@@ -82,9 +82,18 @@ def parse_body(raw: bytes, content_type: str, model: type[_Strict]) -> Any:
                            field="body") from None
     try:
         data = json.loads(text)
+        # Lone surrogate escapes ("\\ud800") decode to strings no tokenizer or cache key accepts.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"body is not valid JSON: {exc.msg} at line {exc.lineno} "
                            f"column {exc.colno}", field="body") from None
+    except RecursionError:
+        raise InvalidInput("body nests JSON arrays or objects too deeply", field="body") from None
+    except UnicodeEncodeError:
+        raise InvalidInput("body contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff); "
+                           "send valid Unicode text", field="body") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit
+        raise InvalidInput(f"body is not acceptable JSON: {exc}", field="body") from None
     if not isinstance(data, dict):
         raise InvalidInput(f"body must be a JSON object, got {type(data).__name__}", field="body")
     try:

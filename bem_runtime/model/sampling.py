@@ -20,7 +20,10 @@ def select_token(logits: torch.Tensor, params: SamplingParams, gen: torch.Genera
     """Pick the next token from one row's logits [V] (float32)."""
     if params.temperature == 0:
         return int(torch.argmax(logits).item())
-    probs = torch.softmax(logits / params.temperature, dim=-1)
+    # Shifted by the max and in float64: a tiny temperature (down to 5e-324) tends to greedy
+    # instead of dividing by a float32 zero into NaN.
+    shifted = logits.double() - logits.max().double()
+    probs = torch.softmax(shifted / params.temperature, dim=-1)
     if params.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
         cumulative = torch.cumsum(sorted_probs, dim=-1)

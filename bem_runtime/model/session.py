@@ -151,8 +151,12 @@ class DecodeBatch:
                     f"the model produced non-finite logits for requests [{i}]")))
                 continue
             p = row.out.params
-            row.token = greedy[i] if p.temperature == 0 else select_token(logits[i], p, row.gen)
-            delta = row.out.push(row.token)
+            try:
+                row.token = greedy[i] if p.temperature == 0 else select_token(logits[i], p, row.gen)
+                delta = row.out.push(row.token)
+            except Exception as exc:  # noqa: BLE001 - fails this row, never its neighbours
+                events.append(StepEvent(row.key, error=exc))
+                continue
             if row.out.done:
                 events.append(StepEvent(row.key, delta, result=self._result(i, row, fwd.routing)))
             else:

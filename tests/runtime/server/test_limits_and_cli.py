@@ -81,3 +81,27 @@ def test_help_documents_every_env_var():
     for env in ("BEM_MODEL_DIR", "BEM_CHECKPOINT_DIR", "BEM_API_KEY_FILE", "BEM_REDIS_URL",
                 "BEM_MAX_BATCH_SIZE", "BEM_MAX_QUEUE", "BEM_LOG_LEVEL", "BEM_DEVICE"):
         assert env in text
+
+
+@pytest.mark.parametrize("raw, words", [
+    (b"[" * 5000 + b"]" * 5000, "too deeply"),
+    (b'{"prompt": "x", "seed": ' + b"9" * 5000 + b"}", "not acceptable JSON"),
+    (b'{"prompt": "\\ud800"}', "surrogate"),
+    (b'{"prompt": "x", "stop": "\\udfff"}', "surrogate"),
+])
+def test_pathological_json_is_a_400_naming_the_problem(raw, words):
+    with pytest.raises(InvalidInput, match=words) as info:
+        parse_body(raw, "application/json", GenerateBody)
+    assert info.value.field == "body"
+
+
+def test_a_tiny_temperature_samples_like_greedy():
+    import torch
+
+    from bem_runtime.model.sampling import make_generator, select_token
+    from bem_runtime.model.types import SamplingParams
+
+    logits = torch.tensor([0.5, 2.0, 1.0, -3.0])
+    for t in (1e-300, 5e-324):
+        params = SamplingParams(temperature=t, top_p=0.9, seed=1)
+        assert select_token(logits, params, make_generator(params, torch.device("cpu"))) == 1

@@ -132,7 +132,10 @@ async def _finish_order(continuous: bool) -> tuple[list[str], FakeEngine]:
     sched.start()
     order: list[str] = []
     long = sched.submit(_req(0, n=60))
-    await asyncio.sleep(0.02)  # the long one is decoding
+    for _ in range(500):  # bounded: until the long one is decoding
+        if engine.steps >= 1:
+            break
+        await asyncio.sleep(0.005)
     short = sched.submit(_req(100, n=2))
     long.future.add_done_callback(lambda _f: order.append("long"))
     short.future.add_done_callback(lambda _f: order.append("short"))
@@ -160,7 +163,10 @@ def test_cancelled_rows_leave_and_are_counted_with_the_tokens_not_generated():
         sched.start()
         keep, drop = sched.submit(_req(0, n=30)), sched.submit(_req(1, n=500))
         queued = [sched.submit(_req(2, n=7)) for _ in range(3)]  # batch full: 2 stay queued
-        await asyncio.sleep(0.03)
+        for _ in range(500):  # bounded: until a few steps ran
+            if engine.steps >= 3:
+                break
+            await asyncio.sleep(0.005)
         sched.cancel(drop, "disconnect")
         sched.cancel(queued[-1], "timeout")
         await asyncio.gather(*(sched.result(j, 5) for j in [keep, *queued[:2]]))
