@@ -46,7 +46,7 @@ SERVE_OPTIONS: list[tuple[str, str, Callable[[str], Any], Any, str]] = [
      "(worth it on GPUs), one extra weight copy per attached site, equal up to float rounding"),
     ("--max-batch-size", "BEM_MAX_BATCH_SIZE", int, 16, "requests per forward pass; 1 = no batching"),
     ("--batch-window-ms", "BEM_BATCH_WINDOW_MS", float, 5.0,
-     "when idle, how long the first request waits for others to prefill with it"),
+     "static batching only: how long an idle engine waits for a batch to fill"),
     ("--batching", "BEM_BATCHING", str, "continuous",
      "continuous (requests join and leave the running batch at every decode step) or static "
      "(a batch runs to its end; kept for comparison)"),

@@ -155,10 +155,15 @@ class Scheduler:
         return {True: self.engine.open_batch(True), False: self.engine.open_batch(False)}
 
     async def _wait_for_work(self) -> None:
-        """Idle: wait for a job, then up to window_s for more to arrive (they prefill together)."""
+        """Idle: wait for a job; static batching then waits up to window_s for more. Continuous
+        batching does not wait (a later arrival joins at the next step): it only lets requests
+        that arrived together be prefilled together."""
         while not self._queue:
             self._wake.clear()
             await self._wake.wait()
+        if self.continuous:
+            await asyncio.sleep(0)
+            return
         deadline = time.perf_counter() + self.window_s
         while len(self._queue) < self.max_batch_size:
             remaining = deadline - time.perf_counter()

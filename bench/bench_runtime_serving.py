@@ -1,8 +1,13 @@
-"""Serving benchmark of bem_runtime (issue 4, bench parts b and c), one run, one machine:
+"""Serving benchmark of bem_runtime, one run, one machine, every mode timed interleaved (rounds
+alternate between servers, so drift hits all of them alike):
 
-  (b) throughput (completion tokens/s) at concurrency 1, 8, 32 with dynamic batching
-      vs batching off (--max-batch-size 1); target >= 4x at 32;
-  (c) p50 latency of one request over HTTP vs direct in-process `engine.generate_batch`.
+  (a) mixed-length workload (8 to 256 new tokens, log-uniform; Poisson arrivals at several
+      rates; streamed): throughput, p50/p99 time to first token, p50 inter-token latency,
+      continuous vs static batching (issue 11 target: continuous >= 1.5x static throughput);
+  (b) a short request alone vs beside long ones (continuous: about the same latency);
+  (c) closed-loop throughput at concurrency 1, 8, 32: continuous, static, unbatched
+      (continuous at concurrency 1 >= 0.97x unbatched);
+  (d) p50 latency of one request over HTTP vs direct in-process `engine.generate_batch`.
 
 The model is random but larger than the test toy, so matmuls dominate. The HTTP server is a real
 `bem-runtime serve` child process on 127.0.0.1 (clients here do not share its GIL); "direct" is
@@ -15,7 +20,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -75,12 +82,12 @@ def _body(i: int, tokens: int) -> dict:
 
 
 def _start_server(base: Path, bem: Path, device: str, batch: int, port: int,
-                  log: Path) -> subprocess.Popen:
+                  log: Path, batching: str = "continuous") -> subprocess.Popen:
     """A real `bem-runtime serve` process: clients here do not share its GIL or event loop."""
     cmd = [sys.executable, "-m", "bem_runtime", "serve", "--model-dir", str(base), "--bem-dir",
            str(bem), "--device", device, "--port", str(port), "--max-batch-size", str(batch),
            "--max-queue", "4096", "--rate-limit", "1000000", "--rate-limit-burst", "1000000",
-           "--max-new-tokens-limit", "4096", "--log-level", "warning"]
+           "--max-new-tokens-limit", "4096", "--log-level", "warning", "--batching", batching]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
@@ -95,15 +102,6 @@ def _start_server(base: Path, bem: Path, device: str, batch: int, port: int,
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError("server did not become ready")
-
-
-def _batch_stats(port: int) -> tuple[float, float]:
-    """(sum, count) of the server's bem_batch_size histogram."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    values = dict(line.rsplit(" ", 1) for line in text.splitlines()
-                  if line.startswith(("bem_batch_size_sum", "bem_batch_size_count")))
-    return float(values.get("bem_batch_size_sum", 0)), float(values.get("bem_batch_size_count", 0))
 
 
 async def _throughput(url: str, concurrency: int, total: int, tokens: int) -> dict:
@@ -163,31 +161,125 @@ def _engine_ceiling(engine: Engine, n: int, tokens: int) -> float:
     return (many / (time.perf_counter() - start)) / (one / t_one)
 
 
+MODES = ("continuous", "static", "unbatched")
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] if ordered else 0.0
+
+
+async def _stream_one(session: aiohttp.ClientSession, url: str, body: dict) -> dict:
+    """One streamed request: time to the first token event, gaps between token events."""
+    start = time.perf_counter()
+    stamps: list[float] = []
+    tokens = 0
+    async with session.post(url, json={**body, "stream": True}) as r:
+        if r.status != 200:
+            raise RuntimeError(f"HTTP {r.status}: {await r.text()}")
+        async for raw in r.content:
+            line = raw.strip()
+            if not line.startswith(b"data: "):
+                continue
+            event = json.loads(line[6:])
+            if event["type"] == "token":
+                stamps.append(time.perf_counter())
+            elif event["type"] == "done":
+                tokens = event["usage"]["completion_tokens"]
+    end = time.perf_counter()
+    return {"ttft": (stamps[0] if stamps else end) - start, "latency": end - start,
+            "gaps": [b - a for a, b in zip(stamps, stamps[1:])], "tokens": tokens}
+
+
+def _mixed_workload(n: int, rate: float, seed: int) -> list[tuple[float, dict]]:
+    """(delay before sending, body): lengths 8..256 log-uniform, exponential inter-arrivals."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        tokens = int(round(math.exp(rng.uniform(math.log(8), math.log(256)))))
+        out.append((rng.expovariate(rate), _body(1000 + i, tokens)))
+    return out
+
+
+async def _mixed(url: str, workload: list[tuple[float, dict]]) -> dict:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        start = time.perf_counter()
+        tasks = []
+        for delay, body in workload:
+            await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(_stream_one(session, url, body)))
+        done = await asyncio.gather(*tasks)
+        wall = time.perf_counter() - start
+    gaps = [g for d in done for g in d["gaps"]]
+    ttft = [d["ttft"] for d in done]
+    return {"seconds": wall, "tokens": sum(d["tokens"] for d in done),
+            "tokens_per_s": sum(d["tokens"] for d in done) / wall,
+            "ttft_p50_s": _pct(ttft, 0.5), "ttft_p99_s": _pct(ttft, 0.99),
+            "itl_p50_s": _pct(gaps, 0.5)}
+
+
+async def _short_beside_long(url: str, runs: int) -> dict:
+    """p50 latency of an 8-token request alone, and sent while 4 requests of 256 tokens run."""
+    short = _body(7, 8)
+    alone, beside = [], []
+    async with aiohttp.ClientSession() as session:
+        for i in range(runs):
+            alone.append((await _stream_one(session, url, short))["latency"])
+            longs = [asyncio.create_task(_stream_one(session, url, _body(2000 + 4 * i + k, 256)))
+                     for k in range(4)]
+            await asyncio.sleep(0.05)
+            beside.append((await _stream_one(session, url, short))["latency"])
+            await asyncio.gather(*longs)
+    a, b = statistics.median(alone), statistics.median(beside)
+    return {"alone_p50_s": a, "beside_long_p50_s": b, "ratio": b / a}
+
+
 async def run(engine: Engine, base: Path, bem: Path, args: argparse.Namespace,
               logs: Path) -> dict:
-    results: dict = {"throughput": {}, "latency": {}}
-    for label, batch in (("batched", args.max_batch_size), ("unbatched", 1)):
-        port = free_port()
-        proc = _start_server(base, bem, args.device, batch, port, logs / f"{label}.log")
-        url = f"http://127.0.0.1:{port}/v1/generate"
-        try:
-            await _throughput(url, 2, 4, args.tokens)  # warm the path
-            for c in CONCURRENCY:
-                total = max(args.rounds * c, 8)
-                s0, n0 = _batch_stats(port)
-                r = await _throughput(url, c, total, args.tokens)
-                s1, n1 = _batch_stats(port)
-                r["mean_batch"] = (s1 - s0) / max(n1 - n0, 1)
-                results["throughput"].setdefault(str(c), {})[label] = r
-                print(f"  {label:9s} concurrency {c:2d}: {r['tokens_per_s']:9.1f} tok/s "
-                      f"({r['requests_per_s']:.2f} req/s, {total} requests, mean batch "
-                      f"{r['mean_batch']:.1f})", flush=True)
-            if label == "batched":
-                results["latency"] = await _latency(url, engine, args.latency_runs, args.tokens)
-        finally:
+    results: dict = {"throughput": {}, "mixed": {}, "short_beside_long": {}, "latency": {}}
+    servers, urls = {}, {}
+    try:
+        for mode in MODES:
+            port = free_port()
+            batch = 1 if mode == "unbatched" else args.max_batch_size
+            servers[mode] = _start_server(base, bem, args.device, batch, port, logs / f"{mode}.log",
+                                          "static" if mode == "static" else "continuous")
+            urls[mode] = f"http://127.0.0.1:{port}/v1/generate"
+            await _throughput(urls[mode], 2, 4, args.tokens)  # warm the path
+        for rate in args.rates:
+            workload = _mixed_workload(args.mixed_requests, rate, seed=int(rate * 1000))
+            acc: dict[str, list[dict]] = {"continuous": [], "static": []}
+            for rnd in range(args.rounds):
+                for mode in (("continuous", "static") if rnd % 2 == 0 else ("static", "continuous")):
+                    acc[mode].append(await _mixed(urls[mode], workload))
+            row = {m: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+                   for m, runs in acc.items()}
+            row["speedup"] = row["continuous"]["tokens_per_s"] / row["static"]["tokens_per_s"]
+            results["mixed"][str(rate)] = row
+            for m in ("static", "continuous"):
+                v = row[m]
+                print(f"  mixed {rate:5.1f} req/s {m:10s}: {v['tokens_per_s']:8.1f} tok/s, TTFT p50 "
+                      f"{v['ttft_p50_s'] * 1e3:7.1f} ms p99 {v['ttft_p99_s'] * 1e3:7.1f} ms, ITL p50 "
+                      f"{v['itl_p50_s'] * 1e3:6.1f} ms", flush=True)
+        for mode in ("continuous", "static"):
+            results["short_beside_long"][mode] = await _short_beside_long(urls[mode], args.short_runs)
+        for c in CONCURRENCY:
+            total = max(args.rounds * c, 8)
+            acc = {m: [] for m in MODES}
+            for rnd in range(args.rounds):
+                for mode in MODES[rnd % 3:] + MODES[:rnd % 3]:
+                    acc[mode].append(await _throughput(urls[mode], c, total, args.tokens))
+            for mode, runs in acc.items():
+                r = {"tokens_per_s": statistics.median(x["tokens_per_s"] for x in runs),
+                     "requests_per_s": statistics.median(x["requests_per_s"] for x in runs)}
+                results["throughput"].setdefault(str(c), {})[mode] = r
+                print(f"  {mode:10s} concurrency {c:2d}: {r['tokens_per_s']:9.1f} tok/s", flush=True)
+        results["latency"] = await _latency(urls["continuous"], engine, args.latency_runs, args.tokens)
+    finally:
+        for proc in servers.values():
             proc.terminate()
             proc.wait(60)
-    results["speedup"] = {c: v["batched"]["tokens_per_s"] / v["unbatched"]["tokens_per_s"]
+    results["speedup"] = {c: v["continuous"]["tokens_per_s"] / v["unbatched"]["tokens_per_s"]
                           for c, v in results["throughput"].items()}
     results["engine_batch32_speedup"] = _engine_ceiling(engine, 32, args.tokens)
     return results
@@ -202,7 +294,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model-dir", type=Path, help="use this base model instead of a random one")
     p.add_argument("--bem-dir", type=Path, help="BEM checkpoint for --model-dir")
     p.add_argument("--tokens", type=int, default=16, help="max_new_tokens per request")
-    p.add_argument("--rounds", type=int, default=2, help="requests per client per level")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="interleaved rounds per mode (and requests per client per level)")
+    p.add_argument("--rates", type=float, nargs="+", default=[2.0, 8.0, 32.0],
+                   help="mixed workload: arrival rates, requests/s")
+    p.add_argument("--mixed-requests", type=int, default=32, help="mixed workload: requests per rate")
+    p.add_argument("--short-runs", type=int, default=3, help="short-beside-long repetitions")
     p.add_argument("--latency-runs", type=int, default=15)
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--json", type=Path, help="write the results here")
@@ -230,20 +327,39 @@ def _bench(args: argparse.Namespace, tmp: Path) -> int:
     print(f"device: {name}; model: {args.size} ({params / 1e6:.1f}M params); "
           f"{args.tokens} new tokens per request", flush=True)
     results = asyncio.run(run(engine, base, bem, args, tmp))
-    lat = results["latency"]
-    for c, s in results["speedup"].items():
-        print(f"batching speedup at concurrency {c:>2}: {s:5.2f}x")
-    print(f"HTTP p50 {lat['http_p50_s'] * 1e3:.1f} ms vs direct p50 {lat['direct_p50_s'] * 1e3:.1f}"
-          f" ms: ratio {lat['ratio']:.3f} (+{lat['overhead_ms']:.1f} ms)")
-    target = results["speedup"]["32"] >= 4.0
-    print(f"engine alone, one batch of 32 vs 32 one by one: "
-          f"{results['engine_batch32_speedup']:.2f}x")
-    print(f"target >= 4x at concurrency 32: {'met' if target else 'NOT met'}")
+    _print_summary(results)
     report = {"device": name, "size": args.size, "params": params, "tokens": args.tokens,
               "python": sys.version.split()[0], "torch": torch.__version__, **results}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
     return 0
+
+
+def _print_summary(results: dict) -> None:
+    print("\n| workload | static tok/s | continuous tok/s | ratio | TTFT p50 s/c (ms) | TTFT p99 s/c (ms) | ITL p50 s/c (ms) |")
+    print("|---|---|---|---|---|---|---|")
+    for rate, row in results["mixed"].items():
+        s, c = row["static"], row["continuous"]
+        print(f"| mixed 8-256 tok, {float(rate):g} req/s | {s['tokens_per_s']:.0f} | {c['tokens_per_s']:.0f} | "
+              f"{row['speedup']:.2f}x | {s['ttft_p50_s'] * 1e3:.0f} / {c['ttft_p50_s'] * 1e3:.0f} | "
+              f"{s['ttft_p99_s'] * 1e3:.0f} / {c['ttft_p99_s'] * 1e3:.0f} | "
+              f"{s['itl_p50_s'] * 1e3:.1f} / {c['itl_p50_s'] * 1e3:.1f} |")
+    best = max(row["speedup"] for row in results["mixed"].values())
+    print(f"continuous vs static on the mixed workload, best rate: {best:.2f}x "
+          f"(target >= 1.5x: {'met' if best >= 1.5 else 'NOT met'})")
+    for mode, v in results["short_beside_long"].items():
+        print(f"{mode:10s}: 8-token request alone {v['alone_p50_s'] * 1e3:.0f} ms, beside 4x256-token "
+              f"requests {v['beside_long_p50_s'] * 1e3:.0f} ms ({v['ratio']:.2f}x)")
+    for c, v in results["throughput"].items():
+        print(f"concurrency {c:>2}: " + ", ".join(f"{m} {v[m]['tokens_per_s']:.0f}" for m in MODES)
+              + f" tok/s; continuous/unbatched {results['speedup'][c]:.2f}x")
+    one = results["speedup"]["1"]
+    print(f"concurrency 1, continuous vs unbatched: {one:.3f}x (target >= 0.97x: "
+          f"{'met' if one >= 0.97 else 'NOT met'})")
+    lat = results["latency"]
+    print(f"HTTP p50 {lat['http_p50_s'] * 1e3:.1f} ms vs direct p50 {lat['direct_p50_s'] * 1e3:.1f}"
+          f" ms: ratio {lat['ratio']:.3f} (+{lat['overhead_ms']:.1f} ms)")
+    print(f"engine alone, one batch of 32 vs 32 one by one: {results['engine_batch32_speedup']:.2f}x")
 
 
 if __name__ == "__main__":
