@@ -1,4 +1,7 @@
-"""Tiny random base model, tokenizer and matching BEM checkpoint, written offline in seconds."""
+"""Tiny base model, tokenizer and matching BEM checkpoint, written offline in seconds.
+
+The base model is fitted for about a second to the bundled text, so the demo answers with
+readable words instead of random bytes; the experts stay random (they only need to matter)."""
 
 from __future__ import annotations
 
@@ -24,6 +27,10 @@ She sells sea shells by the sea shore. Peter Piper picked a peck of pickled pepp
 SPECIALS = ["<s>", "</s>", "<pad>"]
 SITES = {"llama": ["self_attn.o_proj", "mlp.down_proj"], "gpt2": ["attn.c_proj", "mlp.c_proj"]}
 NUM_LAYERS, NUM_EXPERTS, RANK, ALPHA = 4, 4, 4, 8.0
+# Next-token fitting on _TEXT: enough for words, short enough for tests that build toys often.
+FIT_STEPS, FIT_LR, FIT_WINDOW, FIT_BATCH = 40, 5e-3, 48, 8
+# Expert delta relative to the base weight: visible in the logits, small enough to keep words.
+EXPERT_STRENGTH = 0.15
 
 
 def build_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
@@ -57,6 +64,27 @@ def build_model(arch: str, vocab_size: int) -> torch.nn.Module:
     raise ValueError(f"arch must be 'llama' or 'gpt2', got {arch!r}")
 
 
+def fit_to_text(model: torch.nn.Module, tokenizer, steps: int = FIT_STEPS) -> float:
+    """Train the base model on windows of _TEXT; returns the last loss. No EOS in the targets,
+    so answers run to their max_new_tokens."""
+    data = torch.tensor(tokenizer(_TEXT, add_special_tokens=False).input_ids)
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=FIT_LR)
+    model.train()
+    loss = torch.tensor(float("nan"))
+    for _ in range(steps):
+        starts = torch.randint(0, len(data) - FIT_WINDOW - 1, (FIT_BATCH,), generator=gen).tolist()
+        x = torch.stack([data[s : s + FIT_WINDOW] for s in starts])
+        y = torch.stack([data[s + 1 : s + FIT_WINDOW + 1] for s in starts])
+        logits = model(x).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    return float(loss.detach())
+
+
 def bem_config(arch: str, router_layer: int = 1) -> dict:
     return {
         "version": FORMAT_VERSION,
@@ -72,14 +100,14 @@ def bem_config(arch: str, router_layer: int = 1) -> dict:
 
 
 def build_experts(model: torch.nn.Module, tokenizer, cfg: dict) -> dict[str, torch.Tensor]:
-    """Random experts whose deltas are about half the base weight (so experts visibly matter),
+    """Random experts whose deltas are EXPERT_STRENGTH of the base weight (experts matter),
     and a router scaled to the real hidden states (so routing is decisive, not uniform)."""
     sites = resolve_sites(model, tuple(cfg["sites"]), tuple(cfg["layers"]), allow_qkv=False)
     e, r, scale = cfg["num_experts"], cfg["rank"], cfg["alpha"] / cfg["rank"]
     tensors = {}
     for s in sites:
         w_fro = s.weight_out_in().detach().norm().item()
-        std_b = 0.5 * w_fro / (scale * math.sqrt(s.d_out * r))
+        std_b = EXPERT_STRENGTH * w_fro / (scale * math.sqrt(s.d_out * r))
         tensors[f"A.{s.name}"] = torch.randn(e, r, s.d_in) / math.sqrt(s.d_in)
         tensors[f"B.{s.name}"] = torch.randn(e, s.d_out, r) * std_b
     ids = tokenizer(_TEXT, return_tensors="pt").input_ids
@@ -99,7 +127,8 @@ def write_toy_assets(out_dir: Path, arch: str = "llama", seed: int = 0) -> tuple
     tokenizer = build_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_model(arch, len(tokenizer)).eval()
+        model = build_model(arch, len(tokenizer))
+        fit_to_text(model, tokenizer)
         cfg = bem_config(arch)
         tensors = build_experts(model, tokenizer, cfg)
     base.mkdir(parents=True, exist_ok=True)

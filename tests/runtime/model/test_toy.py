@@ -35,3 +35,22 @@ def test_toy_assets_are_deterministic_per_seed(tmp_path):
 def test_unknown_arch_is_refused(tmp_path):
     with pytest.raises(ValueError, match="arch must be 'llama' or 'gpt2'"):
         write_toy_assets(tmp_path, arch="mamba")
+
+
+def _words(text: str) -> list[str]:
+    return [w.strip(".,;:!?'\"()[]{}") for w in text.split()]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_the_toy_answers_with_words_of_its_bundled_text(engines, arch):
+    """A demo answer a person can read: words, not random bytes or U+FFFD, with BEM on."""
+    from bem_runtime.model import GenerationRequest, SamplingParams
+    from bem_runtime.model.toy import _TEXT
+
+    known = set(_words(_TEXT))
+    for prompt, params in [("The quick brown", SamplingParams(max_new_tokens=30, temperature=0.0)),
+                           ("Kubernetes", SamplingParams(max_new_tokens=30, temperature=0.5, seed=1))]:
+        text = engines[arch].generate_batch([GenerationRequest(prompt, params)])[0].text
+        words = [w for w in _words(text) if w]
+        assert "\ufffd" not in text and len(words) >= 4, text
+        assert sum(w in known for w in words) >= 0.6 * len(words), text
