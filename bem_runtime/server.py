@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from typing import NoReturn
 
 from aiohttp import web
 
@@ -95,7 +96,7 @@ def write_termination_message(message: str) -> None:
         pass  # not in a pod (or a read-only path): the JSON log line already has the cause
 
 
-def run_server(settings: Settings) -> int:
+def run_server(settings: Settings) -> NoReturn:
     setup_logging(settings.log_level)
     loop = asyncio.new_event_loop()
     try:
@@ -104,15 +105,15 @@ def run_server(settings: Settings) -> int:
     finally:
         loop.close()  # unlike asyncio.run, does not wait for executor threads
     busy = _busy_threads(JOIN_GRACE_S)
-    if busy:
-        # A model load or an engine step still running would hold the exit past the deadline
-        # (the interpreter joins worker threads at exit): leave without joining them.
+    if busy:  # a model load or an engine step still running is not waited for
         log.info("Exited without waiting for busy threads", extra={"threads": busy})
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+    # Leave at once: everything the server owns is closed, and the interpreter's own teardown
+    # (joining worker threads, finalising torch) takes up to a second the drain deadline does
+    # not have.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def _cancel_tasks() -> None:
