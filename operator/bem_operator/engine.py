@@ -38,6 +38,7 @@ class Engine:
             api.connection = self.connection
         self.events = EventDeduplicator()
         self._resync_task: asyncio.Task[None] | None = None
+        self._warned: dict[Key, str] = {}  # the last failure logged per BEMService
         self.index = ChildIndex()
         self.parents: dict[Key, Mapping[str, Any]] = {}  # latest BEMService bodies seen
         self.reconciler = Reconciler(api, self.index, settings.runtime_image)
@@ -52,6 +53,7 @@ class Engine:
         key = (snapshot["metadata"]["namespace"], snapshot["metadata"]["name"])
         try:
             await self.coordinator.run(key, lambda: self._run(snapshot, trigger))
+            self._clear_warning(key)
         except InvalidSpec as exc:
             if report_invalid:  # the status says it already; the event and error say it once
                 self.post(snapshot, [("Warning", "InvalidSpec", str(exc))])
@@ -59,9 +61,23 @@ class Engine:
             logger.debug("Skipped the timer of BEMService %s/%s: %s", *key, exc)
         except RetryableError as exc:
             self.post(snapshot, exc.events)
-            if self.connection.down:  # the one WARNING about the outage says it already
-                logger.debug("Deferred BEMService %s/%s: %s", *key, exc)
+            self._warn_once(key, str(exc))
+            if exc.rejected:  # status and event say it; the periodic check tries again
+                return
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_SECONDS) from exc
+
+    def _warn_once(self, key: Key, message: str) -> None:
+        """One WARNING per BEMService and failure (retries say the same), none in an outage
+        (the connection's one WARNING says it)."""
+        if self.connection.down or self._warned.get(key) == message:
+            logger.debug("Deferred BEMService %s/%s: %s", *key, message)
+            return
+        self._warned[key] = message
+        logger.warning("Deferred BEMService %s/%s: %s; retrying", *key, message)
+
+    def _clear_warning(self, key: Key) -> None:
+        if self._warned.pop(key, None) is not None:
+            logger.info("Reconciled BEMService %s/%s again", *key)
 
     def post(self, bems: Mapping[str, Any], events: list[Event]) -> None:
         """Posts events about a BEMService, each (type, reason, message) once per window."""
@@ -72,6 +88,7 @@ class Engine:
 
     def pod_changed(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A runtime pod changed: refresh its BEMService's status (never a full reconcile)."""
+        self.connection.ok()
         self.index.observe_pod(event_type, body)
         parent = parent_of(body)
         if parent is not None:
@@ -81,6 +98,10 @@ class Engine:
         """The periodic level check, as a task of our own: kopf's timers would put a finalizer
         on every BEMService, and then nothing can be deleted while the operator is away."""
         if self._resync_task is None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # called outside the operator's loop (tests): nothing to run
+                return
             self._resync_task = asyncio.create_task(self._resync_forever(), name="resync")
 
     async def _resync_forever(self) -> None:
@@ -104,18 +125,20 @@ class Engine:
             return
         try:
             await self.reconcile(body, trigger="timer", report_invalid=False)
-        except kopf.TemporaryError as exc:
-            log = logger.debug if self.connection.down else logger.warning
-            log("Retrying BEMService %s/%s at the next check: %s", *key, exc)
+        except kopf.TemporaryError as exc:  # logged once by reconcile already
+            logger.debug("Retrying BEMService %s/%s at the next check: %s", *key, exc)
         except Exception:  # never let one object stop the periodic check of the others
             logger.exception("Unexpected failure in the periodic check of BEMService %s/%s",
                              *key)
 
     def parent_changed(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """Keeps the latest BEMService bodies, so child events need no GET of the parent."""
+        self.connection.ok()  # a watch event: the API server is there
+        self.start_resync()  # here, in kopf's context, so that the task can post events
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         if event_type == "DELETED":
+            self._warned.pop(key, None)
             self.parents.pop(key, None)
             self.reconciler.forget(meta.get("uid", ""))
             self.events.forget(meta.get("uid", ""))
@@ -125,6 +148,7 @@ class Engine:
     def child_changed(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A labelled child changed: reconcile its parent soon (drift correction), or only
         refresh the parent's status when just the child's status moved."""
+        self.connection.ok()
         change = self.index.classify(event_type, body)
         self.index.observe(event_type, body)
         parent = parent_of(body)
@@ -159,8 +183,7 @@ class Engine:
             pass  # reported in status by the reconcile; a spec change triggers the next one
         except RetryableError as exc:
             self.post(bems, exc.events)
-            log = logger.debug if self.connection.down else logger.warning
-            log("Deferred BEMService %s/%s to the next check: %s", *key, exc)
+            self._warn_once(key, str(exc))
 
     async def _refresh(self, bems: dict[str, Any]) -> bool:
         """Status-only update from the watched Deployment; False when a full run is needed."""

@@ -19,10 +19,10 @@ def register(registry: kopf.OperatorRegistry, engine: Engine,
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings, engine.settings)
-        # The periodic drift check is the engine's own task, not a kopf timer: kopf puts a
+        # The periodic drift check is the engine's own task, not a kopf timer (kopf puts a
         # finalizer on every object that has a timer, and a finalizer with no operator
-        # running blocks the deletion of the BEMService, its namespace and the CRD.
-        engine.start_resync()
+        # running blocks the deletion of the BEMService, its namespace and the CRD). It
+        # starts with the first BEMService event, where kopf's event posting is set up.
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

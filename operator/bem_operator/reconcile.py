@@ -35,9 +35,13 @@ class RetryableError(Exception):
     """A failure worth retrying (API unavailable, conflict, a refused child that another
     change may fix); `events` are what the failed run still has to tell the user."""
 
-    def __init__(self, message: str, events: list[Event] | None = None) -> None:
+    def __init__(self, message: str, events: list[Event] | None = None,
+                 rejected: bool = False) -> None:
         super().__init__(message)
         self.events = list(events or [])
+        # The API server refused the request (4xx): retrying at once cannot help, only a
+        # change of the spec or of the cluster; the periodic check retries.
+        self.rejected = rejected
 
 
 class ApplyFailed(Exception):
@@ -79,7 +83,8 @@ class Reconciler:
             return self._reconcile(bems)
         except ApplyFailed as exc:  # status and events already say it; retried later
             raise RetryableError(f"Failed to apply a child of BEMService {label}: "
-                                 f"{exc.error}", exc.events) from exc.error
+                                 f"{exc.error}", exc.events,
+                                 rejected=not exc.error.retryable) from exc.error
         except SpecError as exc:
             try:
                 self._report(bems, Observed(generation=meta.get("generation", 0),
@@ -96,7 +101,8 @@ class Reconciler:
                 return Result(status=dict(bems.get("status") or {}), events=[])
             if exc.status != 0:  # with no answer at all, no status can be written either
                 self._report_failure(bems, exc)
-            raise RetryableError(f"Failed to reconcile BEMService {label}: {exc}") from exc
+            raise RetryableError(f"Failed to reconcile BEMService {label}: {exc}",
+                                 rejected=exc.status != 0 and not exc.retryable) from exc
 
     def _reconcile(self, bems: Mapping[str, Any]) -> Result:
         meta = bems["metadata"]
@@ -132,7 +138,8 @@ class Reconciler:
             self.index.note_applied(live)
             if child is deployment:
                 live_deployment = live
-            if created and (bems.get("status") or {}).get("observedGeneration"):
+            if created and (bems.get("status") or {}).get("observedGeneration") \
+                    and not _was_refused(bems):
                 events.append(("Normal", "Recreated",
                                f"Recreated {child['kind']} {child['metadata']['name']}, "
                                "which had been deleted"))
@@ -268,6 +275,14 @@ class Reconciler:
         except ApiError:
             logger.debug("Failed to record the failure in BEMService %s/%s status",
                          meta["namespace"], meta["name"])
+
+
+def _was_refused(bems: Mapping[str, Any]) -> bool:
+    """Whether the last status said a child apply failed (then a creation is no re-creation)."""
+    for condition in (bems.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Degraded" and condition.get("status") == "True":
+            return condition.get("reason") in ("ApplyRejected", "ApplyFailed")
+    return False
 
 
 def _terminating(exc: ApiError) -> bool:
