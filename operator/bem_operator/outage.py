@@ -31,7 +31,8 @@ NETWORK_PHRASES = ("Cannot connect to host", "Server disconnected", "Connection 
                    "Request attempt", "Service Unavailable", "Bad Gateway",
                    "Gateway Timeout", "Too many requests", "TooManyRequests",
                    "is unavailable", "not ready", "ServerDisconnectedError",
-                   "ClientConnectorError", "ClientOSError")
+                   "ClientConnectorError", "ClientOSError", "connection broken",
+                   "NewConnectionError")
 
 
 def error_kind(status: int) -> str:
@@ -50,8 +51,13 @@ class ConnectionState:
     """Up or down, with transitions logged once each."""
 
     def __init__(self, on_error: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, settle: float = 30.0) -> None:
         self._down_since: float | None = None
+        # A server that just came back can fail again while it initialises (503s, refused
+        # watches): within `settle` seconds of a recovery that is the same outage.
+        self._settle = settle
+        self._recovered_at: float | None = None
+        self._relapse = False
         self._lock = threading.Lock()
         self._on_error = on_error or (lambda kind: None)
         self._clock = clock
@@ -67,9 +73,13 @@ class ConnectionState:
     def lost(self, detail: str, kind: str = "connection") -> None:
         self._on_error(kind)
         with self._lock:
+            now = self._clock()
             first = self._down_since is None
             if first:
-                self._down_since = self._clock()
+                self._down_since = now
+                self._relapse = self._recovered_at is not None and \
+                    now - self._recovered_at < self._settle
+                first = not self._relapse
         if first:
             logger.warning("Lost the connection to the API server (%s); retrying quietly "
                            "until it is back", detail)
@@ -79,8 +89,13 @@ class ConnectionState:
     def ok(self) -> None:
         with self._lock:
             since, self._down_since = self._down_since, None
-        if since is not None:
+            relapse, self._relapse = self._relapse, False
+            if since is not None:
+                self._recovered_at = self._clock()
+        if since is not None and not relapse:
             logger.info("Reconnected to the API server after %.0fs", self._clock() - since)
+        elif since is not None:
+            logger.debug("The API server answers again")
 
 
 def is_network_error(exc: BaseException | None) -> bool:
@@ -105,7 +120,8 @@ class ConnectionErrorFilter(logging.Filter):
         self.state = state
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith(("kopf", "aiohttp")) or record.levelno < logging.WARNING:
+        if not record.name.startswith(("kopf", "aiohttp", "urllib3")) \
+                or record.levelno < logging.WARNING:
             return True
         exc = record.exc_info[1] if record.exc_info else None
         message = record.getMessage()

@@ -9,13 +9,13 @@ from __future__ import annotations
 import copy
 import json
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from operator_support import install_crd
 
 pytestmark = pytest.mark.e2e
 
@@ -197,13 +197,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
 
 @pytest.fixture(scope="module")
 def admission(cluster: Any) -> Iterator[tuple[Any, str]]:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/bemservices.bem.ai",
-                    "--timeout=60s")
-    deadline = time.monotonic() + 60
-    while cluster.kubectl("get", "bemservices", "-A", check=False).returncode != 0:
-        assert time.monotonic() < deadline, "bemservices never appeared in discovery"
-        time.sleep(0.5)
+    install_crd(cluster, CRD)
     namespace = f"adm-{secrets.token_hex(4)}"
     cluster.kubectl("create", "namespace", namespace)
     try:

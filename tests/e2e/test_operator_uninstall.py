@@ -8,7 +8,15 @@ import time
 from typing import Any
 
 import pytest
-from operator_support import CRD, RESYNC_SECONDS, Kube, OperatorProcess, bemservice, wait_ready
+from operator_support import (
+    CRD,
+    RESYNC_SECONDS,
+    Kube,
+    OperatorProcess,
+    bemservice,
+    install_crd,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.e2e
 CRD_NAME = "bemservices.bem.ai"
@@ -40,6 +48,4 @@ def test_deleting_with_the_operator_stopped_completes(cluster: Any, namespace: s
     finally:
         cluster.kubectl("delete", "namespace", spare, "--wait=false", check=False)
         # Later test modules share this cluster and its CRD.
-        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}",
-                        "--timeout=60s")
+        install_crd(cluster, CRD)

@@ -49,6 +49,25 @@ def test_an_outage_is_one_warning_and_one_info(caplog: pytest.LogCaptureFixture)
         "bem_operator_api_errors_total", {"kind": "connection"}) == 20
 
 
+def test_a_relapse_right_after_recovery_is_the_same_outage(
+        caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    state = ConnectionState(clock=lambda: now[0], settle=30)
+    caplog.set_level(logging.DEBUG, logger="bem_operator")
+    state.lost("refused")
+    now[0] = 10
+    state.ok()
+    now[0] = 11
+    state.lost("503: the server is initializing")  # the fresh server is not ready yet
+    now[0] = 12
+    state.ok()
+    now[0] = 100
+    state.lost("refused")  # a new outage, long after
+    state.ok()
+    levels = [r.levelname for r in caplog.records if r.levelno >= logging.INFO]
+    assert levels == ["WARNING", "INFO", "WARNING", "INFO"]
+
+
 def _record(name: str, level: int, message: str, exc: BaseException | None = None
             ) -> logging.LogRecord:
     exc_info = None
@@ -74,6 +93,8 @@ def test_kopf_network_tracebacks_become_the_one_warning() -> None:
     assert calm.filter(_record("kopf.objects", logging.ERROR, "Handler failed",
                                KeyError("spec")))
     assert calm.filter(_record("bem_operator.engine", logging.ERROR, "Connection refused"))
+    assert not calm.filter(_record("urllib3.connectionpool", logging.WARNING, "Retrying "
+                                   "after connection broken by 'NewConnectionError(...)'"))
     assert calm.filter(_record("kopf.activities", logging.INFO, "Timeout reached"))
     # kopf repeats a failed handler on every retry; the engine logs it once itself
     assert not calm.filter(_record("kopf.objects", logging.ERROR,
