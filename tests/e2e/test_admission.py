@@ -255,3 +255,44 @@ def test_invalid_spec_is_refused_naming_the_field(admission, extra: dict[str, An
     assert out.returncode != 0, f"accepted: {out.stdout}"
     assert field in out.stderr, out.stderr
     assert "Internal error" not in out.stderr, out.stderr
+
+
+def _resolve(node: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI v3 node with $ref / allOf[$ref] replaced by the referenced schema."""
+    ref = node.get("$ref") or next((n["$ref"] for n in node.get("allOf") or [] if "$ref" in n),
+                                   None)
+    return schemas[ref.rsplit("/", 1)[-1]] if ref else node
+
+
+def _fields(node: dict[str, Any], schemas: dict[str, Any] | None, depth: int = 0) -> Any:
+    """The tree of property names under a schema node (arrays and maps looked through)."""
+    if schemas is not None:
+        node = _resolve(node, schemas)
+    if depth > 8:
+        return {}
+    if node.get("type") == "array" or "items" in node:
+        return _fields(node.get("items") or {}, schemas, depth + 1)
+    return {name: _fields(child, schemas, depth + 1)
+            for name, child in (node.get("properties") or {}).items()}
+
+
+def test_pass_through_fields_have_core_v1s_own_fields(admission) -> None:
+    """affinity and tolerations carry exactly the fields of the API server's core/v1 schema
+    (nothing unknown kept, nothing left out); env items a subset of core/v1 EnvVar's."""
+    cluster, _ = admission
+    openapi = json.loads(cluster.kubectl("get", "--raw", "/openapi/v3/api/v1").stdout)
+    schemas = openapi["components"]["schemas"]
+    crd = yaml.safe_load(CRD.read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    ours = spec["properties"]
+    assert _fields(ours["affinity"], None) == _fields(
+        schemas["io.k8s.api.core.v1.Affinity"], schemas)
+    assert _fields(ours["tolerations"], None) == _fields(
+        schemas["io.k8s.api.core.v1.Toleration"], schemas)
+
+    def subset(small: Any, big: Any, path: str) -> None:
+        for name, child in small.items():
+            assert name in big, f"{path}.{name} is not a core/v1 field"
+            subset(child, big[name], f"{path}.{name}")
+    subset(_fields(ours["runtime"]["properties"]["env"], None),
+           _fields(schemas["io.k8s.api.core.v1.EnvVar"], schemas), "spec.runtime.env")
