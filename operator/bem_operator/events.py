@@ -3,7 +3,8 @@
 Retries, the periodic check and status refreshes can find the same problem many times a
 minute; a user needs one Warning per problem, one Normal event when it clears. An event
 equal (type, reason, message) to one posted for the same BEMService within `window`
-seconds is dropped; after the window one reminder goes out.
+seconds is dropped; after the window one reminder goes out. A `Recovered` event closes the
+problems of its object: the same Warning after it is a new occurrence and is posted.
 """
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ class EventDeduplicator:
         now = self._clock()
         key = (uid, *event)
         with self._lock:
+            if event[:2] == ("Normal", "Recovered"):
+                for old in [k for k in self._posted if k[0] == uid and k[1] == "Warning"]:
+                    del self._posted[old]
             last = self._posted.get(key)
             if last is not None and now - last < self.window:
                 return False

@@ -28,6 +28,14 @@ def test_the_same_event_is_posted_once_per_window() -> None:
     assert events.admit("uid-1", WARNING)
 
 
+def test_a_problem_that_returns_after_recovery_is_posted_again() -> None:
+    events = EventDeduplicator(window=600, clock=lambda: 0.0)
+    assert events.admit("uid-1", WARNING)
+    assert events.admit("uid-1", ("Normal", "Recovered", "BEMService demo is no longer degraded"))
+    assert events.admit("uid-1", WARNING)
+    assert not events.admit("uid-1", WARNING)
+
+
 def test_error_kinds() -> None:
     assert [error_kind(s) for s in (0, 429, 500, 503, 409, 422, 403)] == [
         "connection", "throttled", "server", "server", "conflict", "invalid", "forbidden"]
