@@ -194,15 +194,3 @@ def test_every_bem_variable_the_operator_sets_is_reserved():
 def test_other_runtime_variables_may_be_set_by_the_user():
     env = env_of(build_deployment(with_spec(runtime={"env": [{"name": "BEM_RATE_LIMIT_RPS", "value": "50"}]})))
     assert env["BEM_RATE_LIMIT_RPS"] == "50"
-
-
-def test_runtime_failures_reach_the_termination_message() -> None:
-    """The runtime writes why a model failed to load to /dev/termination-log (exit code 3);
-    without that file the log tail stands in. The operator reads it into status."""
-    from bem_operator.builders import BuildOptions, build_children
-    from builders_factory import make_bems
-
-    [deployment] = [c for c in build_children(make_bems({"model": {"source": "Image"}}),
-                                              BuildOptions()) if c["kind"] == "Deployment"]
-    [container] = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
