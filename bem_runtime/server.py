@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 from aiohttp import web
@@ -14,6 +15,8 @@ from bem_runtime.settings import Settings
 
 log = logging.getLogger("bem_runtime.server")
 EXIT_LOAD_FAILED = 3
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+TERMINATION_MESSAGE_ENV = "BEM_TERMINATION_MESSAGE_PATH"
 
 
 async def serve(settings: Settings) -> int:
@@ -34,6 +37,7 @@ async def serve(settings: Settings) -> int:
     code = 0
     if load.done() and not load.cancelled() and load.exception() is not None:
         code = EXIT_LOAD_FAILED
+        write_termination_message(f"model load failed: {load.exception()}")
     else:
         await stopper
         log.info("Received a stop signal")
@@ -43,6 +47,18 @@ async def serve(settings: Settings) -> int:
     await runner.cleanup()
     log.info("Stopped", extra={"exit_code": code})
     return code
+
+
+def write_termination_message(message: str) -> None:
+    """Kubernetes shows this file's content as the container's termination message (the
+    operator puts it into the BEMService's status). Path from BEM_TERMINATION_MESSAGE_PATH;
+    skipped where it cannot be written (outside a pod)."""
+    path = os.environ.get(TERMINATION_MESSAGE_ENV, TERMINATION_MESSAGE_PATH)
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(message[:4096])  # the kubelet keeps at most 4 KiB
+    except OSError:
+        log.debug("No termination message file at %s", path)
 
 
 def run_server(settings: Settings) -> int:
