@@ -161,12 +161,18 @@ def _roll(cluster: Any, namespace: str, name: str, value: str) -> None:
                     "-p", json.dumps(patch))
 
 
+def _serving(cluster: Any, namespace: str, name: str, strategy: str,
+             replicas: int) -> tuple[set[str], str]:
+    """Apply a fleet, wait until it is Ready; its pod names and its Service URL."""
+    apply(cluster, namespace, fleet(name, strategy, replicas))
+    bems_ready(cluster, namespace, name)
+    pods = {p["metadata"]["name"] for p in runtime_pods(cluster, namespace, name)}
+    return pods, service_url(cluster, namespace, name)
+
+
 def test_rolling_update_under_load_loses_no_request(
         real_cluster: Any, operator_release: str, real_ns: str) -> None:
-    apply(real_cluster, real_ns, fleet("roll", "RollingUpdate", 2))
-    bems_ready(real_cluster, real_ns, "roll")
-    before = {p["metadata"]["name"] for p in runtime_pods(real_cluster, real_ns, "roll")}
-    url = service_url(real_cluster, real_ns, "roll")
+    before, url = _serving(real_cluster, real_ns, "roll", "RollingUpdate", 2)
     with Load(url, max_requests=3000, max_seconds=240) as load:
         load.wait_for(10)
         _roll(real_cluster, real_ns, "roll", "1")
@@ -183,10 +189,7 @@ def test_rolling_update_under_load_loses_no_request(
 
 def test_recreate_outage_window_is_measured(
         real_cluster: Any, operator_release: str, real_ns: str) -> None:
-    apply(real_cluster, real_ns, fleet("recreate", "Recreate", 1))
-    bems_ready(real_cluster, real_ns, "recreate")
-    before = {p["metadata"]["name"] for p in runtime_pods(real_cluster, real_ns, "recreate")}
-    url = service_url(real_cluster, real_ns, "recreate")
+    before, url = _serving(real_cluster, real_ns, "recreate", "Recreate", 1)
     with Load(url, max_requests=3000, max_seconds=240, pause=0.1) as load:
         load.wait_for(5)
         _roll(real_cluster, real_ns, "recreate", "1")
@@ -205,9 +208,7 @@ def test_recreate_outage_window_is_measured(
 
 def test_pod_deletion_and_scale_down_under_load_lose_no_request(
         real_cluster: Any, operator_release: str, real_ns: str) -> None:
-    apply(real_cluster, real_ns, fleet("drain", "RollingUpdate", 3))
-    bems_ready(real_cluster, real_ns, "drain")
-    url = service_url(real_cluster, real_ns, "drain")
+    _, url = _serving(real_cluster, real_ns, "drain", "RollingUpdate", 3)
     with Load(url, max_requests=3000, max_seconds=240) as load:
         load.wait_for(10)
         victim = runtime_pods(real_cluster, real_ns, "drain")[0]["metadata"]["name"]
@@ -230,9 +231,7 @@ def test_pod_deletion_and_scale_down_under_load_lose_no_request(
 
 def test_runtime_logs_are_json_with_request_ids(
         real_cluster: Any, operator_release: str, real_ns: str) -> None:
-    apply(real_cluster, real_ns, fleet("logs", "RollingUpdate", 1))
-    bems_ready(real_cluster, real_ns, "logs")
-    url = service_url(real_cluster, real_ns, "logs")
+    _, url = _serving(real_cluster, real_ns, "logs", "RollingUpdate", 1)
     rid = f"e2e-{real_ns}"
     status, _ = post(f"{url}/v1/generate", GENERATE, headers={"X-Request-ID": rid})
     assert status == 200
