@@ -30,7 +30,7 @@ EXIT_OK = 0
 EXIT_DRAIN_DEADLINE = 1
 EXIT_LOAD_FAILED = 3
 TERMINATION_MESSAGE_ENV = "BEM_TERMINATION_MESSAGE_PATH"
-TERMINATION_MESSAGE_DEFAULT = "/dev/termination-log"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 ANSWER_GRACE_S = 0.3  # after the deadline: time for cancelled requests to get their 503
 SHUTDOWN_GRACE_S = 0.3  # then: what aiohttp may still wait for open handlers
 JOIN_GRACE_S = 0.1  # then: for idle worker threads to end
@@ -86,8 +86,9 @@ async def _cancel_leftovers(app: web.Application, timeout: float) -> None:
 
 
 def write_termination_message(message: str) -> None:
-    """Kubernetes shows this file's content as the container's last state message; best effort."""
-    path = os.environ.get(TERMINATION_MESSAGE_ENV) or TERMINATION_MESSAGE_DEFAULT
+    """Kubernetes shows this file's content as the container's termination message (the
+    operator puts it into the BEMService's status); skipped where it cannot be written."""
+    path = os.environ.get(TERMINATION_MESSAGE_ENV) or TERMINATION_MESSAGE_PATH
     line = " ".join(message.split())[:4000]  # one line; the kubelet keeps at most 4096 bytes
     try:
         with open(path, "w", encoding="utf-8") as f:

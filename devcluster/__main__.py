@@ -8,6 +8,8 @@
                                     them into the real node's containerd
     bem-devcluster env              print `export KUBECONFIG=...` and PATH
     bem-devcluster status           which components run, API server health
+    bem-devcluster restart-apiserver [--down S]
+                                    stop the API server, start it again (drills)
     bem-devcluster down             stop everything and remove the state folder
 """
 
@@ -126,6 +128,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if all(running.values()) and ready.returncode == 0 else 1
 
 
+def cmd_restart_apiserver(args: argparse.Namespace) -> int:
+    cluster = _recorded(args.state_dir)
+    if cluster is None:
+        print(f"no cluster recorded in {args.state_dir}", file=sys.stderr)
+        return 1
+    away = cluster.restart_apiserver(down_seconds=args.down)
+    print(f"kube-apiserver restarted; unreachable for {away:.1f}s", file=sys.stderr)
+    return 0
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     cluster = _recorded(args.state_dir)
     if cluster is None:
@@ -157,6 +169,11 @@ def parser() -> argparse.ArgumentParser:
     images.add_argument("--no-import", action="store_true",
                         help="only build (no running real node needed)")
     images.set_defaults(func=cmd_images)
+    restart = sub.add_parser("restart-apiserver",
+                             help="stop the API server and start it again (outage drills)")
+    restart.add_argument("--down", type=float, default=0.0,
+                         help="seconds to leave it stopped before the restart (default 0)")
+    restart.set_defaults(func=cmd_restart_apiserver)
     for name, func, text in (
         ("down", cmd_down, "stop every component and remove the state folder"),
         ("status", cmd_status, "show components and API server readiness"),

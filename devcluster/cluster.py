@@ -101,6 +101,26 @@ class DevCluster(Client):
         if (self.state_dir / MARKER).exists():
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
+    def restart_apiserver(self, down_seconds: float = 0.0, timeout: float = 60.0) -> float:
+        """Stop the API server (SIGTERM), leave it down `down_seconds`, start it again with
+        the same flags and wait for /readyz: an outage drill for clients such as the
+        operator. Returns how long the API server was away, in seconds; `last_stop_seconds`
+        says how long it took to exit after SIGTERM."""
+        meta = json.loads((self.state_dir / STATE_FILE).read_text())
+        ports = Ports(**meta["ports"])
+        comp = next(c for c in processes.recorded(self.state_dir) if c.name == "kube-apiserver")
+        began = time.monotonic()
+        processes.stop(comp)
+        self.last_stop_seconds = time.monotonic() - began
+        time.sleep(down_seconds)
+        pki = self.layout.pki
+        api = self._spawn("kube-apiserver", components.apiserver(self.bins, self.layout, ports),
+                          self.ephemeral)
+        tls = admin_tls(pki.crt("ca"), pki.crt("admin"), pki.key("admin"))
+        self._wait("kube-apiserver /readyz", api, timeout,
+                   lambda: http_ok(f"{meta['server']}/readyz", tls))
+        return time.monotonic() - began
+
     # ---- boot ------------------------------------------------------------
     def _boot_retrying(self, timeout: float, attempts: int = 3) -> None:
         # A free port may be taken by someone else between our probe and the

@@ -306,6 +306,9 @@ def build(image: Image, base: str) -> tuple[str, bool]:
     del out
     shutil.rmtree(ctx, ignore_errors=True)
     new_id = image_id(f"localhost/{image.ref}") or ""
+    if current and current != new_id:
+        # The previous build, now untagged: its own layers go (the layer cache stays).
+        buildah("rmi", current, check=False)
     stamps[image.ref] = {"key": full_key, "id": new_id}
     _stamps().write_text(json.dumps(stamps, indent=1))
     log(f"built {image.ref} in {time.monotonic() - began:.0f}s")
@@ -340,6 +343,10 @@ def import_image(lay, source_ref: str, cri_ref: str) -> bool:
         archive.unlink(missing_ok=True)
     imported[cri_ref] = wanted
     _imported_file().write_text(json.dumps(imported, indent=1))
+    # The import moved the name: the previous image's content is unreferenced now. A
+    # synchronous delete runs containerd's garbage collection (GBs per runtime image).
+    ctr(lay, "images", "tag", "--force", cri_ref, f"{cri_ref}-gc", check=False)
+    ctr(lay, "images", "rm", "--sync", f"{cri_ref}-gc", check=False)
     log(f"imported {cri_ref} into containerd in {time.monotonic() - began:.0f}s")
     return True
 

@@ -16,6 +16,7 @@ from kubernetes.config import ConfigException
 from bem_operator.engine import Engine
 from bem_operator.handlers import register
 from bem_operator.k8s import ApiError, KubeApi
+from bem_operator.outage import ConnectionErrorFilter
 from bem_operator.settings import OperatorSettings, SettingsError
 
 logger = logging.getLogger("bem_operator")
@@ -64,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # every liveness probe
     engine = Engine(api, settings)
+    # Outages: one WARNING when the API server goes away, one INFO when it is back, no
+    # tracebacks for what is only a lost connection (kopf's own lines included).
+    calm = ConnectionErrorFilter(engine.connection)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(calm)
     try:
         engine.metrics.serve(settings.metrics_port, settings.bind_address)
     except OSError as exc:

@@ -14,8 +14,11 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-OWNER_LABEL = "bem.ai/service"
-OWNER_KIND = "BEMService"
+from bem_operator.constants import CONFIG_HASH_ANNOTATION
+from bem_operator.constants import KIND as OWNER_KIND
+from bem_operator.constants import OWNER_LABEL
+
+__all__ = ["OWNER_KIND", "OWNER_LABEL", "Change", "ChildIndex", "ChildRef", "parent_of"]
 
 
 class Change(enum.Enum):
@@ -65,6 +68,27 @@ class ChildIndex:
         # child -> (resourceVersion, fingerprint) of what our last apply returned
         self._applied: dict[tuple[str, str, str, str], tuple[str, str]] = {}
         self._deployments: dict[tuple[str, str], Mapping[str, Any]] = {}  # by parent
+        # runtime pods by parent, then by pod name: only what the status derivation reads
+        self._pods: dict[tuple[str, str], dict[str, Mapping[str, Any]]] = {}
+
+    def observe_pod(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """Keeps the status-relevant part of a runtime pod (never written, only read)."""
+        parent = parent_of(body)
+        if parent is None:
+            return
+        meta = body["metadata"]
+        with self._lock:
+            pods = self._pods.setdefault(parent, {})
+            if event_type == "DELETED":
+                pods.pop(meta["name"], None)
+                if not pods:
+                    del self._pods[parent]
+                return
+            pods[meta["name"]] = slim_pod(body)
+
+    def pods(self, namespace: str, parent: str) -> tuple[Mapping[str, Any], ...]:
+        with self._lock:
+            return tuple(self._pods.get((namespace, parent), {}).values())
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         parent = parent_of(body)
@@ -117,6 +141,19 @@ class ChildIndex:
         if applied[0] and applied[0] == (body.get("metadata") or {}).get("resourceVersion"):
             return Change.OWN_WRITE
         return Change.STATUS_ONLY if applied[1] == fingerprint(body) else Change.CHANGED
+
+
+def slim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Name, config hash, deletion mark and status of a pod: all status.py needs of it."""
+    meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    return {
+        "metadata": {key: meta[key] for key in ("name", "deletionTimestamp") if key in meta}
+        | {"annotations": {k: v for k, v in annotations.items() if k == CONFIG_HASH_ANNOTATION}},
+        "status": {key: value for key, value in (body.get("status") or {}).items()
+                   if key in ("phase", "conditions", "containerStatuses",
+                              "initContainerStatuses")},
+    }
 
 
 def _key(body: Mapping[str, Any]) -> tuple[str, str, str, str]:

@@ -11,6 +11,8 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from bem_operator.outage import is_network_error
+
 logger = logging.getLogger(__name__)
 Key = tuple[str, str]  # namespace, name
 T = TypeVar("T")
@@ -54,8 +56,12 @@ class Coordinator:
         full = self._pending.pop(key, True)
         try:
             await self.run(key, lambda: self._on_request(key, full))
-        except Exception:  # the timer retries; one failed child-triggered run is not fatal
-            logger.exception("Failed to reconcile BEMService %s/%s after a child changed", *key)
+        except Exception as exc:  # the timer retries; one failed child-triggered run is not fatal
+            if is_network_error(exc):  # an outage: logged once by the connection state
+                logger.debug("Deferred BEMService %s/%s: %s", *key, exc)
+            else:
+                logger.exception("Failed to reconcile BEMService %s/%s after a child changed",
+                                 *key)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -5,22 +5,24 @@ from typing import Any
 
 import kopf
 
-from bem_operator.children import OWNER_LABEL
+from bem_operator.constants import GROUP, OWNER_LABEL, PLURAL, VERSION
 from bem_operator.engine import Engine
-from bem_operator.kopf_config import CHILD_RESOURCES, configure
+from bem_operator.kopf_config import CHILD_RESOURCES, WATCHED_RESOURCES, configure
 
-BEMSERVICES = ("bem.ai", "v1alpha1", "bemservices")
+BEMSERVICES = (GROUP, VERSION, PLURAL)
 
 
 def register(registry: kopf.OperatorRegistry, engine: Engine,
              watch_service_monitors: bool = True) -> None:
     """Registers every handler of the operator in `registry`, bound to `engine`; the
     ServiceMonitor watch only where that API exists (kopf would warn about it otherwise)."""
-    settings = engine.settings
-
     @kopf.on.startup(registry=registry)
-    def start(settings: kopf.OperatorSettings, **_: Any) -> None:
+    async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings, engine.settings)
+        # The periodic drift check is the engine's own task, not a kopf timer (kopf puts a
+        # finalizer on every object that has a timer, and a finalizer with no operator
+        # running blocks the deletion of the BEMService, its namespace and the CRD). It
+        # starts with the first BEMService event, where kopf's event posting is set up.
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -37,11 +39,6 @@ def register(registry: kopf.OperatorRegistry, engine: Engine,
     async def reconcile(body: kopf.Body, reason: kopf.Reason, **_: Any) -> None:
         await engine.reconcile(body, trigger=str(reason.value))
 
-    @kopf.timer(*BEMSERVICES, interval=settings.resync_seconds,
-                initial_delay=settings.resync_seconds, registry=registry)
-    async def resync(body: kopf.Body, **_: Any) -> None:
-        await engine.reconcile(body, trigger="timer", report_invalid=False)
-
     @kopf.on.event(*BEMSERVICES, registry=registry)
     async def parent_changed(event: kopf.RawEvent, type: str | None, **_: Any) -> None:
         engine.parent_changed(type, event["object"])
@@ -54,3 +51,10 @@ def register(registry: kopf.OperatorRegistry, engine: Engine,
             continue
         kopf.on.event(group, version, plural, labels={OWNER_LABEL: kopf.PRESENT},
                       id=f"watch-{plural}", registry=registry)(child_changed)
+
+    async def pod_changed(event: kopf.RawEvent, type: str | None, **_: Any) -> None:
+        engine.pod_changed(type, event["object"])
+
+    for group, version, plural in WATCHED_RESOURCES:
+        kopf.on.event(group, version, plural, labels={OWNER_LABEL: kopf.PRESENT},
+                      id=f"watch-{plural}", registry=registry)(pod_changed)

@@ -13,11 +13,12 @@ from typing import Any
 
 from kubernetes import client, config
 
-FIELD_MANAGER = "bem-operator"
-# A second manager that takes over Deployment replicas when an HPA starts to own
-# them, so that dropping the field from our apply does not reset it to 1.
-HANDOVER_MANAGER = "bem-operator-handover"
-BEMSERVICE_API = ("bem.ai/v1alpha1", "BEMService")
+from bem_operator.constants import API_VERSION, FIELD_MANAGER, HANDOVER_MANAGER, KIND
+from bem_operator.outage import ConnectionState, error_kind
+
+__all__ = ["BEMSERVICE_API", "FIELD_MANAGER", "HANDOVER_MANAGER", "PLURALS", "ApiError",
+           "KubeApi", "object_path"]
+BEMSERVICE_API = (API_VERSION, KIND)
 SERVICE_MONITOR_API = ("monitoring.coreos.com/v1", "ServiceMonitor")
 
 # apiVersion, kind -> plural (every kind we touch is namespaced)
@@ -64,6 +65,8 @@ class KubeApi:
         self._timeout = request_timeout
         self._discovery_ttl = discovery_ttl
         self._discovered: dict[tuple[str, str], tuple[float, bool]] = {}
+        # Told of every answer (or its absence): logs an outage once, counts errors by kind.
+        self.connection = ConnectionState()
 
     @classmethod
     def from_environment(cls, request_timeout: float = 30.0) -> KubeApi:
@@ -87,9 +90,19 @@ class KubeApi:
                                           _request_timeout=self._timeout)
             raw = response.read()
         except client.ApiException as exc:  # transport-level failure (TLS, retries spent)
+            self.connection.lost(f"{method} {path}: {exc.reason}")
             raise ApiError(exc.status or 0, str(exc.reason)) from exc
-        except OSError as exc:
+        except Exception as exc:  # urllib3's connection errors, timeouts, OSError
+            if not isinstance(exc, OSError) and "urllib3" not in type(exc).__module__:
+                raise
+            self.connection.lost(f"{type(exc).__name__} on {method} {path}")
             raise ApiError(0, f"{type(exc).__name__}: {exc}") from exc
+        if response.status in (502, 503, 504):
+            self.connection.lost(f"HTTP {response.status} on {method} {path}", "server")
+        else:
+            self.connection.ok()
+            if response.status >= 400 and response.status != 404:  # 404: "absent", an answer
+                self.connection.record_error(error_kind(response.status))
         try:
             data = json.loads(raw) if raw else None
         except ValueError:  # e.g. "404 page not found" from an unknown API group
@@ -172,6 +185,14 @@ class KubeApi:
             found = False
         self._discovered[key] = (now, found)
         return found
+
+    def reachable(self) -> bool:
+        """Whether the API server answers at all (used to notice the end of an outage)."""
+        try:
+            self.request("GET", "/version")
+        except ApiError as exc:
+            return exc.status != 0 and exc.status not in (502, 503, 504)
+        return True
 
     def service_monitor_available(self) -> bool:
         return self.has_resource(SERVICE_MONITOR_API[0], "servicemonitors")

@@ -9,10 +9,9 @@ from typing import Any, cast
 
 import kopf
 
-from bem_operator.children import OWNER_LABEL
+from bem_operator.constants import OWNER_LABEL, STORAGE_PREFIX
 from bem_operator.settings import OperatorSettings
 
-STORAGE_PREFIX = "operator.bem.ai"
 # group, version, plural of every child kind the operator watches by its owner label
 CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = (
     ("apps", "v1", "deployments"),
@@ -20,6 +19,11 @@ CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = (
     ("autoscaling", "v2", "horizontalpodautoscalers"),
     ("policy", "v1", "poddisruptionbudgets"),
     ("monitoring.coreos.com", "v1", "servicemonitors"),
+)
+# group, version, plural of what the operator only reads, by the same owner label: the
+# runtime pods, whose container states say whether the model loaded (status.pod_findings).
+WATCHED_RESOURCES: tuple[tuple[str, str, str], ...] = (
+    ("", "v1", "pods"),
 )
 
 
@@ -59,10 +63,11 @@ def configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) 
     kopf_settings.persistence.diffbase_storage = DigestDiffBaseStorage()
     kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=STORAGE_PREFIX)
-    # Handler chatter ("Handler succeeded") would flood `kubectl describe`; the reconcile
-    # posts the events a user needs itself, and kopf still posts warnings and errors.
-    kopf_settings.posting.level = logging.WARNING
+    # kopf would post an event for every handler retry ("failed temporarily"): a storm while
+    # a problem lasts. The engine posts the events a user needs itself, deduplicated
+    # (kopf.event still posts them; only kopf's log-line events are off).
+    kopf_settings.posting.level = logging.CRITICAL
     kopf_settings.posting.reporting_component = "bem-operator"
-    for group, version, plural in CHILD_RESOURCES:
+    for group, version, plural in CHILD_RESOURCES + WATCHED_RESOURCES:
         # Filter child watches in the API server: only our labelled objects reach us.
         kopf_settings.watching.label_selectors[group, version, plural] = OWNER_LABEL

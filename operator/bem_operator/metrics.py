@@ -14,6 +14,7 @@ from bem_operator.reconcile import InvalidSpec, RetryableError
 
 RESULTS = ("success", "invalid_spec", "retry", "error")
 TRIGGERS = ("create", "update", "resume", "timer", "child")
+API_ERROR_KINDS = ("connection", "server", "throttled", "conflict", "invalid", "forbidden")
 
 
 class OperatorMetrics:
@@ -29,6 +30,12 @@ class OperatorMetrics:
         self.errors = Counter(
             "bem_operator_errors_total", "Failed reconciles and other operator errors, by kind",
             ["kind"], registry=self.registry)
+        self.api_errors = Counter(
+            "bem_operator_api_errors_total",
+            "Failed requests to the API server, by kind (connection, server, throttled, "
+            "conflict, invalid, forbidden, ...)", ["kind"], registry=self.registry)
+        for kind in API_ERROR_KINDS:
+            self.api_errors.labels(kind=kind)
         for result in RESULTS:  # export zeros so rate() and alerts work from the start
             for trigger in TRIGGERS:
                 self.reconciles.labels(result=result, trigger=trigger)

@@ -17,7 +17,8 @@ from bem_operator.builders import CHILD_KINDS, BuildOptions, SpecError, build_ch
 from bem_operator.builders import endpoint as service_endpoint
 from bem_operator.builders import parse_bemservice, selector_string
 from bem_operator.children import ChildIndex
-from bem_operator.k8s import FIELD_MANAGER, HANDOVER_MANAGER, ApiError, KubeApi
+from bem_operator.constants import FIELD_MANAGER, HANDOVER_MANAGER
+from bem_operator.k8s import ApiError, KubeApi
 from bem_operator.references import Reference, required_references
 from bem_operator.status import Observed, Problem, compute_status, phase_events, status_changed
 
@@ -31,7 +32,25 @@ class InvalidSpec(Exception):
 
 
 class RetryableError(Exception):
-    """A transient failure (API unavailable, conflict); the reconcile is retried."""
+    """A failure worth retrying (API unavailable, conflict, a refused child that another
+    change may fix); `events` are what the failed run still has to tell the user."""
+
+    def __init__(self, message: str, events: list[Event] | None = None,
+                 rejected: bool = False) -> None:
+        super().__init__(message)
+        self.events = list(events or [])
+        # The API server refused the request (4xx): retrying at once cannot help, only a
+        # change of the spec or of the cluster; the periodic check retries.
+        self.rejected = rejected
+
+
+class ApplyFailed(Exception):
+    """Internal: a child apply failed after status was written."""
+
+    def __init__(self, error: ApiError, events: list[Event]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.events = events
 
 
 @dataclasses.dataclass
@@ -62,6 +81,10 @@ class Reconciler:
         label = f"{meta['namespace']}/{meta['name']}"
         try:
             return self._reconcile(bems)
+        except ApplyFailed as exc:  # status and events already say it; retried later
+            raise RetryableError(f"Failed to apply a child of BEMService {label}: "
+                                 f"{exc.error}", exc.events,
+                                 rejected=not exc.error.retryable) from exc.error
         except SpecError as exc:
             try:
                 self._report(bems, Observed(generation=meta.get("generation", 0),
@@ -73,12 +96,13 @@ class Reconciler:
                                      f"{label}: {api_exc}") from api_exc
             raise InvalidSpec(f"BEMService {label} has an invalid spec: {exc}") from exc
         except ApiError as exc:
-            if exc.status == 403 and "being terminated" in exc.message:
+            if _terminating(exc):
                 logger.info("Skipped BEMService %s: its namespace is being deleted", label)
                 return Result(status=dict(bems.get("status") or {}), events=[])
-            if not exc.retryable:
-                self._report_rejection(bems, exc)
-            raise RetryableError(f"Failed to reconcile BEMService {label}: {exc}") from exc
+            if exc.status != 0:  # with no answer at all, no status can be written either
+                self._report_failure(bems, exc)
+            raise RetryableError(f"Failed to reconcile BEMService {label}: {exc}",
+                                 rejected=exc.status != 0 and not exc.retryable) from exc
 
     def _reconcile(self, bems: Mapping[str, Any]) -> Result:
         meta = bems["metadata"]
@@ -98,25 +122,36 @@ class Reconciler:
         if spec.autoscaling is not None:
             self._hand_over_replicas(deployment)
         live_deployment = None
+        failure: tuple[Mapping[str, Any], ApiError] | None = None
         for child in children:
             if child is deployment and missing:
                 continue  # never roll pods onto a Secret or PVC that does not exist
-            live, created = self.api.apply(child)
+            try:
+                live, created = self.api.apply(child)
+            except ApiError as exc:
+                if exc.status == 0 or _terminating(exc):
+                    raise
+                # Apply the other children anyway (a refused Service must not hold back the
+                # Deployment), then say which one failed, and why, in status and an event.
+                failure = failure or (child, exc)
+                continue
             self.index.note_applied(live)
             if child is deployment:
                 live_deployment = live
-            if created and (bems.get("status") or {}).get("observedGeneration"):
+            if created and (bems.get("status") or {}).get("observedGeneration") \
+                    and not _was_refused(bems):
                 events.append(("Normal", "Recreated",
                                f"Recreated {child['kind']} {child['metadata']['name']}, "
                                "which had been deleted"))
                 logger.info("Recreated %s %s/%s", child["kind"], meta["namespace"], meta["name"])
-        if missing:
+        if live_deployment is None:
             live_deployment = self._get_deployment(bems)
         observed = Observed(
             generation=meta.get("generation", 0),
             selector=selector_string(meta["name"]),
             endpoint=service_endpoint(spec),
             deployment=live_deployment,
+            apply_error=None if failure is None else apply_problem(failure[0], failure[1]),
             problem=_missing_problem(meta["namespace"], missing),
             service_monitor=None if not monitor_wanted
             else "applied" if monitor_available else "unavailable",
@@ -124,6 +159,8 @@ class Reconciler:
         status, status_events = self._report(bems, observed)
         with self._observed_lock:
             self._observed[meta["uid"]] = observed
+        if failure is not None:
+            raise ApplyFailed(failure[1], events + status_events)
         return Result(status=status, events=events + status_events)
 
     def refresh_status(self, bems: Mapping[str, Any],
@@ -208,6 +245,8 @@ class Reconciler:
     def _report(self, bems: Mapping[str, Any], observed: Observed
                 ) -> tuple[dict[str, Any], list[Event]]:
         meta = bems["metadata"]
+        observed = dataclasses.replace(observed, pods=self.index.pods(meta["namespace"],
+                                                                      meta["name"]))
         with self._observed_lock:  # only we write the status: what we wrote last is current
             previous = self._written.get(meta["uid"]) or bems.get("status") or {}
         status = compute_status(observed, previous, self.clock())
@@ -220,20 +259,44 @@ class Reconciler:
             self._written[meta["uid"]] = status
         return status, phase_events(previous, status, meta["name"])
 
-    def _report_rejection(self, bems: Mapping[str, Any], exc: ApiError) -> None:
-        """A child the API server refuses (RBAC, admission, a field it rejects) degrades the
-        service; the status says so while the reconcile is retried."""
+    def _report_failure(self, bems: Mapping[str, Any], exc: ApiError) -> None:
+        """A request the API server refused or failed outside the child applies (a read,
+        a delete, the replicas hand-over): the status says so while the reconcile is
+        retried, with the API server's own message."""
         meta = bems["metadata"]
+        reason = "ApplyFailed" if exc.retryable else "ApplyRejected"
         observed = Observed(generation=meta.get("generation", 0),
                             selector=selector_string(meta["name"]),
-                            problem=Problem("ApplyRejected", "The API server refused a child "
-                                            f"object: {exc.message}"),
+                            apply_error=Problem(reason, f"The API server answered HTTP "
+                                                f"{exc.status}: {exc.message}"),
                             deployment=self._get_deployment(bems))
         try:
             self._report(bems, observed)
         except ApiError:
-            logger.warning("Failed to record the rejection in BEMService %s/%s status",
-                           meta["namespace"], meta["name"])
+            logger.debug("Failed to record the failure in BEMService %s/%s status",
+                         meta["namespace"], meta["name"])
+
+
+def _was_refused(bems: Mapping[str, Any]) -> bool:
+    """Whether the last status said a child apply failed (then a creation is no re-creation)."""
+    for condition in (bems.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Degraded" and condition.get("status") == "True":
+            return condition.get("reason") in ("ApplyRejected", "ApplyFailed")
+    return False
+
+
+def _terminating(exc: ApiError) -> bool:
+    return exc.status == 403 and "being terminated" in exc.message
+
+
+def apply_problem(child: Mapping[str, Any], exc: ApiError) -> Problem:
+    """A failed child apply, said with the API server's own message."""
+    what = f"{child['kind']} {child['metadata']['name']}"
+    if exc.retryable:
+        return Problem("ApplyFailed", f"Applying {what} failed (HTTP {exc.status}): "
+                       f"{exc.message}; the operator retries")
+    return Problem("ApplyRejected", f"The API server refused {what} (HTTP {exc.status}): "
+                   f"{exc.message}")
 
 
 def _find(children: list[dict[str, Any]], kind: tuple[str, str]) -> dict[str, Any]:

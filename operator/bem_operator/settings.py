@@ -9,7 +9,9 @@ import dataclasses
 import re
 from collections.abc import Mapping
 
-DEFAULT_RUNTIME_IMAGE = "bem-runtime:0.1.0"
+from bem_operator.constants import DEFAULT_RUNTIME_IMAGE
+
+__all__ = ["DEFAULT_RUNTIME_IMAGE", "OperatorSettings", "SettingsError"]
 _NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 

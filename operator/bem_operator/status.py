@@ -1,7 +1,17 @@
-"""BEMService status from what was observed (pure).
+"""BEMService status from what was observed (pure): the one place it is derived.
 
-Phase and conditions are derived from the BEMService's own generation and the
-live Deployment; lastTransitionTime moves only when a condition's status flips.
+Inputs are the BEMService's own generation, what the last reconcile learnt (spec error,
+a refused or failed apply, a missing reference), the live Deployment and the runtime pods
+the pod watch delivered. Out come phase and the Ready / Progressing / Degraded conditions,
+which always agree:
+
+- Degraded=True  <=> phase Degraded, and then Ready=False with the same reason and message;
+- phase Ready    <=> Ready=True, Progressing=False, Degraded=False;
+- Ready=True only when every wanted child was applied, the Deployment is Available and at
+  least one runtime pod passed its readiness probe (/ready: model loaded and warm);
+- every condition that is not the good state carries a reason and a message a user can act on.
+
+lastTransitionTime moves only when a condition's status flips.
 """
 from __future__ import annotations
 
@@ -9,7 +19,19 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bem_operator.constants import CONFIG_HASH_ANNOTATION
+
 PENDING, PROGRESSING, READY, DEGRADED = "Pending", "Progressing", "Ready", "Degraded"
+# The runtime's contract: a model that cannot be loaded exits with this code, after writing a
+# one-line reason to the container's termination-message file (docs/architecture.md).
+MODEL_LOAD_EXIT_CODE = 3
+MESSAGE_LIMIT = 1024  # a termination message can hold up to 4 KiB of log tail
+
+_IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull",
+                            "InvalidImageName"})
+_CONTAINER_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError",
+                                "RunContainerError"})
+_STARTING_REASONS = frozenset({"ContainerCreating", "PodInitializing"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +49,9 @@ class Observed:
     endpoint: str | None = None
     deployment: Mapping[str, Any] | None = None  # the live Deployment, None if absent
     spec_error: str | None = None  # an invalid spec, said so a user can fix it
+    apply_error: Problem | None = None  # a child the API server refused or failed to apply
     problem: Problem | None = None  # e.g. a missing Secret: degrades, retried by the timer
+    pods: tuple[Mapping[str, Any], ...] = ()  # the runtime pods the pod watch delivered
     service_monitor: str | None = None  # None (not wanted), "applied" or "unavailable"
 
 
@@ -39,27 +63,27 @@ class Condition:
     message: str
 
 
+@dataclasses.dataclass(frozen=True)
+class PodFindings:
+    """What the runtime pods say: a failure that degrades, or why they are not ready yet."""
+
+    failure: Problem | None = None
+    waiting: Problem | None = None
+
+
 def compute_status(observed: Observed, previous: Mapping[str, Any] | None,
                    now: str) -> dict[str, Any]:
     """The full status stanza; `now` is an RFC 3339 timestamp for new transitions."""
     dep_status = (observed.deployment or {}).get("status") or {}
     conditions = _conditions(observed)
-    degraded = next(c for c in conditions if c.type == "Degraded")
-    ready = next(c for c in conditions if c.type == "Ready")
-    progressing = next(c for c in conditions if c.type == "Progressing")
-    if degraded.status:
-        phase = DEGRADED
-    elif ready.status and not progressing.status:
-        phase = READY
-    elif int(dep_status.get("readyReplicas") or 0) == 0:
-        phase = PENDING
-    else:
-        phase = PROGRESSING
+    by_type = {c.type: c for c in conditions}
+    ready_replicas = int(dep_status.get("readyReplicas") or 0)
     status: dict[str, Any] = {
         "observedGeneration": observed.generation,
-        "phase": phase,
+        "phase": phase_of(by_type["Ready"], by_type["Progressing"], by_type["Degraded"],
+                          ready_replicas),
         "replicas": int(dep_status.get("replicas") or 0),
-        "readyReplicas": int(dep_status.get("readyReplicas") or 0),
+        "readyReplicas": ready_replicas,
         "selector": observed.selector,
         "endpoint": observed.endpoint,
         "conditions": _with_times(conditions, (previous or {}).get("conditions") or [],
@@ -68,13 +92,27 @@ def compute_status(observed: Observed, previous: Mapping[str, Any] | None,
     return status
 
 
+def phase_of(ready: Condition, progressing: Condition, degraded: Condition,
+             ready_replicas: int) -> str:
+    """The phase is a summary of the conditions, never a separate judgement."""
+    if degraded.status:
+        return DEGRADED
+    if ready.status and not progressing.status:
+        return READY
+    if ready_replicas == 0 and not ready.status:
+        return PENDING
+    return PROGRESSING
+
+
 def _conditions(observed: Observed) -> list[Condition]:
     dep = observed.deployment
     rollout = _rollout(dep) if dep is not None else None
+    pods = pod_findings(observed.pods, _template_hash(dep))
+    degraded = _degraded(observed, dep, pods)
     conditions = [
-        _ready(observed, dep, rollout),
-        _progressing(observed, dep, rollout),
-        _degraded(observed, dep),
+        _ready(observed, dep, rollout, degraded, pods),
+        _progressing(observed, dep, rollout, pods),
+        degraded,
     ]
     if observed.service_monitor == "applied":
         conditions.append(Condition("ServiceMonitor", True, "Applied",
@@ -116,30 +154,35 @@ def _rollout(dep: Mapping[str, Any]) -> _Rollout:
     )
 
 
-def _ready(observed: Observed, dep: Mapping[str, Any] | None,
-           rollout: _Rollout | None) -> Condition:
-    if observed.spec_error:
-        return Condition("Ready", False, "InvalidSpec", observed.spec_error)
+def _ready(observed: Observed, dep: Mapping[str, Any] | None, rollout: _Rollout | None,
+           degraded: Condition, pods: PodFindings) -> Condition:
+    if degraded.status:  # never Ready while Degraded: kubectl wait must not pass then
+        return Condition("Ready", False, degraded.reason, degraded.message)
     if dep is None or rollout is None:
-        if observed.problem:
-            return Condition("Ready", False, observed.problem.reason, observed.problem.message)
-        return Condition("Ready", False, "DeploymentNotFound", "The Deployment does not exist yet")
+        return Condition("Ready", False, "DeploymentNotFound",
+                         "The Deployment does not exist yet; the operator creates it")
     if rollout.desired == 0:
-        return Condition("Ready", False, "ScaledToZero", "The service is scaled to 0 replicas")
-    if rollout.available == 0 or not _dep_condition(dep, "Available"):
-        return Condition("Ready", False, "NoReadyReplicas",
-                         f"0 of {rollout.desired} replicas are ready")
+        return Condition("Ready", False, "ScaledToZero",
+                         "The service is scaled to 0 replicas: set spec.replicas (or "
+                         "kubectl scale) to serve")
+    if rollout.ready == 0 or rollout.available == 0 or not _dep_condition(dep, "Available"):
+        why = f"0 of {rollout.desired} replicas are ready"
+        if pods.waiting:
+            why += f": {pods.waiting.message}"
+        return Condition("Ready", False, pods.waiting.reason if pods.waiting
+                         else "NoReadyReplicas", why)
     return Condition("Ready", True, "ReplicasReady",
                      f"{rollout.ready} of {rollout.desired} replicas are ready"
                      + (f" at {observed.endpoint}" if observed.endpoint else ""))
 
 
 def _progressing(observed: Observed, dep: Mapping[str, Any] | None,
-                 rollout: _Rollout | None) -> Condition:
+                 rollout: _Rollout | None, pods: PodFindings) -> Condition:
     if observed.spec_error:
         return Condition("Progressing", False, "InvalidSpec", observed.spec_error)
     if dep is None or rollout is None:
-        return Condition("Progressing", False, "NotStarted", "The Deployment does not exist yet")
+        return Condition("Progressing", False, "NotStarted",
+                         "The Deployment does not exist yet")
     progress = _dep_condition_body(dep, "Progressing")
     if progress and progress.get("reason") == "ProgressDeadlineExceeded":
         return Condition("Progressing", False, "ProgressDeadlineExceeded",
@@ -147,16 +190,20 @@ def _progressing(observed: Observed, dep: Mapping[str, Any] | None,
     if rollout.complete:
         return Condition("Progressing", False, "RolloutComplete",
                          f"All {rollout.desired} replicas run the latest spec")
-    return Condition("Progressing", True, "RollingOut",
-                     f"{rollout.updated} of {rollout.desired} replicas updated, "
-                     f"{rollout.ready} ready")
+    message = f"{rollout.updated} of {rollout.desired} replicas updated, {rollout.ready} ready"
+    if pods.waiting:
+        return Condition("Progressing", True, pods.waiting.reason,
+                         f"{message}; {pods.waiting.message}")
+    return Condition("Progressing", True, "RollingOut", message)
 
 
-def _degraded(observed: Observed, dep: Mapping[str, Any] | None) -> Condition:
+def _degraded(observed: Observed, dep: Mapping[str, Any] | None,
+              pods: PodFindings) -> Condition:
     if observed.spec_error:
         return Condition("Degraded", True, "InvalidSpec", observed.spec_error)
-    if observed.problem:
-        return Condition("Degraded", True, observed.problem.reason, observed.problem.message)
+    for problem in (observed.apply_error, observed.problem, pods.failure):
+        if problem is not None:
+            return Condition("Degraded", True, problem.reason, problem.message)
     if dep is not None:
         failure = _dep_condition_body(dep, "ReplicaFailure")
         if failure and failure.get("status") == "True":
@@ -167,6 +214,110 @@ def _degraded(observed: Observed, dep: Mapping[str, Any] | None) -> Condition:
             return Condition("Degraded", True, "ProgressDeadlineExceeded",
                              progress.get("message") or "The rollout made no progress in time")
     return Condition("Degraded", False, "AsExpected", "No problem found")
+
+
+def _template_hash(dep: Mapping[str, Any] | None) -> str | None:
+    template = ((dep or {}).get("spec") or {}).get("template") or {}
+    return ((template.get("metadata") or {}).get("annotations") or {}).get(
+        CONFIG_HASH_ANNOTATION)
+
+
+def pod_findings(pods: Sequence[Mapping[str, Any]], template_hash: str | None) -> PodFindings:
+    """Reads the runtime pods' container statuses and scheduling; only pods of the current pod
+    template count when there are any (old pods of a fixed spec go away by themselves).
+
+    Degrading: the model failed to load (exit code 3, with the runtime's own message), a crash
+    loop, an image that cannot be pulled, a container that cannot be created, OOM kills.
+    Waiting (Progressing): unschedulable pods, containers being created, the model loading."""
+    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    current = [p for p in live if template_hash and _annotation(p) == template_hash]
+    considered = current or live
+    failures: list[Problem] = []
+    waiting: list[Problem] = []
+    for pod in sorted(considered, key=lambda p: (p.get("metadata") or {}).get("name", "")):
+        status = pod.get("status") or {}
+        for container in [*(status.get("initContainerStatuses") or []),
+                          *(status.get("containerStatuses") or [])]:
+            failure = _container_failure(container)
+            if failure:
+                failures.append(failure)
+            elif _waiting_reason(container) in _STARTING_REASONS:
+                waiting.append(Problem("ContainerCreating",
+                                       "the runtime containers are being created"))
+        scheduled = _pod_condition(pod, "PodScheduled")
+        if scheduled and scheduled.get("status") == "False":
+            waiting.append(Problem(scheduled.get("reason") or "Unschedulable",
+                                   "a pod cannot be scheduled: "
+                                   f"{scheduled.get('message') or 'no node fits it'}"))
+        elif status.get("containerStatuses") and not _pod_ready(pod) and not any(
+                _waiting_reason(c) for c in status.get("containerStatuses") or []):
+            waiting.append(Problem("ModelLoading",
+                                   "the runtime is loading the model (waiting for /ready)"))
+    order = ["ModelLoadFailed", "ImagePullFailed", "OOMKilled"]
+    failures.sort(key=lambda p: order.index(p.reason) if p.reason in order else len(order))
+    wait_order = ["Unschedulable", "ContainerCreating", "ModelLoading"]
+    waiting.sort(key=lambda p: wait_order.index(p.reason) if p.reason in wait_order
+                 else len(wait_order))
+    return PodFindings(failure=failures[0] if failures else None,
+                       waiting=waiting[0] if waiting else None)
+
+
+def _container_failure(container: Mapping[str, Any]) -> Problem | None:
+    state = container.get("state") or {}
+    last = container.get("lastState") or {}
+    terminated = state.get("terminated") or last.get("terminated")
+    waiting = state.get("waiting") or {}
+    name = container.get("name", "runtime")
+    if terminated and terminated.get("exitCode") == MODEL_LOAD_EXIT_CODE:
+        said = _clip(terminated.get("message")) or "no message (exit code 3)"
+        return Problem("ModelLoadFailed",
+                       f"container {name} could not load the model: {said}; fix "
+                       "spec.model (paths, claim or image) and the pods are replaced")
+    reason = waiting.get("reason")
+    if reason in _IMAGE_REASONS:
+        return Problem("ImagePullFailed",
+                       f"container {name} cannot get its image ({reason}): "
+                       f"{_clip(waiting.get('message')) or 'no detail'}; check "
+                       "spec.runtime.image, imagePullPolicy and imagePullSecrets")
+    if reason in _CONTAINER_REASONS:
+        return Problem(reason, f"container {name} cannot start: "
+                       f"{_clip(waiting.get('message')) or 'no detail'}")
+    if terminated and terminated.get("reason") == "OOMKilled" and (
+            reason == "CrashLoopBackOff" or container.get("restartCount", 0) > 0):
+        return Problem("OOMKilled", f"container {name} ran out of memory: raise "
+                       "spec.resources.limits.memory or use a smaller model")
+    if reason == "CrashLoopBackOff":
+        code = (terminated or {}).get("exitCode")
+        said = _clip((terminated or {}).get("message"))
+        return Problem("CrashLoopBackOff",
+                       f"container {name} keeps exiting (exit code {code})"
+                       + (f": {said}" if said else "; see kubectl logs --previous"))
+    return None
+
+
+def _clip(message: Any) -> str:
+    text = " ".join(str(message or "").split())
+    return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT - 3] + "..."
+
+
+def _waiting_reason(container: Mapping[str, Any]) -> str | None:
+    return ((container.get("state") or {}).get("waiting") or {}).get("reason")
+
+
+def _annotation(pod: Mapping[str, Any]) -> str | None:
+    return ((pod.get("metadata") or {}).get("annotations") or {}).get(CONFIG_HASH_ANNOTATION)
+
+
+def _pod_condition(pod: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return condition
+    return None
+
+
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    condition = _pod_condition(pod, "Ready")
+    return bool(condition and condition.get("status") == "True")
 
 
 def _dep_condition_body(dep: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
@@ -209,28 +360,20 @@ def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> boo
 
 def phase_events(old: Mapping[str, Any] | None, new: Mapping[str, Any],
                  name: str) -> list[tuple[str, str, str]]:
-    """Events (type, reason, message) a user must know about a status change."""
+    """Events (type, reason, message) a user must know about a status change: a Warning for
+    each new problem (a refused child, a failed apply, a lost dependency, a model that fails
+    to load), a Normal event when it clears and when the service becomes Ready."""
     events = _monitor_events(old, new)
-    old_phase = (old or {}).get("phase")
-    phase = new["phase"]
-    if phase == old_phase and _degraded_reason(old) == _degraded_reason(new):
-        return events
-    return events + _phase_event(old_phase, new, name)
-
-
-def _phase_event(old_phase: str | None, new: Mapping[str, Any],
-                 name: str) -> list[tuple[str, str, str]]:
-    phase = new["phase"]
-    if phase == DEGRADED:
-        condition = next(c for c in new["conditions"] if c["type"] == "Degraded")
-        return [("Warning", condition["reason"], f"BEMService {name} is degraded: "
-                 f"{condition['message']}")]
-    if phase == READY:
-        return [("Normal", "Ready", f"BEMService {name} is ready: {new['readyReplicas']} "
-                 f"replicas serve {new.get('endpoint')}")]
-    if old_phase == DEGRADED:
-        return [("Normal", "Recovered", f"BEMService {name} is no longer degraded")]
-    return []
+    old_problem, problem = _degraded_of(old), _degraded_of(new)
+    if problem is not None and problem != old_problem:
+        events.append(("Warning", problem[0], f"BEMService {name} is degraded: {problem[1]}"))
+    elif problem is None and old_problem is not None:
+        events.append(("Normal", "Recovered",
+                       f"BEMService {name} is no longer degraded ({old_problem[0]} cleared)"))
+    if new["phase"] == READY and (old or {}).get("phase") != READY:
+        events.append(("Normal", "Ready", f"BEMService {name} is ready: "
+                       f"{new['readyReplicas']} replicas serve {new.get('endpoint')}"))
+    return events
 
 
 def _monitor_events(old: Mapping[str, Any] | None,
@@ -246,8 +389,8 @@ def _monitor_events(old: Mapping[str, Any] | None,
     return []
 
 
-def _degraded_reason(status: Mapping[str, Any] | None) -> str | None:
+def _degraded_of(status: Mapping[str, Any] | None) -> tuple[str, str] | None:
     for condition in (status or {}).get("conditions") or []:
         if condition.get("type") == "Degraded" and condition.get("status") == "True":
-            return condition.get("reason")
+            return condition.get("reason", ""), condition.get("message", "")
     return None

@@ -12,7 +12,15 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_support import CRD, RBAC, RESYNC_SECONDS, Kube, OperatorProcess, eventually
+from operator_support import (
+    CRD,
+    RBAC,
+    RESYNC_SECONDS,
+    Kube,
+    OperatorProcess,
+    eventually,
+    install_crd,
+)
 
 OPERATOR_NAMESPACE = "bem-system"
 OPERATOR_ACCOUNT = "bem-operator"
@@ -20,11 +28,7 @@ OPERATOR_ACCOUNT = "bem-operator"
 
 @pytest.fixture(scope="session")
 def crd_installed(cluster: Any) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/bemservices.bem.ai",
-                    "--timeout=60s")
-    eventually("the bemservices API", lambda: cluster.kubectl(
-        "get", "bemservices", "-A", check=False).returncode == 0, timeout=60)
+    install_crd(cluster, CRD)
 
 
 @pytest.fixture(scope="session")

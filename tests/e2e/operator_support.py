@@ -43,6 +43,18 @@ def eventually(what: str, probe: Callable[[], T], timeout: float = 90.0,
         time.sleep(interval)
 
 
+def install_crd(cluster: Any, crd: Path = CRD) -> None:
+    """Applies the CRD and waits until it is Established and served. (`kubectl wait` right
+    after the apply can fail: the status has no conditions yet.)"""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+    eventually("the CRD Established", lambda: cluster.kubectl(
+        "get", "crd", "bemservices.bem.ai", "-o", f"jsonpath={jsonpath}",
+        check=False).stdout.strip() == "True", timeout=60)
+    eventually("the bemservices API", lambda: cluster.kubectl(
+        "get", "bemservices", "-A", check=False).returncode == 0, timeout=60)
+
+
 class OperatorProcess:
     """The operator under test, started and stopped like a real deployment would be."""
 

@@ -25,7 +25,8 @@ from .support import CHART, MANIFESTS, ROOT, Helm
 
 pytestmark = pytest.mark.e2e
 
-REFUSALS = ("403", "Forbidden", "forbidden")
+# Not a bare "403": log timestamps have milliseconds (",403") too.
+REFUSALS = ("HTTP 403", " 403 ", "Forbidden", "forbidden")
 
 
 @pytest.fixture

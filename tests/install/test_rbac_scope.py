@@ -10,7 +10,7 @@ from __future__ import annotations
 from bem_operator.builders import CHILD_KINDS
 from bem_operator.handlers import BEMSERVICES
 from bem_operator.k8s import BEMSERVICE_API, PLURALS
-from bem_operator.kopf_config import CHILD_RESOURCES
+from bem_operator.kopf_config import CHILD_RESOURCES, WATCHED_RESOURCES
 
 from .support import MANIFESTS, by_kind, load_yaml_docs, rule_set
 
@@ -38,7 +38,7 @@ def _group(api_version: str) -> str:
 
 def test_granted_resources_are_the_ones_the_operator_uses() -> None:
     used = {(_group(api_version), plural) for (api_version, _), plural in PLURALS.items()}
-    used |= {(group, plural) for group, _, plural in CHILD_RESOURCES}
+    used |= {(group, plural) for group, _, plural in CHILD_RESOURCES + WATCHED_RESOURCES}
     used |= {(BEMSERVICES[0], f"{BEMSERVICES[2]}/status"), ("", "events")}
     assert set(_granted()) == used
 
@@ -51,6 +51,12 @@ def test_children_get_the_verbs_of_watch_apply_and_cleanup() -> None:
         expected |= READ_ONLY if key in READ_BACK else set()
         expected |= set() if key in ALWAYS_WANTED else {"delete"}
         assert granted[key] == expected, plural
+
+
+def test_watched_resources_are_only_read() -> None:
+    granted = _granted()
+    for group, _, plural in WATCHED_RESOURCES:
+        assert granted[group, plural] == WATCHED, plural
 
 
 def test_always_wanted_children_are_the_first_the_builders_return() -> None:

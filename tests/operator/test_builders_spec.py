@@ -82,3 +82,20 @@ def test_missing_model_is_a_spec_error():
 
 def test_spec_error_is_a_value_error():
     assert issubclass(SpecError, ValueError)
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    ({"runtime": {"extraArgs": ["--merge-decode", "--port=9000"]}}, "spec.runtime.extraArgs[1]"),
+    ({"runtime": {"extraArgs": ["--model-dir", "/x"]}}, "spec.runtime.extraArgs[0]"),
+    ({"model": {"source": "Image", "basePath": "m", "checkpointPath": "m/bem"}},
+     "spec.model.checkpointPath"),
+    ({"model": {"source": "Image", "basePath": "m/base", "checkpointPath": "m"}},
+     "spec.model.checkpointPath"),
+])
+def test_specs_an_older_crd_lets_through_are_refused_by_field(spec, field):
+    """The CRD refuses these; the parser names the same field for a cluster with an old CRD."""
+    from bem_operator.builders import SpecError, parse_bemservice
+    body = make_bems({"model": {"source": "Image"}, **spec})
+    with pytest.raises(SpecError) as caught:
+        parse_bemservice(body)
+    assert caught.value.field == field

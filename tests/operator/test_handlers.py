@@ -19,7 +19,7 @@ def handler_ids(registry: kopf.OperatorRegistry) -> set[str]:
 
 
 @pytest.mark.parametrize("monitors", [True, False])
-def test_handlers_cover_parent_causes_timer_and_child_watches(monitors: bool) -> None:
+def test_handlers_cover_parent_causes_child_and_pod_watches(monitors: bool) -> None:
     registry = kopf.OperatorRegistry()
     register(registry, Engine(api=None, settings=OperatorSettings()),  # type: ignore[arg-type]
              watch_service_monitors=monitors)
@@ -27,5 +27,19 @@ def test_handlers_cover_parent_causes_timer_and_child_watches(monitors: bool) ->
     assert {"watch-deployments", "watch-services", "watch-horizontalpodautoscalers",
             "watch-poddisruptionbudgets"} <= ids
     assert ("watch-servicemonitors" in ids) is monitors
-    assert any("resync" in i for i in ids) and any("reconcile" in i for i in ids)
+    assert "watch-pods" in ids  # runtime pods say whether the model loaded
+    assert any("reconcile" in i for i in ids)
     assert any("parent_changed" in i for i in ids)
+
+
+def test_no_handler_asks_kopf_for_a_finalizer() -> None:
+    """A finalizer with no operator running blocks deleting the BEMService, its namespace and
+    the CRD; kopf adds one for timers and daemons, so the periodic check is the engine's own."""
+    registry = kopf.OperatorRegistry()
+    register(registry, Engine(api=None, settings=OperatorSettings()))  # type: ignore[arg-type]
+    handlers: list[Any] = []
+    for sub in (registry._changing, registry._watching, registry._spawning):
+        handlers.extend(sub.get_all_handlers())
+    assert handlers
+    assert [str(h.id) for h in handlers if getattr(h, "requires_finalizer", None)] == []
+    assert list(registry._spawning.get_all_handlers()) == []  # no timers, no daemons

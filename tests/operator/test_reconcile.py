@@ -200,6 +200,10 @@ def test_api_failures_are_retryable(status: int) -> None:
     api.fail_with = ApiError(status, "etcd is unhappy")
     with pytest.raises(RetryableError, match="etcd is unhappy"):
         reconciler(api).reconcile(image_bems(replicas=1))
+    if status:  # the server answered: the status says what failed, with its message
+        assert "etcd is unhappy" in str(api.statuses[-1]["conditions"])
+    else:  # no answer: no status can be written either
+        assert api.statuses == []
 
 
 def test_rejected_child_degrades_the_service() -> None:
@@ -235,3 +239,62 @@ def test_terminating_namespace_is_not_a_failure() -> None:
                                   "content in namespace team-a because it is being terminated")
     result = reconciler(api).reconcile(image_bems(replicas=1))
     assert result.events == [] and api.statuses == []
+
+
+class RefusingApi(FakeApi):
+    """Refuses the apply of one kind only, as admission or a broken field would."""
+
+    def __init__(self, kind: str, error: ApiError) -> None:
+        super().__init__()
+        self.refuse = (kind, error)
+
+    def apply(self, obj: dict[str, Any], *, manager: str = FIELD_MANAGER,
+              force: bool = True) -> tuple[dict[str, Any], bool]:
+        if obj["kind"] == self.refuse[0] and manager == FIELD_MANAGER:
+            raise self.refuse[1]
+        return super().apply(obj, manager=manager, force=force)
+
+
+@pytest.mark.parametrize(("status", "reason"), [(500, "ApplyFailed"), (422, "ApplyRejected"),
+                                                (409, "ApplyFailed")])
+def test_a_failed_child_apply_writes_status_with_the_api_message(status: int,
+                                                                 reason: str) -> None:
+    api = RefusingApi("Service", ApiError(status, "spec.ports[0].nodePort: Invalid value"))
+    with pytest.raises(RetryableError) as caught:
+        reconciler(api).reconcile(image_bems(replicas=1))
+    # the other children are still applied; the status says which one failed and why
+    assert {"Deployment", "PodDisruptionBudget"} <= {kind for kind, _, _ in api.applied}
+    status_written = api.statuses[-1]
+    degraded = next(c for c in status_written["conditions"] if c["type"] == "Degraded")
+    ready = next(c for c in status_written["conditions"] if c["type"] == "Ready")
+    assert (status_written["phase"], degraded["reason"], ready["status"]) == \
+        ("Degraded", reason, "False")
+    assert "Service demo" in degraded["message"] and "nodePort" in degraded["message"]
+    warnings = [e for e in caught.value.events if e[0] == "Warning"]
+    assert [e[1] for e in warnings] == [reason] and "nodePort" in warnings[0][2]
+
+
+def test_runtime_pods_that_fail_to_load_degrade_the_service() -> None:
+    api, index = FakeApi(), ChildIndex()
+    rec = reconciler(api, index)
+    bems = image_bems(replicas=1)
+    rec.reconcile(bems)
+    deployment = api.get("apps/v1", "Deployment", "team-a", "demo")
+    template_hash = deployment["spec"]["template"]["metadata"]["annotations"]["bem.ai/config-hash"]
+    index.observe_pod("ADDED", {
+        "metadata": {"name": "demo-1", "namespace": "team-a", "labels": {"bem.ai/service": "demo"},
+                     "annotations": {"bem.ai/config-hash": template_hash}},
+        "spec": {"containers": [{"name": "bem-runtime"}]},
+        "status": {"containerStatuses": [{"name": "bem-runtime", "restartCount": 1, "state": {
+            "waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {
+                "exitCode": 3, "message": "checkpoint bem/experts.safetensors is corrupt"}}}]}})
+    deployment["status"] = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1}
+    deployment["metadata"]["generation"] = 1
+    result = rec.refresh_status(bems, deployment)
+    assert result is not None
+    degraded = next(c for c in result.status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "ModelLoadFailed" and "is corrupt" in degraded["message"]
+    assert ("Warning", "ModelLoadFailed") in {(e[0], e[1]) for e in result.events}
+    index.observe_pod("DELETED", {"metadata": {"name": "demo-1", "namespace": "team-a",
+                                               "labels": {"bem.ai/service": "demo"}}})
+    assert index.pods("team-a", "demo") == ()

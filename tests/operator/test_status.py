@@ -130,3 +130,184 @@ def test_status_changed_ignores_nulls_the_server_drops() -> None:
     status = compute_status(observed(endpoint=None, deployment=deployment()), None, T0)
     stored = {k: v for k, v in status.items() if v is not None}
     assert not status_changed(stored, status)
+
+
+# ---- one status model: a table of situations, and the rules every row must obey ----
+
+HASH = "abc123"
+
+
+def pod(name: str = "p-1", *, ready: bool = False, waiting: str | None = None,
+        waiting_message: str = "", terminated: dict[str, Any] | None = None,
+        last: dict[str, Any] | None = None, restarts: int = 0, scheduled: bool = True,
+        unschedulable_message: str = "", config_hash: str = HASH,
+        deleting: bool = False) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    if waiting:
+        state["waiting"] = {"reason": waiting, "message": waiting_message}
+    elif terminated:
+        state["terminated"] = terminated
+    elif scheduled:
+        state["running"] = {"startedAt": T0}
+    container = {"name": "bem-runtime", "ready": ready, "restartCount": restarts,
+                 "state": state, "lastState": {"terminated": last} if last else {}}
+    conditions = [{"type": "PodScheduled", "status": "True" if scheduled else "False",
+                   **({} if scheduled else {"reason": "Unschedulable",
+                                            "message": unschedulable_message})},
+                  {"type": "Ready", "status": "True" if ready else "False"}]
+    meta: dict[str, Any] = {"name": name, "annotations": {"bem.ai/config-hash": config_hash}}
+    if deleting:
+        meta["deletionTimestamp"] = T0
+    status: dict[str, Any] = {"phase": "Running" if scheduled else "Pending",
+                              "conditions": conditions}
+    if scheduled:
+        status["containerStatuses"] = [container]
+    return {"metadata": meta, "status": status}
+
+
+def hashed(dep: dict[str, Any]) -> dict[str, Any]:
+    dep["spec"]["template"] = {"metadata": {"annotations": {"bem.ai/config-hash": HASH}}}
+    return dep
+
+
+LOAD_FAILED = {"exitCode": 3, "reason": "Error",
+               "message": "model directory /models/base has no config.json"}
+
+# (id, Observed fields, phase, Ready status, Degraded reason or None, a word the Ready or
+#  Degraded message must hold so that a user can act)
+SITUATIONS: list[tuple[str, dict[str, Any], str, bool, str | None, str]] = [
+    ("all-ready", {"deployment": hashed(deployment()), "pods": (pod(ready=True),)},
+     "Ready", True, None, "2 of 2"),
+    ("children-missing", {"deployment": None}, "Pending", False, None, "Deployment"),
+    ("scaled-to-zero", {"deployment": deployment(replicas=0, ready=0)}, "Pending", False,
+     None, "spec.replicas"),
+    ("rolling-out", {"deployment": deployment(replicas=3, ready=2, updated=1)},
+     "Progressing", True, None, "ready"),
+    ("pods-not-ready-loading", {"deployment": hashed(deployment(ready=0)),
+                                "pods": (pod(), pod("p-2"))},
+     "Pending", False, None, "loading the model"),
+    ("pods-unschedulable", {"deployment": hashed(deployment(ready=0)), "pods": (pod(
+        scheduled=False, unschedulable_message="0/2 nodes are available: 2 Insufficient "
+        "nvidia.com/gpu."),)}, "Pending", False, None, "Insufficient nvidia.com/gpu"),
+    ("containers-being-created", {"deployment": hashed(deployment(ready=0)),
+                                  "pods": (pod(waiting="ContainerCreating"),)},
+     "Pending", False, None, "being created"),
+    ("model-fails-to-load", {"deployment": hashed(deployment(ready=0)), "pods": (pod(
+        terminated=LOAD_FAILED, restarts=0),)}, "Degraded", False, "ModelLoadFailed",
+     "has no config.json"),
+    ("model-load-crash-loop", {"deployment": hashed(deployment(ready=0)), "pods": (pod(
+        waiting="CrashLoopBackOff", last=LOAD_FAILED, restarts=4),)}, "Degraded", False,
+     "ModelLoadFailed", "has no config.json"),
+    ("other-crash-loop", {"deployment": hashed(deployment(ready=0)), "pods": (pod(
+        waiting="CrashLoopBackOff", last={"exitCode": 1, "message": "boom"}, restarts=3),)},
+     "Degraded", False, "CrashLoopBackOff", "exit code 1"),
+    ("oom", {"deployment": hashed(deployment(ready=0)), "pods": (pod(
+        waiting="CrashLoopBackOff", last={"exitCode": 137, "reason": "OOMKilled"},
+        restarts=2),)}, "Degraded", False, "OOMKilled", "limits.memory"),
+    ("image-never-pull", {"deployment": hashed(deployment(ready=0)), "pods": (pod(
+        waiting="ErrImageNeverPull", waiting_message='image "x:1" is not present'),)},
+     "Degraded", False, "ImagePullFailed", "spec.runtime.image"),
+    ("image-pull-backoff", {"deployment": hashed(deployment(ready=0)), "pods": (pod(
+        waiting="ImagePullBackOff", waiting_message="Back-off pulling image"),)},
+     "Degraded", False, "ImagePullFailed", "Back-off pulling"),
+    ("container-config-error", {"deployment": hashed(deployment(ready=0)), "pods": (pod(
+        waiting="CreateContainerConfigError", waiting_message='secret "k" not found'),)},
+     "Degraded", False, "CreateContainerConfigError", 'secret "k" not found'),
+    ("one-pod-fails-while-others-serve", {"deployment": hashed(deployment(ready=1)), "pods": (
+        pod(ready=True), pod("p-2", terminated=LOAD_FAILED))}, "Degraded", False,
+     "ModelLoadFailed", "config.json"),
+    ("old-pods-of-a-fixed-spec-do-not-count", {"deployment": hashed(deployment()), "pods": (
+        pod(ready=True), pod("old", terminated=LOAD_FAILED, config_hash="old"))},
+     "Ready", True, None, "2 of 2"),
+    ("terminating-pods-do-not-count", {"deployment": hashed(deployment()), "pods": (
+        pod(ready=True), pod("gone", terminated=LOAD_FAILED, deleting=True))},
+     "Ready", True, None, "2 of 2"),
+    ("secret-missing", {"deployment": None, "problem": Problem(
+        "SecretNotFound", "Secret 'keys' not found in namespace ns; create it")},
+     "Degraded", False, "SecretNotFound", "Secret 'keys'"),
+    ("secret-lost-while-ready", {"deployment": deployment(), "problem": Problem(
+        "SecretNotFound", "Secret 'keys' not found in namespace ns; create it")},
+     "Degraded", False, "SecretNotFound", "create it"),
+    ("child-refused", {"deployment": deployment(), "apply_error": Problem(
+        "ApplyRejected", "The API server refused Service demo (HTTP 422): spec.ports[0]")},
+     "Degraded", False, "ApplyRejected", "spec.ports[0]"),
+    ("apply-server-error", {"deployment": None, "apply_error": Problem(
+        "ApplyFailed", "Applying Deployment demo failed (HTTP 500): etcdserver: timeout")},
+     "Degraded", False, "ApplyFailed", "etcdserver"),
+    ("invalid-spec", {"spec_error": "spec.gpu.product: needs spec.gpu.count"}, "Degraded",
+     False, "InvalidSpec", "spec.gpu.count"),
+    ("deadline-exceeded", {"deployment": deployment(ready=1, updated=1, conditions=[{
+        "type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+        "message": "ReplicaSet demo-1 has timed out progressing."}])}, "Degraded", False,
+     "ProgressDeadlineExceeded", "timed out"),
+    ("quota", {"deployment": deployment(ready=0, conditions=[{
+        "type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+        "message": "exceeded quota: gpu"}])}, "Degraded", False, "ReplicaFailure", "quota"),
+]
+
+
+@pytest.mark.parametrize(("fields", "phase", "ready", "degraded_reason", "hint"),
+                         [case[1:] for case in SITUATIONS], ids=[case[0] for case in SITUATIONS])
+def test_status_table(fields: dict[str, Any], phase: str, ready: bool,
+                      degraded_reason: str | None, hint: str) -> None:
+    status = compute_status(observed(**fields), None, T0)
+    by_type = {c["type"]: c for c in status["conditions"]}
+    assert status["phase"] == phase
+    assert by_type["Ready"]["status"] == ("True" if ready else "False")
+    assert (by_type["Degraded"]["status"] == "True") is (degraded_reason is not None)
+    if degraded_reason:
+        assert by_type["Degraded"]["reason"] == degraded_reason
+        assert hint in by_type["Degraded"]["message"]
+    else:
+        assert hint in by_type["Ready"]["message"]
+    assert_conditions_agree(status)
+
+
+def assert_conditions_agree(status: dict[str, Any]) -> None:
+    """The rules of the one status model, for any status it produces."""
+    by_type = {c["type"]: c for c in status["conditions"]}
+    ready, progressing, degraded = (by_type[t]["status"] == "True"
+                                    for t in ("Ready", "Progressing", "Degraded"))
+    assert (status["phase"] == "Degraded") is degraded
+    assert (status["phase"] == "Ready") is (ready and not progressing and not degraded)
+    assert not (ready and degraded), "Ready and Degraded at once"
+    if ready:
+        assert status["readyReplicas"] > 0
+    if degraded:  # Ready says the same thing, so kubectl wait shows why
+        assert (by_type["Ready"]["reason"], by_type["Ready"]["message"]) == \
+            (by_type["Degraded"]["reason"], by_type["Degraded"]["message"])
+    for condition in status["conditions"]:
+        assert condition["reason"] and condition["message"], condition
+        assert condition["reason"][0].isupper() and " " not in condition["reason"]
+
+
+def test_a_fixed_spec_recovers_with_events() -> None:
+    failing = compute_status(observed(deployment=hashed(deployment(ready=0)),
+                                      pods=(pod(terminated=LOAD_FAILED),)), None, T0)
+    events = phase_events(None, failing, "chat")
+    assert [(e[0], e[1]) for e in events] == [("Warning", "ModelLoadFailed")]
+    assert "has no config.json" in events[0][2]
+    fixed = hashed(deployment())
+    fixed["spec"]["template"]["metadata"]["annotations"]["bem.ai/config-hash"] = "new"
+    recovered = compute_status(observed(deployment=fixed, pods=(
+        pod(terminated=LOAD_FAILED), pod("p-2", ready=True, config_hash="new"))), failing, T1)
+    assert recovered["phase"] == "Ready"
+    assert [e[1] for e in phase_events(failing, recovered, "chat")] == ["Recovered", "Ready"]
+
+
+def test_a_new_problem_while_degraded_is_a_new_warning() -> None:
+    refused = compute_status(observed(apply_error=Problem("ApplyRejected", "Service refused")),
+                             None, T0)
+    missing = compute_status(observed(problem=Problem("SecretNotFound", "Secret 'k' missing")),
+                             refused, T1)
+    assert [(e[0], e[1]) for e in phase_events(refused, missing, "chat")] == [
+        ("Warning", "SecretNotFound")]
+    assert phase_events(missing, missing, "chat") == []
+
+
+def test_long_termination_messages_are_clipped() -> None:
+    long = {"exitCode": 3, "message": "x" * 5000}
+    status = compute_status(observed(deployment=deployment(ready=0), pods=(
+        pod(terminated=long),)), None, T0)
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "ModelLoadFailed" and len(degraded["message"]) < 1300

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -160,12 +161,18 @@ def _roll(cluster: Any, namespace: str, name: str, value: str) -> None:
                     "-p", json.dumps(patch))
 
 
+def _serving(cluster: Any, namespace: str, name: str, strategy: str,
+             replicas: int) -> tuple[set[str], str]:
+    """Apply a fleet, wait until it is Ready; its pod names and its Service URL."""
+    apply(cluster, namespace, fleet(name, strategy, replicas))
+    bems_ready(cluster, namespace, name)
+    pods = {p["metadata"]["name"] for p in runtime_pods(cluster, namespace, name)}
+    return pods, service_url(cluster, namespace, name)
+
+
 def test_rolling_update_under_load_loses_no_request(
         real_cluster: Any, operator_release: str, real_ns: str) -> None:
-    apply(real_cluster, real_ns, fleet("roll", "RollingUpdate", 2))
-    bems_ready(real_cluster, real_ns, "roll")
-    before = {p["metadata"]["name"] for p in runtime_pods(real_cluster, real_ns, "roll")}
-    url = service_url(real_cluster, real_ns, "roll")
+    before, url = _serving(real_cluster, real_ns, "roll", "RollingUpdate", 2)
     with Load(url, max_requests=3000, max_seconds=240) as load:
         load.wait_for(10)
         _roll(real_cluster, real_ns, "roll", "1")
@@ -182,10 +189,7 @@ def test_rolling_update_under_load_loses_no_request(
 
 def test_recreate_outage_window_is_measured(
         real_cluster: Any, operator_release: str, real_ns: str) -> None:
-    apply(real_cluster, real_ns, fleet("recreate", "Recreate", 1))
-    bems_ready(real_cluster, real_ns, "recreate")
-    before = {p["metadata"]["name"] for p in runtime_pods(real_cluster, real_ns, "recreate")}
-    url = service_url(real_cluster, real_ns, "recreate")
+    before, url = _serving(real_cluster, real_ns, "recreate", "Recreate", 1)
     with Load(url, max_requests=3000, max_seconds=240, pause=0.1) as load:
         load.wait_for(5)
         _roll(real_cluster, real_ns, "recreate", "1")
@@ -204,9 +208,7 @@ def test_recreate_outage_window_is_measured(
 
 def test_pod_deletion_and_scale_down_under_load_lose_no_request(
         real_cluster: Any, operator_release: str, real_ns: str) -> None:
-    apply(real_cluster, real_ns, fleet("drain", "RollingUpdate", 3))
-    bems_ready(real_cluster, real_ns, "drain")
-    url = service_url(real_cluster, real_ns, "drain")
+    _, url = _serving(real_cluster, real_ns, "drain", "RollingUpdate", 3)
     with Load(url, max_requests=3000, max_seconds=240) as load:
         load.wait_for(10)
         victim = runtime_pods(real_cluster, real_ns, "drain")[0]["metadata"]["name"]
@@ -229,9 +231,7 @@ def test_pod_deletion_and_scale_down_under_load_lose_no_request(
 
 def test_runtime_logs_are_json_with_request_ids(
         real_cluster: Any, operator_release: str, real_ns: str) -> None:
-    apply(real_cluster, real_ns, fleet("logs", "RollingUpdate", 1))
-    bems_ready(real_cluster, real_ns, "logs")
-    url = service_url(real_cluster, real_ns, "logs")
+    _, url = _serving(real_cluster, real_ns, "logs", "RollingUpdate", 1)
     rid = f"e2e-{real_ns}"
     status, _ = post(f"{url}/v1/generate", GENERATE, headers={"X-Request-ID": rid})
     assert status == 200
@@ -272,3 +272,61 @@ def test_gpu_sample_schedules_on_the_fake_gpu_node(
         real_cluster.kubectl("delete", "namespace", real_ns, "--wait=true", "--timeout=60s",
                              check=False, timeout=90)
         real_cluster.kubectl("delete", "pv", pv, "--ignore-not-found", check=False)
+
+
+def _condition(cluster: Any, namespace: str, name: str, kind: str) -> dict[str, Any]:
+    obj = get_json(cluster, "bemservice", name, "-n", namespace)
+    conds = {c["type"]: c for c in obj.get("status", {}).get("conditions", [])}
+    return {"phase": obj.get("status", {}).get("phase"), **conds.get(kind, {})}
+
+
+def test_a_model_that_fails_to_load_degrades_with_the_runtimes_own_error_and_recovers(
+        real_cluster: Any, operator_release: str, real_ns: str) -> None:
+    broken = fleet("broken", "RollingUpdate", 1)
+    broken["spec"]["model"]["checkpointPath"] = "no-such-checkpoint"
+    apply(real_cluster, real_ns, broken)
+    seen: dict[str, Any] = {}
+
+    def degraded() -> bool:
+        seen.update(_condition(real_cluster, real_ns, "broken", "Degraded"))
+        return seen.get("status") == "True" and seen.get("reason") == "ModelLoadFailed"
+    began = time.monotonic()
+    wait_until("Degraded with ModelLoadFailed", degraded, timeout=180, interval=1)
+    figure(f"model load failure -> Degraded in {time.monotonic() - began:.1f}s: "
+           f"{seen['message'][:160]}")
+    # The runtime's own words (its termination message), and the phase agrees.
+    assert "no-such-checkpoint" in seen["message"], seen
+    assert seen["phase"] == "Degraded"
+    ready = _condition(real_cluster, real_ns, "broken", "Ready")
+    assert ready["status"] == "False"
+    # Fixing the spec recovers it.
+    real_cluster.kubectl("patch", "bemservice", "broken", "-n", real_ns, "--type=merge",
+                         "-p", json.dumps({"spec": {"model": {"checkpointPath": "bem"}}}))
+    bems_ready(real_cluster, real_ns, "broken", timeout=240)
+    assert _condition(real_cluster, real_ns, "broken", "Degraded").get("status") != "True"
+
+
+def test_more_gpu_pods_than_the_gpu_node_holds_reports_why_it_is_not_ready(
+        real_cluster: Any, operator_release: str, real_ns: str) -> None:
+    gpu = {
+        "apiVersion": "bem.ai/v1alpha1", "kind": "BEMService", "metadata": {"name": "big"},
+        "spec": {"model": {"source": "Image", "basePath": "base", "checkpointPath": "bem"},
+                 "replicas": 2, "gpu": {"count": 8},
+                 "runtime": {"image": BAKED_IMAGE, "imagePullPolicy": "Never"},
+                 "monitoring": {"serviceMonitor": False}},
+    }
+    apply(real_cluster, real_ns, gpu)
+    seen: dict[str, Any] = {}
+
+    def explained() -> bool:
+        seen.update(_condition(real_cluster, real_ns, "big", "Ready"))
+        return seen.get("status") == "False" and "nvidia.com/gpu" in seen.get("message", "")
+    try:
+        wait_until("Ready=False naming the GPUs", explained, timeout=120, interval=1)
+        figure(f"8-GPU pods x2 on one 8-GPU node: {seen.get('reason')}: "
+               f"{seen.get('message', '')[:200]}")
+        pods = runtime_pods(real_cluster, real_ns, "big")
+        assert sorted(p["spec"].get("nodeName", "") for p in pods) == ["", "kwok-gpu-0"]
+    finally:
+        real_cluster.kubectl("delete", "namespace", real_ns, "--wait=true", "--timeout=60s",
+                             check=False, timeout=90)

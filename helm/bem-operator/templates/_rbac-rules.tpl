@@ -41,4 +41,9 @@ mode. manifests/rbac.yaml holds the same list; tests/install/test_consistency.py
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get]
+# Runtime pods, watched by owner label and only read: their container states say whether
+# the model loaded (a failure degrades the BEMService with the runtime's own message).
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
 {{- end }}

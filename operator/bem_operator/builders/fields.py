@@ -37,6 +37,15 @@ RESERVED_ENV: frozenset[str] = frozenset({
     "BEM_API_KEY_FILE", "BEM_API_KEYS", "BEM_REDIS_URL", "BEM_CACHE_TTL",
 })
 
+# Flags of `bem-runtime serve` the operator sets (as env vars) from spec fields: an extra
+# argument may not override them (also refused by the CRD).
+OPERATOR_FLAGS: frozenset[str] = frozenset({
+    "--model-dir", "--bem-dir", "--model-name", "--host", "--port", "--api-key-file",
+    "--redis-url", "--cache-ttl", "--top-k", "--chunk-size", "--hysteresis", "--temperature",
+    "--sigma-max", "--trust-region", "--min-confidence", "--device", "--max-batch-size",
+    "--max-queue", "--log-level",
+})
+
 _PERCENT = re.compile(r"^(100|[1-9]?[0-9])%$")
 
 

@@ -6,12 +6,11 @@ from typing import Any
 
 from bem_operator.builders.spec_types import BEMServiceSpec
 
-GROUP = "bem.ai"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "BEMService"
-OWNER_LABEL = "bem.ai/service"
-FIELD_MANAGER = "bem-operator"
+from bem_operator.constants import API_VERSION, FIELD_MANAGER, GROUP, KIND, OWNER_LABEL, VERSION
+
+__all__ = ["API_VERSION", "FIELD_MANAGER", "GROUP", "KIND", "OWNER_LABEL", "VERSION",
+           "child_labels", "child_metadata", "owner_reference", "selector_labels",
+           "selector_string"]
 
 
 def selector_labels(name: str) -> dict[str, str]:

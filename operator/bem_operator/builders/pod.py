@@ -9,6 +9,7 @@ from typing import Any
 from bem_operator.builders.labels import child_labels
 from bem_operator.builders.options import BuildOptions
 from bem_operator.builders.spec_types import BEMServiceSpec
+from bem_operator.constants import CONFIG_HASH_ANNOTATION
 
 CONTAINER_NAME = "bem-runtime"
 HTTP_PORT = 8080
@@ -60,7 +61,7 @@ def build_pod_template(spec: BEMServiceSpec, options: BuildOptions, config_hash:
     return {
         "metadata": {
             "labels": child_labels(spec.name),
-            "annotations": {"bem.ai/config-hash": config_hash},
+            "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
         },
         "spec": pod,
     }
@@ -94,6 +95,10 @@ def _container(spec: BEMServiceSpec, options: BuildOptions) -> dict[str, Any]:
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "resources": _resources(spec),
         "volumeMounts": _volume_mounts(spec),
+        # A model that fails to load: the runtime writes why to /dev/termination-log and exits
+        # with code 3; without that file the log tail stands in. The operator puts the message
+        # into the BEMService's Degraded condition (status.pod_findings).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUNTIME_UID,

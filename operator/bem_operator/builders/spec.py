@@ -13,6 +13,7 @@ from typing import Any
 
 from bem_operator.builders.fields import (
     DEFAULTS,
+    OPERATOR_FLAGS,
     RESERVED_ENV,
     SpecError,
     is_zero,
@@ -107,6 +108,10 @@ def _model(spec: Mapping[str, Any], name: str) -> ModelSpec:
         if path.startswith("/") or ".." in path.split("/"):
             raise SpecError(f"spec.model.{key}", "must be a relative path under /models without '..'")
         paths[key] = path
+    base, checkpoint = paths["basePath"], paths["checkpointPath"]
+    if base == checkpoint or checkpoint.startswith(base + "/") or base.startswith(checkpoint + "/"):
+        raise SpecError("spec.model.checkpointPath",
+                        "must not be spec.model.basePath or lie inside it (or contain it)")
     routing_map = opt_map(model, "routing", "spec.model.routing") or {}
     routing: dict[str, int | float] = {}
     for key, kind in _ROUTING.items():
@@ -270,6 +275,10 @@ def _runtime(spec: Mapping[str, Any]) -> RuntimeSpec:
             raise SpecError(f"{p}.env[{i}].name", f"{item['name']} is set by the operator from spec fields; "
                             "set that field instead")
     args = opt_list(rt, "extraArgs", f"{p}.extraArgs")
+    for i, arg in enumerate(args):
+        if isinstance(arg, str) and arg.split("=", 1)[0] in OPERATOR_FLAGS:
+            raise SpecError(f"{p}.extraArgs[{i}]", f"{arg.split('=', 1)[0]} is set by the operator "
+                            "from spec fields; set that field instead")
     secrets = opt_list(rt, "imagePullSecrets", f"{p}.imagePullSecrets")
     return RuntimeSpec(
         image=opt_str(rt, "image", f"{p}.image"),

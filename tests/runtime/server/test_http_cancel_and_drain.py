@@ -111,7 +111,7 @@ def test_sigterm_past_the_drain_deadline_cancels_the_rest_and_exits_1(start_serv
     assert '"Drain deadline reached' in srv.log()
 
 
-@pytest.mark.parametrize("breakage", ["missing_model_dir", "corrupt_checkpoint", "unwritable_message_path"])
+@pytest.mark.parametrize("breakage", ["missing_model_dir", "unwritable_message_path"])  # corrupt: test_load_failure.py
 def test_a_model_that_fails_to_load_exits_3_with_a_termination_message(toy_assets, tmp_path, breakage):
     base, bem = toy_assets
     message = tmp_path / "termination-log"

@@ -1,0 +1,22 @@
+"""Names the operator, its builders, the chart and the tests share: each defined once here.
+
+Pure (no imports): the builders, the status derivation and the API layer all read it.
+"""
+from __future__ import annotations
+
+GROUP = "bem.ai"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "BEMService"
+PLURAL = "bemservices"
+# The label every child and runtime pod carries; the operator watches children by it.
+OWNER_LABEL = f"{GROUP}/service"
+# Server-side apply manager of every child, and the one that holds Deployment replicas
+# while an HPA takes them over (so dropping the field from our apply does not reset it).
+FIELD_MANAGER = "bem-operator"
+HANDOVER_MANAGER = "bem-operator-handover"
+# Pod-template annotation: a digest of everything that must roll the pods when it changes.
+CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
+DEFAULT_RUNTIME_IMAGE = "bem-runtime:0.1.0"
+# Where kopf keeps its bookkeeping annotations on a BEMService.
+STORAGE_PREFIX = f"operator.{GROUP}"
