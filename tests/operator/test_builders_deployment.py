@@ -224,3 +224,14 @@ def test_grace_period_follows_a_drain_timeout_set_by_the_user(value, drain):
     bems = with_spec(runtime={"env": [{"name": "BEM_DRAIN_TIMEOUT", "value": value}]})
     grace = pod_spec(build_deployment(bems))["terminationGracePeriodSeconds"]
     assert grace == PRESTOP_SLEEP_SECONDS + drain + DRAIN_MARGIN_SECONDS
+
+
+@pytest.mark.parametrize("args, drain", [(["--drain-timeout", "90"], 90), (["--drain-timeout=12"], 12),
+                                         (["--log-requests"], 30)])
+def test_grace_period_follows_a_drain_timeout_flag_in_extra_args(args, drain):
+    from bem_operator.builders.pod import DRAIN_MARGIN_SECONDS, PRESTOP_SLEEP_SECONDS
+
+    bems = with_spec(runtime={"extraArgs": args,
+                              "env": [{"name": "BEM_DRAIN_TIMEOUT", "value": "45"}] if drain != 30 else []})
+    grace = pod_spec(build_deployment(bems))["terminationGracePeriodSeconds"]
+    assert grace == PRESTOP_SLEEP_SECONDS + drain + DRAIN_MARGIN_SECONDS  # the flag wins over env

@@ -68,16 +68,27 @@ def build_pod_template(spec: BEMServiceSpec, options: BuildOptions, config_hash:
 
 
 def drain_timeout_seconds(spec: BEMServiceSpec) -> float:
-    """The drain the runtime will get: ours, or the user's BEM_DRAIN_TIMEOUT when it is a number."""
+    """The drain the runtime will get: --drain-timeout in extraArgs (a flag wins, as in the
+    runtime), else the user's BEM_DRAIN_TIMEOUT, else the runtime's default."""
+    args = [str(a) for a in spec.runtime.extra_args]
+    for i, arg in enumerate(args):
+        if arg == "--drain-timeout" and i + 1 < len(args):
+            return _positive(args[i + 1])
+        if arg.startswith("--drain-timeout="):
+            return _positive(arg.split("=", 1)[1])
     for item in spec.runtime.env:
         if item.get("name") == "BEM_DRAIN_TIMEOUT" and "value" in item:
-            try:
-                value = float(item["value"])
-            except (TypeError, ValueError):
-                break  # the runtime refuses it at start; keep our default grace
-            if math.isfinite(value) and value > 0:
-                return value
+            return _positive(item["value"])
     return DRAIN_TIMEOUT_SECONDS
+
+
+def _positive(raw: Any) -> float:
+    """A usable drain timeout, else our default (the runtime refuses a bad one at start)."""
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return DRAIN_TIMEOUT_SECONDS
+    return value if math.isfinite(value) and value > 0 else DRAIN_TIMEOUT_SECONDS
 
 
 def termination_grace_seconds(drain_timeout: float) -> int:
