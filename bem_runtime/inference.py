@@ -13,6 +13,7 @@ from bem_runtime import errors
 from bem_runtime.model.errors import NonFiniteLogitsError, PromptTooLongError
 from bem_runtime.model.types import GenerationRequest, SamplingParams
 from bem_runtime.scheduler import Job, TokenSink
+from bem_runtime.settings import cache_identity
 from bem_runtime.state import AppState
 
 
@@ -76,12 +77,9 @@ def request_cache_key(state: AppState, req: GenerationRequest, use_bem: bool) ->
     p = req.params
     if state.cache is None or (p.seed is None and p.temperature != 0.0):
         return None
-    s = state.settings
-    return _cache_key({
-        "v": 1, "model": s.model_name, "model_dir": str(s.model_dir), "bem_dir": str(s.bem_dir),
-        "overrides": [s.top_k, s.chunk_size, s.hysteresis, s.router_temperature, s.sigma_max,
-                      s.trust_region, s.min_confidence],
-        "prompt": req.prompt, "params": asdict(p), "use_bem": use_bem})
+    # The settings that change outputs are the ones the settings table marks so.
+    return _cache_key({"v": 1, **cache_identity(state.settings),
+                       "prompt": req.prompt, "params": asdict(p), "use_bem": use_bem})
 
 
 def _cache_key(payload: dict[str, Any]) -> str:

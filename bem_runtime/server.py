@@ -22,15 +22,15 @@ from aiohttp import web
 from bem_runtime.app import LOAD_TASK, create_app, drain
 from bem_runtime.errors import ServiceUnavailable
 from bem_runtime.logs import setup_logging
-from bem_runtime.settings import Settings
+from bem_runtime.settings import TERMINATION_MESSAGE, Settings
 from bem_runtime.state import STATE
 
 log = logging.getLogger("bem_runtime.server")
 EXIT_OK = 0
 EXIT_DRAIN_DEADLINE = 1
 EXIT_LOAD_FAILED = 3
-TERMINATION_MESSAGE_ENV = "BEM_TERMINATION_MESSAGE_PATH"
-TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+TERMINATION_MESSAGE_ENV = TERMINATION_MESSAGE.env
+TERMINATION_MESSAGE_PATH = TERMINATION_MESSAGE.default
 ANSWER_GRACE_S = 0.3  # after the deadline: time for cancelled requests to get their 503
 SHUTDOWN_GRACE_S = 0.3  # then: what aiohttp may still wait for open handlers
 JOIN_GRACE_S = 0.1  # then: for idle worker threads to end

@@ -1,51 +1,156 @@
-"""Runtime settings: one frozen dataclass filled from CLI flags, each with an env-var fallback.
+"""Runtime settings, each declared once in the Settings dataclass below: its type and default
+(the field), its flag, env var, help, and whether it changes outputs (the field's `setting`
+metadata). The CLI options (cli.py), the env reading, the response-cache key (inference.py) and
+the docs check (tests) all derive from that one declaration, via SETTINGS.
 
 The flag and env names are the container contract in docs/architecture.md; the operator renders
 them, so renaming one here breaks deployed pods.
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEVICES = ("auto", "cpu", "cuda")
 BATCHING = ("continuous", "static")
 
+# Where a setting enters the response-cache key (inference.request_cache_key); None: it does not
+# change what a request returns. The layout is the key's v1 scheme.
+MODEL = "model"
+MODEL_DIR = "model_dir"
+BEM_DIR = "bem_dir"
+OVERRIDES = "overrides"
+
+
+def boolean(raw: str) -> bool:
+    """Accepts the usual spellings of a switch in env vars and flags."""
+    value = str(raw).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {raw!r}")
+
+
+def comma_list(raw: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in str(raw).split(",") if k.strip())
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One runtime setting. `name` is the Settings field (or, for a process-level setting that
+    is not in Settings, its key); `flag` None means env only."""
+
+    name: str
+    env: str
+    flag: str | None
+    default: Any
+    help: str
+    parse: Callable[[str], Any]
+    cache_key: str | None = None  # where it enters the cache key; None: outputs do not change
+
+    @property
+    def changes_output(self) -> bool:
+        return self.cache_key is not None
+
+
+def _setting(default: Any, env: str, help: str, flag: str | None = None, *,
+             cache_key: str | None = None, parse: Callable[[str], Any] | None = None) -> Any:
+    """A Settings field carrying its Setting record; the name, and the parser unless given,
+    come from the field itself (X | None parses as X, bool as a switch, a tuple as a comma
+    list). No flag: env only."""
+    meta = {"env": env, "flag": flag, "help": help, "cache_key": cache_key, "parse": parse}
+    return dataclasses.field(default=default, metadata={"setting": meta})
+
 
 @dataclass(frozen=True)
 class Settings:
-    model_dir: Path | None = None
-    bem_dir: Path | None = None
-    model_name: str = "bem"
-    host: str = "127.0.0.1"
-    port: int = 8080
-    api_key_file: Path | None = None
-    api_keys: tuple[str, ...] = ()
-    redis_url: str | None = None
-    cache_ttl: int = 300
-    top_k: int | None = None
-    chunk_size: int | None = None
-    hysteresis: float | None = None
-    router_temperature: float | None = None
-    sigma_max: float | None = None
-    trust_region: float | None = None
-    min_confidence: float | None = None
-    device: str = "auto"
-    merge_decode: bool = False
-    max_batch_size: int = 16
-    batch_window_ms: float = 5.0
-    batching: str = "continuous"
-    max_queue: int = 256
-    request_timeout: float = 120.0
-    max_new_tokens_limit: int = 512
-    max_prompt_tokens: int | None = None  # None: the model's context minus max_new_tokens
-    max_body_bytes: int = 1 << 20
-    rate_limit_rps: float = 20.0
-    rate_limit_burst: int = 40
-    drain_timeout: float = 30.0
-    log_level: str = "info"
+    model_dir: Path | None = _setting(
+        None, "BEM_MODEL_DIR", "base model directory (Hugging Face layout)", "--model-dir",
+        cache_key=MODEL_DIR)
+    bem_dir: Path | None = _setting(
+        None, "BEM_CHECKPOINT_DIR", "BEM checkpoint directory", "--bem-dir", cache_key=BEM_DIR)
+    model_name: str = _setting(
+        "bem", "BEM_MODEL_NAME", "model id served in /v1/models", "--model-name", cache_key=MODEL)
+    host: str = _setting("127.0.0.1", "BEM_HOST", "bind address (0.0.0.0 in a pod)", "--host")
+    port: int = _setting(8080, "BEM_PORT", "TCP port", "--port")
+    api_key_file: Path | None = _setting(
+        None, "BEM_API_KEY_FILE",
+        "file with one API key per line; BEM_API_KEYS=k1,k2 adds keys; no keys = auth off",
+        "--api-key-file")
+    api_keys: tuple[str, ...] = _setting(
+        (), "BEM_API_KEYS", "comma-separated API keys, added to the key file's", parse=comma_list)
+    redis_url: str | None = _setting(
+        None, "BEM_REDIS_URL", "optional Redis response cache, redis://...", "--redis-url")
+    cache_ttl: int = _setting(
+        300, "BEM_CACHE_TTL", "cache entry lifetime in seconds", "--cache-ttl")
+    top_k: int | None = _setting(
+        None, "BEM_TOP_K", "routing override: experts per chunk", "--top-k", cache_key=OVERRIDES)
+    chunk_size: int | None = _setting(
+        None, "BEM_CHUNK_SIZE", "routing override: tokens per chunk", "--chunk-size",
+        cache_key=OVERRIDES)
+    hysteresis: float | None = _setting(
+        None, "BEM_HYSTERESIS", "routing override: switch margin", "--hysteresis",
+        cache_key=OVERRIDES)
+    router_temperature: float | None = _setting(
+        None, "BEM_ROUTER_TEMPERATURE", "routing override: router temperature", "--temperature",
+        cache_key=OVERRIDES)
+    sigma_max: float | None = _setting(
+        None, "BEM_SIGMA_MAX", "governance override: spectral norm bound", "--sigma-max",
+        cache_key=OVERRIDES)
+    trust_region: float | None = _setting(
+        None, "BEM_TRUST_REGION", "governance override: Frobenius ratio bound", "--trust-region",
+        cache_key=OVERRIDES)
+    min_confidence: float | None = _setting(
+        None, "BEM_MIN_CONFIDENCE",
+        "governance override: below it a chunk uses the base model alone", "--min-confidence",
+        cache_key=OVERRIDES)
+    device: str = _setting("auto", "BEM_DEVICE", f"one of {', '.join(DEVICES)}", "--device")
+    merge_decode: bool = _setting(
+        False, "BEM_MERGE_DECODE",
+        "fold a decode step's shared gate into the weights: per-token cost near the base "
+        "model (worth it on GPUs), one extra weight copy per attached site, equal up to float "
+        "rounding",
+        "--merge-decode")
+    max_batch_size: int = _setting(
+        16, "BEM_MAX_BATCH_SIZE", "requests per forward pass; 1 = no batching", "--max-batch-size")
+    batch_window_ms: float = _setting(
+        5.0, "BEM_BATCH_WINDOW_MS",
+        "static batching only: how long an idle engine waits for a batch to fill",
+        "--batch-window-ms")
+    batching: str = _setting(
+        "continuous", "BEM_BATCHING",
+        "continuous (requests join and leave the running batch at every decode step) or "
+        "static (a batch runs to its end; kept for comparison)",
+        "--batching")
+    max_queue: int = _setting(
+        256, "BEM_MAX_QUEUE", "queued requests before 503 + Retry-After", "--max-queue")
+    request_timeout: float = _setting(
+        120.0, "BEM_REQUEST_TIMEOUT", "seconds per request (then 504)", "--request-timeout")
+    max_new_tokens_limit: int = _setting(
+        512, "BEM_MAX_NEW_TOKENS", "largest max_new_tokens allowed", "--max-new-tokens-limit")
+    max_prompt_tokens: int | None = _setting(  # None: the model's context minus max_new_tokens
+        None, "BEM_MAX_PROMPT_TOKENS", "largest prompt in tokens (default: what fits the context)",
+        "--max-prompt-tokens")
+    max_body_bytes: int = _setting(
+        1 << 20, "BEM_MAX_BODY_BYTES", "request body limit (then 413)", "--max-body-bytes")
+    rate_limit_rps: float = _setting(
+        20.0, "BEM_RATE_LIMIT_RPS", "requests/s per API key or client IP", "--rate-limit")
+    rate_limit_burst: int = _setting(
+        40, "BEM_RATE_LIMIT_BURST", "bucket size of the rate limit", "--rate-limit-burst")
+    drain_timeout: float = _setting(
+        30.0, "BEM_DRAIN_TIMEOUT",
+        "seconds SIGTERM waits for in-flight requests; then they are cancelled (503) and the "
+        "process exits within a second",
+        "--drain-timeout")
+    log_level: str = _setting(
+        "info", "BEM_LOG_LEVEL", f"one of {', '.join(LOG_LEVELS)}", "--log-level")
 
     def __post_init__(self) -> None:
         problems = []
@@ -75,6 +180,70 @@ class Settings:
         return tuple(dict.fromkeys(k for k in keys if k))
 
 
+def _parser_for(hint: Any) -> Callable[[str], Any]:
+    """The string parser a field's type implies: X | None parses as X."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is not tuple and args:
+        hint = args[0]
+    if hint is bool:
+        return boolean
+    if typing.get_origin(hint) is tuple:
+        return comma_list
+    return hint
+
+
+def _table() -> tuple[Setting, ...]:
+    hints = typing.get_type_hints(Settings)
+    rows = []
+    for f in dataclasses.fields(Settings):
+        meta = dict(f.metadata["setting"])
+        meta["parse"] = meta["parse"] or _parser_for(hints[f.name])
+        rows.append(Setting(name=f.name, default=f.default, **meta))
+    return tuple(rows)
+
+
+# Every Settings field, in declaration order.
+SETTINGS: tuple[Setting, ...] = _table()
+# Process-level settings outside Settings: read where they are used.
+TERMINATION_MESSAGE = Setting(
+    "termination_message_path", "BEM_TERMINATION_MESSAGE_PATH", None, "/dev/termination-log",
+    "where a model-load failure is written (the pod's termination message)", str)
+ALL_SETTINGS: tuple[Setting, ...] = SETTINGS + (TERMINATION_MESSAGE,)
+ACCEPTED_ENV: frozenset[str] = frozenset(s.env for s in ALL_SETTINGS)
+
+
+def setting(name: str) -> Setting:
+    return next(s for s in ALL_SETTINGS if s.name == name)
+
+
+def env_raw(s: Setting) -> str | None:
+    """The env var's value, or None when it is unset or empty (then the default applies)."""
+    raw = os.environ.get(s.env)
+    return raw if raw not in (None, "") else None
+
+
+def env_only_values() -> dict[str, Any]:
+    """The Settings fields that have no flag, read from their env vars."""
+    values = {}
+    for s in SETTINGS:
+        if s.flag is None:
+            raw = env_raw(s)
+            values[s.name] = s.parse(raw) if raw is not None else s.default
+    return values
+
+
+def cache_identity(settings: Settings) -> dict[str, Any]:
+    """The settings that change outputs, laid out as the cache key's v1 scheme: named entries
+    as strings, overrides as a list in table order."""
+    out: dict[str, Any] = {}
+    for s in SETTINGS:
+        if s.cache_key == OVERRIDES:
+            out.setdefault(OVERRIDES, []).append(getattr(settings, s.name))
+        elif s.cache_key is not None:
+            out[s.cache_key] = str(getattr(settings, s.name))
+    return out
+
+
 def read_key_file(path: Path) -> list[str]:
     """One key per line; blank lines and '#' comments ignored (Secrets often end with newline)."""
     try:
@@ -89,5 +258,4 @@ def read_key_file(path: Path) -> list[str]:
 
 
 def keys_from_env() -> tuple[str, ...]:
-    raw = os.environ.get("BEM_API_KEYS", "")
-    return tuple(k.strip() for k in raw.split(",") if k.strip())
+    return env_only_values()["api_keys"]
