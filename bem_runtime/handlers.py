@@ -1,4 +1,5 @@
-"""HTTP handlers: parse, call inference, shape the JSON. Routes live in routes.py."""
+"""HTTP handlers: parse, call inference, answer in the shapes of responses.py (streams go
+through sse.py). Routes live in routes.py."""
 from __future__ import annotations
 
 import time
@@ -7,9 +8,9 @@ from dataclasses import asdict
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from bem_runtime import errors, inference, sse
+from bem_runtime import errors, inference, responses, sse
 from bem_runtime.schemas import CompletionBody, GenerateBody, RouteBody, parse_body, stop_tuple
-from bem_runtime.state import STATE, AppState
+from bem_runtime.state import STATE
 
 
 async def _body(request: web.Request, model):
@@ -28,32 +29,8 @@ async def generate(request: web.Request) -> web.StreamResponse:
     if body.stream:
         return await sse.stream_generate(request, state, req, body.use_bem, body.profile)
     outcome = await inference.generate(state, req, use_bem=body.use_bem)
-    return web.json_response(generate_json(request, state, outcome, body.profile, t_valid))
-
-
-def generate_json(request: web.Request, state: AppState, outcome: inference.Outcome,
-                  profile: bool, t_valid: float = 0.0) -> dict:
-    data = inference.outcome_json(outcome)
-    out = {
-        "id": "gen-" + request["request_id"],
-        "model": state.settings.model_name,
-        "text": data["text"],
-        "finish_reason": data["finish_reason"],
-        "usage": _usage(data),
-        "routing": data["routing"],
-        "timings": {k + "_s": round(v, 6) for k, v in outcome.timings.items()},
-        "cached": outcome.cached,
-    }
-    if profile:
-        stages = {"validate": t_valid, **{f"engine_{k}": v for k, v in data["engine_timings"].items()},
-                  **outcome.timings}
-        out["profile"] = {k + "_s": round(v, 6) for k, v in stages.items()}
-    return out
-
-
-def _usage(data: dict) -> dict[str, int]:
-    p, c = data["prompt_tokens"], data["completion_tokens"]
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+    return web.json_response(responses.generate(request["request_id"], state.settings.model_name,
+                                                outcome, body.profile, t_valid))
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
@@ -68,13 +45,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
     if body.stream:
         return await sse.stream_completion(request, state, req)
     outcome = await inference.generate(state, req)
-    data = inference.outcome_json(outcome)
-    choice = {"text": data["text"], "index": 0, "logprobs": None,
-              "finish_reason": data["finish_reason"]}
-    return web.json_response({
-        "id": "cmpl-" + request["request_id"], "object": "text_completion",
-        "created": int(time.time()), "model": state.settings.model_name,
-        "choices": [choice], "usage": _usage(data)})
+    head = responses.completion_head(request["request_id"], state.settings.model_name)
+    return web.json_response(responses.completion(head, outcome))
 
 
 async def route(request: web.Request) -> web.Response:

@@ -1,5 +1,5 @@
-"""What every generating endpoint shares: limits, the cache, the scheduler call, and the
-conversion of an engine result into JSON."""
+"""What every generating endpoint shares: limits, the cache and the scheduler call (the JSON
+shapes are in responses.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +12,7 @@ from typing import Any
 from bem_runtime import errors
 from bem_runtime.model.errors import NonFiniteLogitsError, PromptTooLongError
 from bem_runtime.model.types import GenerationRequest, SamplingParams
+from bem_runtime.responses import result_json
 from bem_runtime.scheduler import Job, TokenSink
 from bem_runtime.settings import cache_identity
 from bem_runtime.state import AppState
@@ -123,19 +124,3 @@ def job_timings(job: Job, start: float) -> dict[str, float]:
     now = time.perf_counter()
     started = job.started or now
     return {"queue": started - job.enqueued, "inference": now - started, "total": now - start}
-
-
-def result_json(result: Any) -> dict:
-    """The cacheable part of a result (no per-request timings)."""
-    return {
-        "text": result.text,
-        "finish_reason": result.finish_reason,
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "routing": [asdict(d) for d in result.routing],
-        "engine_timings": dict(result.timings),
-    }
-
-
-def outcome_json(outcome: Outcome) -> dict:
-    return outcome.result if outcome.cached else result_json(outcome.result)

@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from bem_runtime import errors, inference
+from bem_runtime import errors, inference, responses
 from bem_runtime.state import AppState
 
 log = logging.getLogger("bem_runtime.sse")
@@ -80,15 +80,15 @@ async def _run(response: web.StreamResponse, events: AsyncIterator, on_piece, on
 
 async def stream_generate(request: web.Request, state: AppState, req: Any, use_bem: bool,
                           profile: bool) -> web.StreamResponse:
-    from bem_runtime.handlers import generate_json  # one JSON shape for both modes
-
     response, events = await _events(state, req, use_bem, request)
 
     async def piece(text: str) -> None:
-        await _send(response, {"type": "token", "text": text})
+        await _send(response, responses.generate_token(text))
 
     async def end(outcome: inference.Outcome) -> None:
-        await _send(response, {"type": "done", **generate_json(request, state, outcome, profile)})
+        body = responses.generate(request["request_id"], state.settings.model_name, outcome,
+                                  profile)  # the plain response's shape
+        await _send(response, responses.generate_done(body))
 
     await _run(response, events, piece, end)
     return response
@@ -97,19 +97,13 @@ async def stream_generate(request: web.Request, state: AppState, req: Any, use_b
 async def stream_completion(request: web.Request, state: AppState,
                             req: Any) -> web.StreamResponse:
     response, events = await _events(state, req, True, request)
-    head = {"id": "cmpl-" + request["request_id"], "object": "text_completion",
-            "created": int(time.time()), "model": state.settings.model_name}
+    head = responses.completion_head(request["request_id"], state.settings.model_name)
 
     async def piece(text: str) -> None:
-        await _send(response, {**head, "choices": [
-            {"text": text, "index": 0, "logprobs": None, "finish_reason": None}]})
+        await _send(response, responses.completion_chunk(head, text))
 
     async def end(outcome: inference.Outcome) -> None:
-        r = outcome.result
-        await _send(response, {**head, "choices": [
-            {"text": "", "index": 0, "logprobs": None, "finish_reason": r.finish_reason}],
-            "usage": {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-                      "total_tokens": r.prompt_tokens + r.completion_tokens}})
+        await _send(response, responses.completion_last_chunk(head, outcome))
         await _send(response, "[DONE]")
 
     await _run(response, events, piece, end)
