@@ -14,6 +14,7 @@ import kopf
 from kubernetes.config import ConfigException
 
 from bem_operator.engine import Engine
+from bem_operator.builders.kinds import CHILD_REGISTRY
 from bem_operator.handlers import register
 from bem_operator.k8s import ApiError, KubeApi
 from bem_operator.outage import ConnectionErrorFilter
@@ -81,12 +82,12 @@ def main(argv: list[str] | None = None) -> int:
                 settings.metrics_port)
     registry = kopf.OperatorRegistry()
     try:
-        monitors = api.service_monitor_available()
+        unserved = [child.kind for child in CHILD_REGISTRY if not api.serves(child)]
     except ApiError as exc:
         print(f"bem-operator: cannot reach the API server ({exc}): check KUBECONFIG or the "
               "pod's network and service account", file=sys.stderr)
         return 2
-    register(registry, engine, watch_service_monitors=monitors)
+    register(registry, engine, unserved_kinds=unserved)
     kopf.run(
         registry=registry,
         standalone=True,  # one replica, no peering objects to manage

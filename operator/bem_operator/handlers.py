@@ -1,21 +1,24 @@
 """kopf handlers: declarations only; the engine does the work."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import kopf
 
+from bem_operator.builders.kinds import CHILD_REGISTRY
 from bem_operator.constants import GROUP, OWNER_LABEL, PLURAL, VERSION
 from bem_operator.engine import Engine
-from bem_operator.kopf_config import CHILD_RESOURCES, WATCHED_RESOURCES, configure
+from bem_operator.kopf_config import WATCHED_RESOURCES, configure
 
 BEMSERVICES = (GROUP, VERSION, PLURAL)
 
 
 def register(registry: kopf.OperatorRegistry, engine: Engine,
-             watch_service_monitors: bool = True) -> None:
-    """Registers every handler of the operator in `registry`, bound to `engine`; the
-    ServiceMonitor watch only where that API exists (kopf would warn about it otherwise)."""
+             unserved_kinds: Collection[str] = ()) -> None:
+    """Registers every handler of the operator in `registry`, bound to `engine`; no watch of a
+    child kind in `unserved_kinds`, those whose optional CRD (the ServiceMonitor's) the cluster
+    does not serve (kopf would warn about it otherwise)."""
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings, engine.settings)
@@ -46,11 +49,12 @@ def register(registry: kopf.OperatorRegistry, engine: Engine,
     async def child_changed(event: kopf.RawEvent, type: str | None, **_: Any) -> None:
         engine.child_changed(type, event["object"])
 
-    for group, version, plural in CHILD_RESOURCES:
-        if plural == "servicemonitors" and not watch_service_monitors:
+    for child in CHILD_REGISTRY:
+        if child.optional_crd and child.kind in unserved_kinds:
             continue
-        kopf.on.event(group, version, plural, labels={OWNER_LABEL: kopf.PRESENT},
-                      id=f"watch-{plural}", registry=registry)(child_changed)
+        kopf.on.event(child.group, child.version, child.plural,
+                      labels={OWNER_LABEL: kopf.PRESENT},
+                      id=f"watch-{child.plural}", registry=registry)(child_changed)
 
     async def pod_changed(event: kopf.RawEvent, type: str | None, **_: Any) -> None:
         engine.pod_changed(type, event["object"])

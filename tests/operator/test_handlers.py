@@ -22,7 +22,7 @@ def handler_ids(registry: kopf.OperatorRegistry) -> set[str]:
 def test_handlers_cover_parent_causes_child_and_pod_watches(monitors: bool) -> None:
     registry = kopf.OperatorRegistry()
     register(registry, Engine(api=None, settings=OperatorSettings()),  # type: ignore[arg-type]
-             watch_service_monitors=monitors)
+             unserved_kinds=() if monitors else ("ServiceMonitor",))
     ids = handler_ids(registry)
     assert {"watch-deployments", "watch-services", "watch-horizontalpodautoscalers",
             "watch-poddisruptionbudgets"} <= ids
