@@ -58,7 +58,7 @@ def configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) 
     kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=STORAGE_PREFIX)
     # kopf would post an event for every handler retry ("failed temporarily"): a storm while
-    # a problem lasts. The engine posts the events a user needs itself, deduplicated
+    # a problem lasts. The bridge posts the events a user needs itself, deduplicated
     # (kopf.event still posts them; only kopf's log-line events are off).
     kopf_settings.posting.level = logging.CRITICAL
     kopf_settings.posting.reporting_component = "bem-operator"
