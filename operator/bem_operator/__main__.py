@@ -13,7 +13,8 @@ import sys
 import kopf
 from kubernetes.config import ConfigException
 
-from bem_operator.engine import Engine
+from bem_operator.bridge import KopfBridge
+from bem_operator.builders.kinds import CHILD_REGISTRY
 from bem_operator.handlers import register
 from bem_operator.k8s import ApiError, KubeApi
 from bem_operator.outage import ConnectionErrorFilter
@@ -64,14 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         # "Handler succeeded" for every child event drowns the operator's own log lines.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # every liveness probe
-    engine = Engine(api, settings)
+    bridge = KopfBridge(api, settings)
     # Outages: one WARNING when the API server goes away, one INFO when it is back, no
     # tracebacks for what is only a lost connection (kopf's own lines included).
-    calm = ConnectionErrorFilter(engine.connection)
+    calm = ConnectionErrorFilter(bridge.connection)
     for handler in logging.getLogger().handlers:
         handler.addFilter(calm)
     try:
-        engine.metrics.serve(settings.metrics_port, settings.bind_address)
+        bridge.metrics.serve(settings.metrics_port, settings.bind_address)
     except OSError as exc:
         print(f"bem-operator: cannot serve metrics on {settings.bind_address}:"
               f"{settings.metrics_port} ({exc}): free the port or set BEM_OPERATOR_METRICS_PORT",
@@ -81,12 +82,12 @@ def main(argv: list[str] | None = None) -> int:
                 settings.metrics_port)
     registry = kopf.OperatorRegistry()
     try:
-        monitors = api.service_monitor_available()
+        unserved = [child.kind for child in CHILD_REGISTRY if not api.serves(child)]
     except ApiError as exc:
         print(f"bem-operator: cannot reach the API server ({exc}): check KUBECONFIG or the "
               "pod's network and service account", file=sys.stderr)
         return 2
-    register(registry, engine, watch_service_monitors=monitors)
+    register(registry, bridge, unserved_kinds=unserved)
     kopf.run(
         registry=registry,
         standalone=True,  # one replica, no peering objects to manage

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from bem_operator.builders.kinds import DEPLOYMENT
 from bem_operator.constants import CONFIG_HASH_ANNOTATION
 from bem_operator.constants import KIND as OWNER_KIND
 from bem_operator.constants import OWNER_LABEL
@@ -98,7 +99,7 @@ class ChildIndex:
         kind_key = (body.get("apiVersion", ""), body.get("kind", ""))
         with self._lock:
             by_kind = self._children.setdefault(parent, {})
-            if kind_key == ("apps/v1", "Deployment"):
+            if kind_key == DEPLOYMENT.key:
                 if event_type == "DELETED":
                     self._deployments.pop(parent, None)
                 else:

@@ -13,25 +13,11 @@ from typing import Any
 
 from kubernetes import client, config
 
-from bem_operator.constants import API_VERSION, FIELD_MANAGER, HANDOVER_MANAGER, KIND
+from bem_operator.builders.kinds import BEMSERVICE, SERVICE_MONITOR, ChildKind, plural_of
+from bem_operator.constants import FIELD_MANAGER, HANDOVER_MANAGER
 from bem_operator.outage import ConnectionState, error_kind
 
-__all__ = ["BEMSERVICE_API", "FIELD_MANAGER", "HANDOVER_MANAGER", "PLURALS", "ApiError",
-           "KubeApi", "object_path"]
-BEMSERVICE_API = (API_VERSION, KIND)
-SERVICE_MONITOR_API = ("monitoring.coreos.com/v1", "ServiceMonitor")
-
-# apiVersion, kind -> plural (every kind we touch is namespaced)
-PLURALS: dict[tuple[str, str], str] = {
-    ("apps/v1", "Deployment"): "deployments",
-    ("v1", "Service"): "services",
-    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
-    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
-    SERVICE_MONITOR_API: "servicemonitors",
-    BEMSERVICE_API: "bemservices",
-    ("v1", "Secret"): "secrets",
-    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
-}
+__all__ = ["ApiError", "KubeApi", "object_path"]
 
 
 class ApiError(Exception):
@@ -48,7 +34,7 @@ class ApiError(Exception):
 
 
 def object_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
-    plural = PLURALS.get((api_version, kind))
+    plural = plural_of(api_version, kind)  # only the registry's kinds (builders/kinds.py)
     if plural is None:
         raise ValueError(f"The operator does not manage {kind} {api_version}")
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
@@ -152,19 +138,12 @@ class KubeApi:
         return True
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        path = object_path(*BEMSERVICE_API, namespace, name) + "/status"
+        path = object_path(*BEMSERVICE.key, namespace, name) + "/status"
         self.request("PATCH", path, body={"status": dict(status)},
                      content_type="application/merge-patch+json")
 
     def get_bemservice(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.get(*BEMSERVICE_API, namespace, name)
-
-    def secret_keys(self, namespace: str, name: str) -> set[str] | None:
-        """Keys of a Secret (values are never kept), or None when it does not exist."""
-        secret = self.get("v1", "Secret", namespace, name)
-        if secret is None:
-            return None
-        return set(secret.get("data") or {}) | set(secret.get("stringData") or {})
+        return self.get(*BEMSERVICE.key, namespace, name)
 
     def pvc_exists(self, namespace: str, name: str) -> bool:
         return self.get("v1", "PersistentVolumeClaim", namespace, name) is not None
@@ -194,5 +173,9 @@ class KubeApi:
             return exc.status != 0 and exc.status not in (502, 503, 504)
         return True
 
+    def serves(self, child: ChildKind) -> bool:
+        """Whether the cluster serves a child kind (only one with an optional CRD can lack it)."""
+        return not child.optional_crd or self.has_resource(child.api_version, child.plural)
+
     def service_monitor_available(self) -> bool:
-        return self.has_resource(SERVICE_MONITOR_API[0], "servicemonitors")
+        return self.serves(SERVICE_MONITOR)

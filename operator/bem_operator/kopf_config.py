@@ -9,23 +9,17 @@ from typing import Any, cast
 
 import kopf
 
+from bem_operator.builders.kinds import CHILD_REGISTRY, READ_REGISTRY
 from bem_operator.constants import OWNER_LABEL, STORAGE_PREFIX
 from bem_operator.settings import OperatorSettings
 
 # group, version, plural of every child kind the operator watches by its owner label
-CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = (
-    ("apps", "v1", "deployments"),
-    ("", "v1", "services"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-    ("policy", "v1", "poddisruptionbudgets"),
-    ("monitoring.coreos.com", "v1", "servicemonitors"),
-)
+CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = tuple(
+    (child.group, child.version, child.plural) for child in CHILD_REGISTRY)
 # group, version, plural of what the operator only reads, by the same owner label: the
 # runtime pods, whose container states say whether the model loaded (status.pod_findings).
-WATCHED_RESOURCES: tuple[tuple[str, str, str], ...] = (
-    ("", "v1", "pods"),
-)
-
+WATCHED_RESOURCES: tuple[tuple[str, str, str], ...] = tuple(
+    (kind.group, kind.version, kind.plural) for kind in READ_REGISTRY if kind.watched)
 
 class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     """Keeps a digest of the last handled spec instead of the whole object.
@@ -64,7 +58,7 @@ def configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) 
     kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=STORAGE_PREFIX)
     # kopf would post an event for every handler retry ("failed temporarily"): a storm while
-    # a problem lasts. The engine posts the events a user needs itself, deduplicated
+    # a problem lasts. The bridge posts the events a user needs itself, deduplicated
     # (kopf.event still posts them; only kopf's log-line events are off).
     kopf_settings.posting.level = logging.CRITICAL
     kopf_settings.posting.reporting_component = "bem-operator"

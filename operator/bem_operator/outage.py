@@ -126,7 +126,7 @@ class ConnectionErrorFilter(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         message = record.getMessage()
         if "failed temporarily" in message and record.name.startswith("kopf.objects"):
-            return False  # the engine logged this failure once already (kopf: every retry)
+            return False  # the bridge logged this failure once already (kopf: every retry)
         if is_network_error(exc) or (exc is None and any(p in message for p in NETWORK_PHRASES)):
             self.state.lost(_first_line(message if exc is None else f"{type(exc).__name__}: "
                                         f"{exc}" if str(exc) else type(exc).__name__))

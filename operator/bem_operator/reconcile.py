@@ -13,9 +13,10 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bem_operator.builders import CHILD_KINDS, BuildOptions, SpecError, build_children
+from bem_operator.builders import CHILD_KINDS, BuildOptions, SpecError, children_from_spec
 from bem_operator.builders import endpoint as service_endpoint
 from bem_operator.builders import parse_bemservice, selector_string
+from bem_operator.builders.kinds import DEPLOYMENT as DEPLOYMENT_KIND
 from bem_operator.children import ChildIndex
 from bem_operator.constants import FIELD_MANAGER, HANDOVER_MANAGER
 from bem_operator.k8s import ApiError, KubeApi
@@ -23,7 +24,7 @@ from bem_operator.references import Reference, required_references
 from bem_operator.status import Observed, Problem, compute_status, phase_events, status_changed
 
 logger = logging.getLogger(__name__)
-DEPLOYMENT = ("apps/v1", "Deployment")
+DEPLOYMENT = DEPLOYMENT_KIND.key
 Event = tuple[str, str, str]  # type, reason, message
 
 
@@ -106,17 +107,17 @@ class Reconciler:
 
     def _reconcile(self, bems: Mapping[str, Any]) -> Result:
         meta = bems["metadata"]
-        spec = parse_bemservice(bems)
+        spec = parse_bemservice(bems)  # the only parse of this reconcile: builders take `spec`
         monitor_wanted = spec.monitoring.service_monitor
         monitor_available = monitor_wanted and self.api.service_monitor_available()
         options = BuildOptions(service_monitor_available=monitor_available,
                                default_runtime_image=self.default_image)
-        children = build_children(bems, options)
+        children = children_from_spec(spec, options)
         deployment = _find(children, DEPLOYMENT)
         missing, versions = self._check_references(meta["namespace"], deployment)
         if versions:  # a changed Secret enters the pod template hash and rolls the pods
             options = dataclasses.replace(options, referenced_versions=tuple(versions))
-            children = build_children(bems, options)
+            children = children_from_spec(spec, options)
             deployment = _find(children, DEPLOYMENT)
         events = self._delete_obsolete(bems, {(c["apiVersion"], c["kind"]) for c in children})
         if spec.autoscaling is not None:
@@ -229,7 +230,7 @@ class Reconciler:
         if live is None or not owns_field(live, FIELD_MANAGER, ("spec", "replicas")):
             return
         replicas = live["spec"].get("replicas", 1)
-        self.api.apply({"apiVersion": "apps/v1", "kind": "Deployment",
+        self.api.apply({"apiVersion": DEPLOYMENT[0], "kind": DEPLOYMENT[1],
                         "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
                         "spec": {"replicas": replicas}}, manager=HANDOVER_MANAGER)
         logger.info("Handed Deployment %s/%s replicas (%s) over to the autoscaler",

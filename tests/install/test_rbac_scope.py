@@ -1,83 +1,86 @@
-"""The RBAC rules cover exactly the resources the operator's code touches.
+"""The RBAC rules grant exactly what the child-kind registry (builders/kinds.py) needs.
 
-The e2e tier proves the rules are sufficient (the operator runs with them); this proves,
-from the operator's own tables, that no resource is granted that it never uses and that a
-resource it starts to use is not forgotten.
+The e2e tier proves the rules are sufficient (the operator runs with them); this proves, from
+the registry every part of the operator derives its kinds from, that both rule sets
+(manifests/rbac.yaml and the chart's _rbac-rules.tpl) grant nothing the operator never uses and
+forget nothing it starts to use. A failure names the missing or extra rule.
 """
 
 from __future__ import annotations
 
-from bem_operator.builders import CHILD_KINDS
+import re
+
+import pytest
+import yaml
+
+from bem_operator.builders import build_children
+from bem_operator.builders.kinds import BEMSERVICE, CHILD_REGISTRY, READ_REGISTRY
 from bem_operator.handlers import BEMSERVICES
-from bem_operator.k8s import BEMSERVICE_API, PLURALS
+from bem_operator.k8s import object_path
 from bem_operator.kopf_config import CHILD_RESOURCES, WATCHED_RESOURCES
 
-from .support import MANIFESTS, by_kind, load_yaml_docs, rule_set
+from .support import CHART, MANIFESTS, by_kind, load_yaml_docs, rule_set
 
-READ_ONLY = {"get"}
-WATCHED = {"get", "list", "watch"}
-# Every child is watched by owner label and written by server-side apply.
-WATCH_AND_APPLY = {"list", "watch", "create", "patch"}
-# Read back by reconcile.py (status, replicas hand-over), never deleted: always wanted.
-READ_BACK = {("apps", "deployments")}
-# Always built by build_children, so never obsolete; the other kinds are optional.
-ALWAYS_WANTED = {("apps", "deployments"), ("", "services")}
+Rule = tuple[str, str, str]  # apiGroup, resource, verb
+
+# The custom resource: watched, read, annotated by kopf (patch); status by merge patch;
+# kopf posts core/v1 events. Not child kinds, so fixed here.
+PARENT_RULES: set[Rule] = {
+    *((BEMSERVICE.group, BEMSERVICE.plural, verb) for verb in ("get", "list", "watch", "patch")),
+    (BEMSERVICE.group, f"{BEMSERVICE.plural}/status", "patch"),
+    ("", "events", "create"),
+}
 
 
-def _granted() -> dict[tuple[str, str], set[str]]:
+def expected_rules() -> set[Rule]:
+    rules = set(PARENT_RULES)
+    for kind in (*CHILD_REGISTRY, *READ_REGISTRY):
+        rules |= {(kind.group, kind.plural, verb) for verb in kind.verbs}
+    return rules
+
+
+def _manifest_rules() -> set[Rule]:
     [role] = by_kind(load_yaml_docs(MANIFESTS / "rbac.yaml"), "ClusterRole")
-    granted: dict[tuple[str, str], set[str]] = {}
-    for group, resource, verb in rule_set(role["rules"]):
-        granted.setdefault((group, resource), set()).add(verb)
-    return granted
+    return rule_set(role["rules"])
 
 
-def _group(api_version: str) -> str:
-    return api_version.split("/")[0] if "/" in api_version else ""
+def _chart_rules() -> set[Rule]:
+    """The chart's rule list, read from its template (a plain YAML list inside a define)."""
+    text = (CHART / "templates" / "_rbac-rules.tpl").read_text()
+    body = re.search(r'{{-? define "bem-operator.rbacRules" -?}}(.*?){{-? end -?}}', text, re.S)
+    assert body, "no bem-operator.rbacRules define in _rbac-rules.tpl"
+    return rule_set(yaml.safe_load(body.group(1)))
 
 
-def test_granted_resources_are_the_ones_the_operator_uses() -> None:
-    used = {(_group(api_version), plural) for (api_version, _), plural in PLURALS.items()}
-    used |= {(group, plural) for group, _, plural in CHILD_RESOURCES + WATCHED_RESOURCES}
-    used |= {(BEMSERVICES[0], f"{BEMSERVICES[2]}/status"), ("", "events")}
-    assert set(_granted()) == used
+@pytest.mark.parametrize("source", ["manifests/rbac.yaml", "helm _rbac-rules.tpl"])
+def test_rules_grant_exactly_what_the_registry_needs(source: str) -> None:
+    granted = _manifest_rules() if source.startswith("manifests") else _chart_rules()
+    expected = expected_rules()
+    missing = sorted(expected - granted)
+    extra = sorted(granted - expected)
+    assert not missing and not extra, (
+        f"{source}: (apiGroup, resource, verb) missing: {missing}; extra: {extra}")
 
 
-def test_children_get_the_verbs_of_watch_apply_and_cleanup() -> None:
-    granted = _granted()
-    for group, _, plural in CHILD_RESOURCES:
-        key = (group, plural)
-        expected = set(WATCH_AND_APPLY)
-        expected |= READ_ONLY if key in READ_BACK else set()
-        expected |= set() if key in ALWAYS_WANTED else {"delete"}
-        assert granted[key] == expected, plural
+def test_watches_and_paths_come_from_the_registry() -> None:
+    assert CHILD_RESOURCES == tuple((c.group, c.version, c.plural) for c in CHILD_REGISTRY)
+    assert WATCHED_RESOURCES == (("", "v1", "pods"),)  # runtime pods: read-only, for status
+    assert BEMSERVICES == (BEMSERVICE.group, BEMSERVICE.version, BEMSERVICE.plural)
+    for kind in (*CHILD_REGISTRY, *READ_REGISTRY, BEMSERVICE):
+        assert object_path(kind.api_version, kind.kind, "ns").endswith(f"/ns/{kind.plural}")
 
 
-def test_watched_resources_are_only_read() -> None:
-    granted = _granted()
-    for group, _, plural in WATCHED_RESOURCES:
-        assert granted[group, plural] == WATCHED, plural
+def test_pods_are_only_read() -> None:
+    [pods] = [k for k in READ_REGISTRY if k.plural == "pods"]
+    assert pods.watched and pods.verbs == {"get", "list", "watch"}
 
 
-def test_always_wanted_children_are_the_first_the_builders_return() -> None:
-    # CHILD_KINDS is in apply order; Deployment and Service come from every spec.
-    always = {(_group(v), PLURALS[v, k]) for v, k in CHILD_KINDS[:2]}
-    assert always == ALWAYS_WANTED
-
-
-def test_references_are_only_read_never_listed() -> None:
-    granted = _granted()
-    children = {(g, p) for g, _, p in CHILD_RESOURCES}
-    bemservice = (_group(BEMSERVICE_API[0]), BEMSERVICES[2])
-    for (api_version, _), plural in PLURALS.items():
-        key = (_group(api_version), plural)
-        if key not in children and key != bemservice:
-            assert granted[key] == READ_ONLY, f"{plural}: only get is needed to check it exists"
-
-
-def test_bemservices_are_watched_and_annotated_not_created_or_deleted() -> None:
-    granted = _granted()
-    group, _, plural = BEMSERVICES
-    assert granted[group, plural] == WATCHED | {"patch"}
-    assert granted[group, f"{plural}/status"] == {"patch"}
-    assert granted["", "events"] == {"create"}
+def test_always_built_children_are_the_ones_never_deleted() -> None:
+    """A kind without the delete verb must come from every spec (else it could not be removed)."""
+    minimal = {"apiVersion": "bem.ai/v1alpha1", "kind": "BEMService",
+               "metadata": {"name": "x", "namespace": "ns", "uid": "u"},
+               "spec": {"model": {"claimName": "models"}, "disruptionBudget": {"enabled": False},
+                        "monitoring": {"serviceMonitor": False}}}
+    built = {(c["apiVersion"], c["kind"]) for c in build_children(minimal)}
+    assert built == {c.key for c in CHILD_REGISTRY if c.always}
+    assert all(("delete" in c.verbs) is not c.always for c in CHILD_REGISTRY)

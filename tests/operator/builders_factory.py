@@ -1,10 +1,13 @@
-"""BEMService objects for the builder tests (no __init__.py here: a package named `operator`
+"""BEMService objects and per-kind build helpers for the builder tests (no __init__.py here: a package named `operator`
 would shadow the standard library)."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
+
+from bem_operator.builders import BuildOptions, parse_bemservice
+from bem_operator.builders.kinds import CHILD_REGISTRY
 
 BASE_SPEC: dict[str, Any] = {"model": {"claimName": "models"}}
 
@@ -43,3 +46,33 @@ def env_of(deployment: dict[str, Any]) -> dict[str, Any]:
     names = [item["name"] for item in items]
     assert len(names) == len(set(names)), f"duplicate env names: {names}"
     return {item["name"]: item.get("value", item.get("valueFrom")) for item in items}
+
+
+def build(kind: str, bems: dict[str, Any], options: BuildOptions | None = None) -> dict[str, Any] | None:
+    """One child of a BEMService object, by the registry's builder (None when not asked for)."""
+    [child] = [c for c in CHILD_REGISTRY if c.kind == kind]
+    return child.build(parse_bemservice(bems), options or BuildOptions())
+
+
+def build_deployment(bems: dict[str, Any], options: BuildOptions | None = None) -> dict[str, Any]:
+    deployment = build("Deployment", bems, options)
+    assert deployment is not None
+    return deployment
+
+
+def build_service(bems: dict[str, Any], options: BuildOptions | None = None) -> dict[str, Any]:
+    service = build("Service", bems, options)
+    assert service is not None
+    return service
+
+
+def build_hpa(bems: dict[str, Any], options: BuildOptions | None = None) -> dict[str, Any] | None:
+    return build("HorizontalPodAutoscaler", bems, options)
+
+
+def build_pdb(bems: dict[str, Any], options: BuildOptions | None = None) -> dict[str, Any] | None:
+    return build("PodDisruptionBudget", bems, options)
+
+
+def build_service_monitor(bems: dict[str, Any], options: BuildOptions | None = None) -> dict[str, Any] | None:
+    return build("ServiceMonitor", bems, options)

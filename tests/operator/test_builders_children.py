@@ -6,17 +6,21 @@ import copy
 import json
 
 import pytest
-from builders_factory import by_kind, make_bems, with_spec
-
-from bem_operator.builders import (
-    CHILD_KINDS,
-    BuildOptions,
-    build_children,
+from builders_factory import (
     build_deployment,
     build_hpa,
     build_pdb,
     build_service,
     build_service_monitor,
+    by_kind,
+    make_bems,
+    with_spec,
+)
+
+from bem_operator.builders import (
+    CHILD_KINDS,
+    BuildOptions,
+    build_children,
     child_labels,
     selector_labels,
     selector_string,

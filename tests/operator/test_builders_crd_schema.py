@@ -13,7 +13,8 @@ import pytest
 import yaml
 from builders_factory import make_bems
 
-from bem_operator.builders import DEFAULTS, GROUP, KIND, RESERVED_ENV, VERSION, BuildOptions, build_children
+from bem_operator.builders import DEFAULTS, RESERVED_ENV, BuildOptions, build_children
+from bem_operator.constants import GROUP, KIND, VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "bemservice.yaml"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from builders_factory import container, env_of, make_bems, with_spec
+from builders_factory import build_deployment, container, env_of, make_bems, with_spec
 
-from bem_operator.builders import RESERVED_ENV, BuildOptions, build_deployment
+from bem_operator.builders import RESERVED_ENV, BuildOptions
 
 
 def pod_spec(deployment: dict) -> dict:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from builders_factory import make_bems, with_spec
+from builders_factory import build_hpa, build_pdb, build_service, build_service_monitor, make_bems, with_spec
 
-from bem_operator.builders import BuildOptions, build_hpa, build_pdb, build_service, build_service_monitor
+from bem_operator.builders import BuildOptions
 from bem_operator.builders.autoscaling import quantity
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from builders_factory import container, env_of, make_bems, with_spec
+from builders_factory import build_deployment, container, env_of, make_bems, with_spec
 
-from bem_operator.builders import BuildOptions, build_deployment
+from bem_operator.builders import BuildOptions
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from builders_factory import make_bems, with_spec
 
-from bem_operator.builders import BuildOptions, SpecError, build_children
-from bem_operator.spec import parse_bemservice
+from bem_operator.builders import BuildOptions, SpecError, build_children, parse_bemservice
 
 
 def test_defaults_fill_a_minimal_spec():

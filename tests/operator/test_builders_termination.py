@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from builders_factory import container, make_bems
+from builders_factory import build_deployment, container, make_bems
 
-from bem_operator.builders import build_deployment
 
 
 def test_runtime_failures_reach_the_termination_message():

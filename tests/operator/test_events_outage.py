@@ -100,10 +100,10 @@ def test_kopf_network_tracebacks_become_the_one_warning() -> None:
     # A real bug keeps its traceback, and our own lines are never touched.
     assert calm.filter(_record("kopf.objects", logging.ERROR, "Handler failed",
                                KeyError("spec")))
-    assert calm.filter(_record("bem_operator.engine", logging.ERROR, "Connection refused"))
+    assert calm.filter(_record("bem_operator.bridge", logging.ERROR, "Connection refused"))
     assert not calm.filter(_record("urllib3.connectionpool", logging.WARNING, "Retrying "
                                    "after connection broken by 'NewConnectionError(...)'"))
     assert calm.filter(_record("kopf.activities", logging.INFO, "Timeout reached"))
-    # kopf repeats a failed handler on every retry; the engine logs it once itself
+    # kopf repeats a failed handler on every retry; the bridge logs it once itself
     assert not calm.filter(_record("kopf.objects", logging.ERROR,
                                    "Handler 'reconcile' failed temporarily: HTTP 500"))

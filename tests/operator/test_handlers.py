@@ -6,7 +6,7 @@ from typing import Any
 import kopf
 import pytest
 
-from bem_operator.engine import Engine
+from bem_operator.bridge import KopfBridge
 from bem_operator.handlers import register
 from bem_operator.settings import OperatorSettings
 
@@ -21,8 +21,8 @@ def handler_ids(registry: kopf.OperatorRegistry) -> set[str]:
 @pytest.mark.parametrize("monitors", [True, False])
 def test_handlers_cover_parent_causes_child_and_pod_watches(monitors: bool) -> None:
     registry = kopf.OperatorRegistry()
-    register(registry, Engine(api=None, settings=OperatorSettings()),  # type: ignore[arg-type]
-             watch_service_monitors=monitors)
+    register(registry, KopfBridge(api=None, settings=OperatorSettings()),  # type: ignore[arg-type]
+             unserved_kinds=() if monitors else ("ServiceMonitor",))
     ids = handler_ids(registry)
     assert {"watch-deployments", "watch-services", "watch-horizontalpodautoscalers",
             "watch-poddisruptionbudgets"} <= ids
@@ -34,9 +34,9 @@ def test_handlers_cover_parent_causes_child_and_pod_watches(monitors: bool) -> N
 
 def test_no_handler_asks_kopf_for_a_finalizer() -> None:
     """A finalizer with no operator running blocks deleting the BEMService, its namespace and
-    the CRD; kopf adds one for timers and daemons, so the periodic check is the engine's own."""
+    the CRD; kopf adds one for timers and daemons, so the periodic check is the bridge's own."""
     registry = kopf.OperatorRegistry()
-    register(registry, Engine(api=None, settings=OperatorSettings()))  # type: ignore[arg-type]
+    register(registry, KopfBridge(api=None, settings=OperatorSettings()))  # type: ignore[arg-type]
     handlers: list[Any] = []
     for sub in (registry._changing, registry._watching, registry._spawning):
         handlers.extend(sub.get_all_handlers())

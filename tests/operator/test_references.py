@@ -1,9 +1,8 @@
 """Secrets, Secret keys and PVCs a rendered pod template needs."""
 from __future__ import annotations
 
-from builders_factory import make_bems
+from builders_factory import build_deployment, make_bems
 
-from bem_operator.builders import build_deployment
 from bem_operator.references import Reference, required_references
 
 

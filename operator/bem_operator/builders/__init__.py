@@ -2,7 +2,8 @@
 
 No I/O and no API client here (an import-linter contract in pyproject.toml keeps it so). Every
 function is deterministic: the same input gives equal output, with no timestamps, so applying the
-result again is a no-op.
+result again is a no-op. Which children exist is the registry's (kinds.py); each builder takes the
+spec parsed once (parse_bemservice) and the BuildOptions.
 """
 
 from __future__ import annotations
@@ -10,87 +11,35 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bem_operator.builders.autoscaling import REQUEST_RATE_METRIC, hpa_from_spec
-from bem_operator.builders.deployment import config_hash, deployment_from_spec
-from bem_operator.builders.disruption import pdb_from_spec
+from bem_operator.builders.autoscaling import REQUEST_RATE_METRIC
+from bem_operator.builders.deployment import config_hash
 from bem_operator.builders.fields import DEFAULTS, RESERVED_ENV, SpecError
-from bem_operator.builders.labels import (
-    API_VERSION,
-    FIELD_MANAGER,
-    GROUP,
-    KIND,
-    OWNER_LABEL,
-    VERSION,
-    child_labels,
-    owner_reference,
-    selector_labels,
-    selector_string,
-)
-from bem_operator.builders.monitoring import service_monitor_from_spec
+from bem_operator.builders.kinds import CHILD_REGISTRY, children_from_spec
+from bem_operator.builders.labels import child_labels, owner_reference, selector_labels, selector_string
 from bem_operator.builders.options import BuildOptions
-from bem_operator.builders.service import endpoint, service_from_spec
+from bem_operator.builders.service import endpoint
 from bem_operator.builders.spec import parse_bemservice
 from bem_operator.builders.spec_types import BEMServiceSpec
 
 __all__ = [
-    "API_VERSION", "CHILD_KINDS", "DEFAULTS", "FIELD_MANAGER", "GROUP", "KIND", "OWNER_LABEL",
-    "REQUEST_RATE_METRIC", "RESERVED_ENV", "VERSION", "BEMServiceSpec", "BuildOptions", "SpecError",
-    "build_children", "build_deployment", "build_hpa", "build_pdb", "build_service",
-    "build_service_monitor", "child_labels", "config_hash", "endpoint", "owner_reference",
-    "parse_bemservice", "selector_labels", "selector_string",
+    "CHILD_KINDS", "DEFAULTS", "REQUEST_RATE_METRIC", "RESERVED_ENV", "BEMServiceSpec",
+    "BuildOptions", "SpecError", "build_children", "child_labels", "children_from_spec",
+    "config_hash", "endpoint", "owner_reference", "parse_bemservice", "selector_labels",
+    "selector_string",
 ]
 
 # Every kind the operator may create, in apply order, as (apiVersion, kind): the API layer
-# deletes owned children of these kinds that build_children no longer returns.
-CHILD_KINDS: tuple[tuple[str, str], ...] = (
-    ("apps/v1", "Deployment"),
-    ("v1", "Service"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"),
-    ("policy/v1", "PodDisruptionBudget"),
-    ("monitoring.coreos.com/v1", "ServiceMonitor"),
-)
+# deletes owned children of these kinds that the builders no longer return.
+CHILD_KINDS: tuple[tuple[str, str], ...] = tuple(child.key for child in CHILD_REGISTRY)
 
 _DEFAULT_OPTIONS = BuildOptions()
 
 
 def build_children(bems: Mapping[str, Any], options: BuildOptions = _DEFAULT_OPTIONS) -> list[dict[str, Any]]:
-    """All desired children of one BEMService, in apply order.
+    """All desired children of one BEMService object, in apply order.
 
     Deployment, Service, then the HPA (only with spec.autoscaling), the PDB (when enabled) and
     the ServiceMonitor (when enabled and its CRD is available). Raises SpecError for a spec
-    that cannot work.
+    that cannot work. A caller that already holds the parsed spec uses children_from_spec.
     """
-    spec = parse_bemservice(bems)
-    candidates = (
-        deployment_from_spec(spec, options),
-        service_from_spec(spec),
-        hpa_from_spec(spec),
-        pdb_from_spec(spec),
-        service_monitor_from_spec(spec, options),
-    )
-    return [child for child in candidates if child is not None]
-
-
-def build_deployment(bems: Mapping[str, Any], options: BuildOptions = _DEFAULT_OPTIONS) -> dict[str, Any]:
-    return deployment_from_spec(parse_bemservice(bems), options)
-
-
-def build_service(bems: Mapping[str, Any], options: BuildOptions = _DEFAULT_OPTIONS) -> dict[str, Any]:
-    return service_from_spec(parse_bemservice(bems))
-
-
-def build_hpa(bems: Mapping[str, Any], options: BuildOptions = _DEFAULT_OPTIONS) -> dict[str, Any] | None:
-    """The HPA, or None when spec.autoscaling is unset."""
-    return hpa_from_spec(parse_bemservice(bems))
-
-
-def build_pdb(bems: Mapping[str, Any], options: BuildOptions = _DEFAULT_OPTIONS) -> dict[str, Any] | None:
-    """The PDB, or None when spec.disruptionBudget.enabled is false."""
-    return pdb_from_spec(parse_bemservice(bems))
-
-
-def build_service_monitor(
-    bems: Mapping[str, Any], options: BuildOptions = _DEFAULT_OPTIONS
-) -> dict[str, Any] | None:
-    """The ServiceMonitor, or None when disabled in the spec or its CRD is not available."""
-    return service_monitor_from_spec(parse_bemservice(bems), options)
+    return children_from_spec(parse_bemservice(bems), options)

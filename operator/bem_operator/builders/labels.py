@@ -5,12 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from bem_operator.builders.spec_types import BEMServiceSpec
+from bem_operator.constants import API_VERSION, KIND, OWNER_LABEL
 
-from bem_operator.constants import API_VERSION, FIELD_MANAGER, GROUP, KIND, OWNER_LABEL, VERSION
-
-__all__ = ["API_VERSION", "FIELD_MANAGER", "GROUP", "KIND", "OWNER_LABEL", "VERSION",
-           "child_labels", "child_metadata", "owner_reference", "selector_labels",
-           "selector_string"]
+__all__ = ["child_labels", "child_metadata", "owner_reference", "selector_labels", "selector_string"]
 
 
 def selector_labels(name: str) -> dict[str, str]:

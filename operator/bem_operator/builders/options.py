@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bem_operator.constants import DEFAULT_RUNTIME_IMAGE
+
 
 @dataclass(frozen=True)
 class BuildOptions:
@@ -11,7 +13,7 @@ class BuildOptions:
     # ServiceMonitor is built (the API layer reports it in a status condition).
     service_monitor_available: bool = True
     # Used when spec.runtime.image is unset.
-    default_runtime_image: str = "bem-runtime:0.1.0"
+    default_runtime_image: str = DEFAULT_RUNTIME_IMAGE
     # Optional (reference, version) pairs of objects the pods read, such as
     # ("Secret/redis", "<resourceVersion>"): they enter the pod-template config hash so that
     # a changed Secret rolls the pods. Versions only; builders never see Secret contents.

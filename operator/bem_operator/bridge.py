@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 RETRY_DELAY_SECONDS = 10
 
 
-class Engine:
+class KopfBridge:
+    """The operator's side of kopf: one per process, shared by every handler (handlers.py)."""
+
     def __init__(self, api: KubeApi, settings: OperatorSettings,
                  metrics: OperatorMetrics | None = None, workers: int = 8) -> None:
         self.api = api

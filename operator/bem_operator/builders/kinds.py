@@ -1,0 +1,136 @@
+"""The child-kind registry: one record per kind of object the operator creates or reads.
+
+Everything else derives from it: the object paths of the API layer (k8s.py), the owner-label
+watches (kopf_config.py, handlers.py), the clean-up of obsolete children (reconcile.py) and the
+list of children build_children returns. The RBAC rules of manifests/rbac.yaml and of the
+chart are checked against it by tests/install/test_rbac_scope.py.
+
+Adding a child kind: a builder module under builders/, one record in CHILD_REGISTRY, its RBAC
+rule in manifests/rbac.yaml and the chart's _rbac-rules.tpl.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bem_operator.builders.autoscaling import hpa_from_spec
+from bem_operator.builders.deployment import deployment_from_spec
+from bem_operator.builders.disruption import pdb_from_spec
+from bem_operator.builders.monitoring import service_monitor_from_spec
+from bem_operator.builders.options import BuildOptions
+from bem_operator.builders.service import service_from_spec
+from bem_operator.builders.spec_types import BEMServiceSpec
+from bem_operator.constants import API_VERSION, KIND, PLURAL
+
+__all__ = ["BEMSERVICE", "CHILD_REGISTRY", "DEPLOYMENT", "READ_REGISTRY", "SERVICE_MONITOR",
+           "ChildKind", "ReadKind", "children_from_spec", "plural_of"]
+
+# Builds one child from the parsed spec; None when the spec does not ask for it.
+Builder = Callable[[BEMServiceSpec, BuildOptions], "dict[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class _Kind:
+    api_version: str
+    kind: str
+    plural: str  # every kind the operator touches is namespaced
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.api_version, self.kind)
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+
+@dataclass(frozen=True)
+class ChildKind(_Kind):
+    """A kind the operator creates (server-side apply) and watches by its owner label."""
+
+    build: Builder
+    # Every valid spec gets one: never obsolete, so never deleted (no delete verb).
+    always: bool = False
+    # Read back by the reconcile (status, replicas hand-over): the get verb.
+    read_back: bool = False
+    # Its CRD may be missing from a cluster (ServiceMonitor): the watch is set up only where
+    # the API is served, and the builder is told whether it is.
+    optional_crd: bool = False
+
+    @property
+    def verbs(self) -> frozenset[str]:
+        """The RBAC verbs the operator needs on this kind."""
+        verbs = {"list", "watch", "create", "patch"}
+        verbs |= set() if self.always else {"delete"}
+        verbs |= {"get"} if self.read_back else set()
+        return frozenset(verbs)
+
+
+@dataclass(frozen=True)
+class ReadKind(_Kind):
+    """A kind the operator only reads: watched by its owner label (runtime pods), or only
+    looked up by name (the Secrets and claims the pods reference)."""
+
+    watched: bool = False
+
+    @property
+    def verbs(self) -> frozenset[str]:
+        return frozenset({"get", "list", "watch"} if self.watched else {"get"})
+
+
+def _service(spec: BEMServiceSpec, _options: BuildOptions) -> dict[str, Any]:
+    return service_from_spec(spec)
+
+
+def _hpa(spec: BEMServiceSpec, _options: BuildOptions) -> dict[str, Any] | None:
+    return hpa_from_spec(spec)
+
+
+def _pdb(spec: BEMServiceSpec, _options: BuildOptions) -> dict[str, Any] | None:
+    return pdb_from_spec(spec)
+
+
+DEPLOYMENT = ChildKind("apps/v1", "Deployment", "deployments", deployment_from_spec,
+                       always=True, read_back=True)
+SERVICE_MONITOR = ChildKind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors",
+                            service_monitor_from_spec, optional_crd=True)
+
+# In apply order: the Deployment first, then what points at its pods.
+CHILD_REGISTRY: tuple[ChildKind, ...] = (
+    DEPLOYMENT,
+    ChildKind("v1", "Service", "services", _service, always=True),
+    ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", _hpa),
+    ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", _pdb),
+    SERVICE_MONITOR,
+)
+
+READ_REGISTRY: tuple[ReadKind, ...] = (
+    # Runtime pods: their container states say whether the model loaded (status).
+    ReadKind("v1", "Pod", "pods", watched=True),
+    # References checked before a rollout.
+    ReadKind("v1", "Secret", "secrets"),
+    ReadKind("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+)
+
+# The custom resource itself (its RBAC rules are the chart's own, not derived from here).
+BEMSERVICE = _Kind(API_VERSION, KIND, PLURAL)
+
+_PLURALS: dict[tuple[str, str], str] = {
+    k.key: k.plural for k in (*CHILD_REGISTRY, *READ_REGISTRY, BEMSERVICE)}
+
+
+def plural_of(api_version: str, kind: str) -> str | None:
+    """The resource name of a kind the operator touches; None for any other kind."""
+    return _PLURALS.get((api_version, kind))
+
+
+def children_from_spec(spec: BEMServiceSpec, options: BuildOptions) -> list[dict[str, Any]]:
+    """All desired children of one parsed BEMService, in apply order."""
+    children = (child.build(spec, options) for child in CHILD_REGISTRY)
+    return [child for child in children if child is not None]
