@@ -25,8 +25,14 @@ from devcluster import kubeconfig as kcfg
 from devcluster.binaries import Binaries
 from devcluster.client import Client
 from devcluster.components import Layout, Ports
-from devcluster.health import StartupError, admin_tls, http_ok, self_signed_tls, wait_until
-from devcluster.nodes import manifest
+from devcluster.health import (
+    StartupError,
+    admin_tls,
+    http_ok,
+    self_signed_tls,
+    wait_for_component,
+)
+from devcluster.nodes import manifest, node_ready
 
 MARKER = ".bem-devcluster"  # only folders carrying it are ever deleted
 STATE_FILE = "cluster.json"
@@ -141,12 +147,8 @@ class DevCluster(Client):
     def _boot(self, timeout: float) -> None:
         began = time.monotonic()
         lay, bins = self.layout, self.bins
-        node = None
         if self.real_node:
-            node = realnode.RealNode(self.state_dir, bins, kubectl=self.kubectl,
-                                     pki_dir=lay.pki.root, server="",
-                                     die_with_parent=self.ephemeral)
-            node.claim()  # before anything changes on the host: the baseline
+            realnode.claim(self.state_dir)  # before anything changes on the host: the baseline
         pki = certs.generate(lay.pki.root)
         ports = Ports(*(processes.free_port() for _ in range(5)))
         server = f"https://127.0.0.1:{ports.apiserver}"
@@ -180,9 +182,9 @@ class DevCluster(Client):
         # Pods are refused until the namespace's default ServiceAccount exists.
         self._wait("ServiceAccount default/default", kcm, timeout,
                    lambda: self.kubectl("get", "sa", "default", check=False).returncode == 0)
-        if node is not None:
-            node.server = server
-            node.start(timeout)
+        if self.real_node:
+            realnode.RealNode(self.state_dir, bins, kubectl=self.kubectl, pki_dir=lay.pki.root,
+                              server=server, die_with_parent=self.ephemeral).start(timeout)
         self.startup_seconds = time.monotonic() - began
 
     def _write_kubeconfigs(self, server: str) -> None:
@@ -198,8 +200,7 @@ class DevCluster(Client):
         return processes.spawn(name, argv, self.state_dir, env=env, die_with_parent=die)
 
     def _wait(self, what: str, comp: processes.Component, timeout: float, check) -> None:
-        log = self.state_dir / "logs" / f"{comp.name}.log"
-        wait_until(what, check, timeout=timeout, component=comp, log=log)
+        wait_for_component(self.state_dir, comp, what, check, timeout)
 
     def _nodes_ready(self) -> bool:
         out = self.kubectl("get", "nodes", "-o", "json", check=False)
@@ -209,9 +210,8 @@ class DevCluster(Client):
         expected = {n["metadata"]["name"] for n in manifest(real_node=self.real_node)["items"]}
         ready = set()
         for node in items:
-            conds = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions", [])}
             taints = {t["key"] for t in node.get("spec", {}).get("taints", [])}
-            if conds.get("Ready") == "True" and not any(
+            if node_ready(node) and not any(
                 t.startswith("node.kubernetes.io/") for t in taints
             ):
                 ready.add(node["metadata"]["name"])

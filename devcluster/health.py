@@ -9,7 +9,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from devcluster.processes import Component, tail
+from devcluster.processes import Component, log_path, tail
 
 
 class StartupError(RuntimeError):
@@ -60,3 +60,10 @@ def wait_until(
         time.sleep(interval)
     detail = f"\nlast log lines of {log}:\n{tail(log)}" if log else ""
     raise StartupError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+
+
+def wait_for_component(state_dir: Path, comp: Component, what: str, check: Callable[[], bool],
+                       timeout: float) -> None:
+    """wait_until for a component of a state folder, with its log in the error."""
+    wait_until(what, check, timeout=timeout, component=comp,
+               log=log_path(state_dir, comp.name))

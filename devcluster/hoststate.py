@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -168,7 +169,7 @@ def restore_iptables(baseline: dict[str, Any]) -> None:
             now = iptables_rules(fam).get(table, [])
             for rule in now:
                 if rule.startswith("-A") and NODE_RULE.search(rule) and rule not in before:
-                    _run(tool, "-t", table, *_split_rule("-D" + rule[2:]))
+                    _run(tool, "-t", table, *shlex.split("-D" + rule[2:]))
             chains = [ln.split()[0][1:] for ln in iptables_rules(fam).get(table, [])
                       if ln.startswith(":") and NODE_CHAIN.match(ln[1:])
                       and ln not in before]
@@ -177,12 +178,6 @@ def restore_iptables(baseline: dict[str, Any]) -> None:
             for chain in chains:
                 _run(tool, "-t", table, "-X", chain)
         _drop_new_empty_tables(fam, base)
-
-
-def _split_rule(rule: str) -> list[str]:
-    import shlex
-
-    return shlex.split(rule)
 
 
 def _drop_new_empty_tables(fam: str, base: dict[str, list[str]]) -> None:

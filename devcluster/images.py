@@ -175,11 +175,7 @@ def wheels(extra: str) -> Path:
         return dest
     dest.mkdir(parents=True, exist_ok=True)
     log(f"downloading the wheels of [{extra}] into {dest}")
-    out = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
-         "--dest", str(dest), *reqs], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"pip download failed: {out.stderr[-3000:]}")
+    _pip_download(dest, reqs)
     _add_marker_dependencies(dest, base_python_version())
     (dest / ".complete").touch()
     return dest
@@ -226,11 +222,15 @@ def _add_marker_dependencies(dest: Path, python: str) -> None:
                     missing.add(str(req).split(";")[0].strip())
         if not missing:
             return
-        out = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet",
-                              "--only-binary=:all:", "--dest", str(dest), *sorted(missing)],
-                             capture_output=True, text=True)
-        if out.returncode != 0:
-            raise RuntimeError(f"pip download {sorted(missing)} failed: {out.stderr[-2000:]}")
+        _pip_download(dest, sorted(missing))
+
+
+def _pip_download(dest: Path, reqs: list[str]) -> None:
+    out = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet",
+                          "--only-binary=:all:", "--dest", str(dest), *reqs],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"pip download {reqs} failed: {out.stderr[-3000:]}")
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -302,8 +302,7 @@ def build(image: Image, base: str) -> tuple[str, bool]:
             "-f", str(ctx / "Dockerfile"), "-t", f"localhost/{image.ref}"]
     for k, v in args:
         argv += ["--build-arg", f"{k}={v}"]
-    out = buildah(*argv, str(ctx), capture=True)
-    del out
+    buildah(*argv, str(ctx))
     shutil.rmtree(ctx, ignore_errors=True)
     new_id = image_id(f"localhost/{image.ref}") or ""
     if current and current != new_id:

@@ -73,6 +73,12 @@ def cpu_node() -> dict[str, Any]:
     return _node(CPU_NODE, "10.240.0.1", {}, {"cpu": "256", "memory": "1Ti", "pods": "1000"})
 
 
+def node_ready(node: dict[str, Any]) -> bool:
+    """The node object's Ready condition is True."""
+    conds = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions", [])}
+    return conds.get("Ready") == "True"
+
+
 def manifest(*, real_node: bool = False) -> dict[str, Any]:
     """The fake nodes as one v1 List (for `kubectl apply -f -`).
 

@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -74,10 +75,12 @@ def spawn(
     """Start one component in the background, logging to logs/<name>.log."""
     logs = state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    # An absolute executable: is_ours() compares it with /proc/<pid>/exe.
+    argv = [shutil.which(argv[0]) or argv[0], *argv[1:]]
     pids = state_dir / "pids"
     pids.mkdir(parents=True, exist_ok=True)
     preexec = _die_with_parent if die_with_parent and sys.platform == "linux" else None
-    with open(logs / f"{name}.log", "ab") as log:
+    with open(log_path(state_dir, name), "ab") as log:
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -91,6 +94,10 @@ def spawn(
     comp = Component(name=name, pid=proc.pid, exe=argv[0])
     (pids / f"{name}.json").write_text(json.dumps(comp.__dict__))
     return comp
+
+
+def log_path(state_dir: Path, name: str) -> Path:
+    return state_dir / "logs" / f"{name}.log"
 
 
 def recorded(state_dir: Path) -> list[Component]:
@@ -145,9 +152,10 @@ def stop_many(comps: list[Component], *, grace: float = 10.0) -> list[str]:
     return [c.name for c in alive]
 
 
-def stop_all(state_dir: Path) -> list[str]:
-    """Stop every recorded component; returns the stopped names."""
-    comps = recorded(state_dir)
+def stop_all(state_dir: Path, names: tuple[str, ...] | None = None) -> list[str]:
+    """Stop the recorded components (all, or those named) and forget them; returns the
+    names that were running."""
+    comps = [c for c in recorded(state_dir) if names is None or c.name in names]
     stopped = stop_many(comps)
     for comp in comps:
         (state_dir / "pids" / f"{comp.name}.json").unlink(missing_ok=True)

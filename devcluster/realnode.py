@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -30,8 +29,8 @@ import yaml
 from devcluster import hoststate, processes
 from devcluster import kubeconfig as kcfg
 from devcluster.binaries import Binaries, cache_root
-from devcluster.health import StartupError, http_ok, wait_until
-from devcluster.nodes import REAL_NODE
+from devcluster.health import StartupError, http_ok, wait_for_component, wait_until
+from devcluster.nodes import REAL_NODE, node_ready
 
 NODE_NAME = REAL_NODE
 NODE_LABEL = "bem.ai/node"  # =real on the real node
@@ -240,6 +239,28 @@ def node_rbac() -> dict[str, Any]:
 
 
 # ---- lifecycle ----------------------------------------------------------------------
+def claim(state_dir: Path) -> None:
+    """Take the machine's real node for the cluster in state_dir: refuse when another
+    holds it (DevCluster.start has swept a dead owner already) and record the host
+    baseline before anything changes."""
+    record = _owner()
+    if record is not None:
+        other = record["state_dir"]
+        raise NodeInUse(
+            f"the real node is in use by the cluster in {other}; stop it with "
+            f"`bem-devcluster --state-dir {other} down` (one real node per machine)"
+        )
+    if missing_tools():
+        raise StartupError(
+            f"the real node needs {', '.join(missing_tools())}: run scripts/setup.sh "
+            "(or pass --no-real-node)")
+    node_dir().mkdir(parents=True, exist_ok=True)
+    record = {"state_dir": str(state_dir), "baseline": hoststate.snapshot()}
+    tmp = owner_file().with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.rename(owner_file())
+
+
 class RealNode:
     """Start and stop the real node of the cluster in `state_dir`."""
 
@@ -252,28 +273,6 @@ class RealNode:
         self.pki_dir = pki_dir
         self.server = server
         self.die = die_with_parent
-
-    # -- claim --------------------------------------------------------------
-    def claim(self) -> None:
-        """Take the machine's real node: sweep a dead owner, refuse a live one,
-        and record the host baseline before anything changes."""
-        sweep_dead_owner()
-        if owner_file().exists():
-            other = json.loads(owner_file().read_text())["state_dir"]
-            raise NodeInUse(
-                f"the real node is in use by the cluster in {other}; stop it with "
-                f"`bem-devcluster --state-dir {other} down` (one real node per machine)"
-            )
-        if missing_tools():
-            raise StartupError(
-                f"the real node needs {', '.join(missing_tools())}: run scripts/setup.sh "
-                "(or pass --no-real-node)")
-        node_dir().mkdir(parents=True, exist_ok=True)
-        record = {"state_dir": str(self.state_dir), "pid": os.getpid(),
-                  "baseline": hoststate.snapshot()}
-        tmp = owner_file().with_suffix(".tmp")
-        tmp.write_text(json.dumps(record))
-        tmp.rename(owner_file())
 
     # -- start --------------------------------------------------------------
     def start(self, timeout: float) -> None:
@@ -337,21 +336,13 @@ class RealNode:
 
     def _ready(self) -> bool:
         out = self.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
-        if out.returncode != 0:
-            return False
-        conds = {c["type"]: c["status"]
-                 for c in json.loads(out.stdout).get("status", {}).get("conditions", [])}
-        return conds.get("Ready") == "True"
+        return out.returncode == 0 and node_ready(json.loads(out.stdout))
 
     def _spawn(self, name: str, argv: list[str]) -> processes.Component:
-        # An absolute executable: the pid file's check that a pid is still ours
-        # compares it with /proc/<pid>/exe.
-        exe = shutil.which(argv[0]) or argv[0]
-        return processes.spawn(name, [exe, *argv[1:]], self.state_dir, die_with_parent=self.die)
+        return processes.spawn(name, argv, self.state_dir, die_with_parent=self.die)
 
     def _wait(self, what: str, comp: processes.Component, timeout: float, check) -> None:
-        wait_until(what, check, timeout=timeout, component=comp,
-                   log=self.state_dir / "logs" / f"{comp.name}.log")
+        wait_for_component(self.state_dir, comp, what, check, timeout)
 
 
 def purge_containers(lay: NodeLayout) -> None:
@@ -394,10 +385,7 @@ def teardown(state_dir: Path, baseline: dict[str, Any] | None) -> None:
     """
     lay = NodeLayout(state_dir)
     comps = {c.name: c for c in processes.recorded(state_dir)}
-    first = [comps[n] for n in ("kube-proxy", "kubelet", "apiserver-bridge") if n in comps]
-    processes.stop_many(first)
-    for comp in first:
-        (state_dir / "pids" / f"{comp.name}.json").unlink(missing_ok=True)
+    processes.stop_all(state_dir, ("kube-proxy", "kubelet", "apiserver-bridge"))
     proxy_bin = _recorded_binary(comps.get("kube-proxy"))
     if proxy_bin:
         subprocess.run([proxy_bin, "--cleanup", "--v=0"], capture_output=True, timeout=60)
@@ -405,9 +393,7 @@ def teardown(state_dir: Path, baseline: dict[str, Any] | None) -> None:
         purge_containers(lay)
     hoststate.kill_cgroup_processes()
     _kill_shims(lay)
-    if "containerd" in comps:
-        processes.stop(comps["containerd"])
-        (state_dir / "pids" / "containerd.json").unlink(missing_ok=True)
+    processes.stop_all(state_dir, ("containerd",))
     hoststate.unmount_under(lay.root)
     hoststate.delete_bridge(BRIDGE)
     if baseline is not None:
@@ -427,9 +413,12 @@ def _recorded_binary(comp: processes.Component | None) -> str | None:
 def release(state_dir: Path) -> None:
     """Tear down the node of state_dir if it owns the machine's real node."""
     record = _owner()
-    if record is None or Path(record["state_dir"]) != state_dir:
-        return
-    teardown(state_dir, record["baseline"])
+    if record is not None and Path(record["state_dir"]) == state_dir:
+        _teardown_owner(record)
+
+
+def _teardown_owner(record: dict[str, Any]) -> None:
+    teardown(Path(record["state_dir"]), record["baseline"])
     owner_file().unlink(missing_ok=True)
 
 
@@ -452,8 +441,7 @@ def sweep_dead_owner() -> bool:
     state_dir = Path(record["state_dir"])
     if any(c.is_ours() for c in processes.recorded(state_dir)):
         return False
-    teardown(state_dir, record["baseline"])
-    owner_file().unlink(missing_ok=True)
+    _teardown_owner(record)
     return True
 
 
@@ -480,12 +468,12 @@ def served_here(ip: str) -> str | None:
 
 def wait_served_here(ip: str, timeout: float = 30.0) -> str:
     """Block until served_here(ip); raise instead of ever sending traffic off the machine."""
-    deadline = time.monotonic() + timeout
-    while True:
-        why = served_here(ip)
-        if why:
-            return why
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{ip} is not served on this machine (no local address, bridge "
-                               "route or kube-proxy rule): refusing to send traffic to it")
-        time.sleep(0.2)
+    why: list[str] = []
+
+    def served() -> bool:
+        why[:] = [served_here(ip) or ""]
+        return bool(why[0])
+    wait_until(f"{ip} to be served on this machine (a local address, a bridge route or a "
+               "kube-proxy rule) before sending it anything", served, timeout=timeout,
+               interval=0.2)
+    return why[0]
