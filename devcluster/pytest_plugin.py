@@ -13,6 +13,7 @@ not cut it short.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -50,9 +51,10 @@ def cluster() -> Iterator[Client]:
         handle.stop()  # type: ignore[attr-defined]
 
 
-@pytest.fixture
-def namespace(cluster: Client) -> Iterator[str]:
-    name = f"t-{secrets.token_hex(4)}"
+@contextlib.contextmanager
+def fresh_namespace(cluster: Client, prefix: str = "t") -> Iterator[str]:
+    """A new random namespace, ready for pods; deleted (without waiting) afterwards."""
+    name = f"{prefix}-{secrets.token_hex(4)}"
     cluster.kubectl("create", "namespace", name)
     cluster.kubectl("label", "namespace", name, "bem.ai/test=true")
     # Pods are refused until the namespace's default ServiceAccount exists.
@@ -66,3 +68,9 @@ def namespace(cluster: Client) -> Iterator[str]:
         yield name
     finally:
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def namespace(cluster: Client) -> Iterator[str]:
+    with fresh_namespace(cluster) as name:
+        yield name

@@ -9,7 +9,7 @@ they are only checked and imported, which is quick once done on this machine.
 
 from __future__ import annotations
 
-import secrets
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +18,7 @@ import pytest
 
 from devcluster import binaries, images, realnode
 from devcluster.cluster import DevCluster
-from devcluster.health import wait_until
+from devcluster.pytest_plugin import fresh_namespace
 from install.support import CHART
 
 OPERATOR_NS = "bem-system"
@@ -48,8 +48,6 @@ def helm_env(real_cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(scope="package")
 def operator_release(real_cluster: DevCluster, helm_env: dict) -> str:
     """`helm install` of the chart with the locally built operator image."""
-    import subprocess
-
     out = subprocess.run(
         [str(real_cluster.helm_bin), "install", "bem-operator", str(CHART), "-n", OPERATOR_NS,
          "--create-namespace", "--wait", "--timeout", "4m",
@@ -61,15 +59,8 @@ def operator_release(real_cluster: DevCluster, helm_env: dict) -> str:
 
 @pytest.fixture
 def real_ns(real_cluster: DevCluster) -> Iterator[str]:
-    name = f"r-{secrets.token_hex(4)}"
-    real_cluster.kubectl("create", "namespace", name)
-    wait_until(f"ServiceAccount {name}/default",
-               lambda: real_cluster.kubectl("get", "sa", "default", "-n", name,
-                                            check=False).returncode == 0, timeout=60)
-    try:
+    with fresh_namespace(real_cluster, "r") as name:
         yield name
-    finally:
-        real_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
