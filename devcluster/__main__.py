@@ -103,6 +103,23 @@ def cmd_images(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_addons(args: argparse.Namespace) -> int:
+    from devcluster import addons, images
+
+    cluster = _recorded(args.state_dir)
+    if cluster is None or not cluster.real_node:
+        print("bem-devcluster addons needs a running cluster with the real node: "
+              "run `bem-devcluster up` first", file=sys.stderr)
+        return 1
+    report = images.ensure_all(realnode.NodeLayout(cluster.state_dir), addons.IMAGES)
+    for ref, row in report.items():
+        print(f"{ref:44} {row['bytes'] / 2**20:5.0f}Mi {row['seconds']:6.1f}s", file=sys.stderr)
+    addons.install(cluster)
+    print(f"Prometheus: {addons.PROMETHEUS_URL} (ClusterIP {addons.PROMETHEUS_IP}); "
+          f"KEDA serves external.metrics.k8s.io", file=sys.stderr)
+    return 0
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     realnode.sweep_dead_owner()
     cluster = _recorded(args.state_dir)
@@ -169,6 +186,8 @@ def parser() -> argparse.ArgumentParser:
     images.add_argument("--no-import", action="store_true",
                         help="only build (no running real node needed)")
     images.set_defaults(func=cmd_images)
+    sub.add_parser("addons", help="build, import and install Prometheus (by the Prometheus "
+                   "operator) and KEDA into the running cluster").set_defaults(func=cmd_addons)
     restart = sub.add_parser("restart-apiserver",
                              help="stop the API server and start it again (outage drills)")
     restart.add_argument("--down", type=float, default=0.0,

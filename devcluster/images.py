@@ -28,6 +28,7 @@ import sys
 import time
 import tomllib
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,16 +49,20 @@ CONTEXT_FILES = ("pyproject.toml", "README.md")
 
 @dataclass(frozen=True)
 class Image:
-    """One project image: its Dockerfile, the pyproject extra it installs, its name."""
+    """One image: its Dockerfile, the pyproject extra it installs, its name and tag."""
 
     name: str
     dockerfile: str
     extra: str | None
     build_args: tuple[tuple[str, str], ...] = ()
+    tag: str = VERSION
+    # What the build context holds besides the Dockerfile and the extra's files: context
+    # path -> host file, asked for when the context is staged (binaries of the add-ons).
+    payload: Callable[[], dict[str, Path]] | None = None
 
     @property
     def ref(self) -> str:
-        return f"{self.name}:{VERSION}"
+        return f"{self.name}:{self.tag}"
 
     @property
     def cri_ref(self) -> str:
@@ -258,6 +263,8 @@ def stage_context(image: Image) -> tuple[Path, str]:
                 if src.is_file() and "__pycache__" not in src.parts and src.suffix != ".pyc" \
                         and not any(p.endswith(".egg-info") for p in src.parts):
                     files.append((src, ctx / src.relative_to(REPO)))
+    if image.payload is not None:
+        files += [(src, ctx / rel) for rel, src in sorted(image.payload().items())]
     for src, dst in files:
         _link_or_copy(src, dst)
         h.update(str(dst.relative_to(ctx)).encode() + b"\0" + src.read_bytes() + b"\0")

@@ -29,6 +29,7 @@ import yaml
 from devcluster import hoststate, processes
 from devcluster import kubeconfig as kcfg
 from devcluster.binaries import Binaries, cache_root
+from devcluster.components import SERVICE_CIDR
 from devcluster.health import StartupError, http_ok, wait_for_component, wait_until
 from devcluster.nodes import REAL_NODE, node_ready
 
@@ -333,6 +334,12 @@ class RealNode:
             run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True)
         run(["ip", "addr", "replace", f"{BRIDGE_IP}/24", "dev", BRIDGE], check=True)
         run(["ip", "link", "set", BRIDGE, "up"], check=True)
+        # The Service range routes into the bridge, not the default route: a host process
+        # (the API server's aggregator, a test) that reaches a ClusterIP before kube-proxy
+        # has its rule, or after it is gone, goes nowhere instead of off this machine.
+        # kube-proxy's DNAT still sends served ClusterIPs on to their pods. The route goes
+        # with the bridge at teardown.
+        run(["ip", "route", "replace", SERVICE_CIDR, "dev", BRIDGE], check=True)
 
     def _ready(self) -> bool:
         out = self.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)

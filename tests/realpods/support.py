@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 import urllib.error
@@ -15,6 +16,22 @@ from devcluster.realnode import wait_served_here
 
 GENERATE = {"prompt": "The operator reconciled", "max_new_tokens": 4, "temperature": 0,
             "seed": 7}
+BAKED_IMAGE = "bem-runtime-with-model:0.1.0"
+SMALL = {"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+
+
+def figure(text: str) -> None:
+    print(f"[figure] {text}", file=sys.stderr, flush=True)
+
+
+def apply(cluster: Any, namespace: str, obj: dict[str, Any] | str) -> None:
+    doc = obj if isinstance(obj, str) else json.dumps(obj)
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=doc)
+
+
+def runtime_pods(cluster: Any, namespace: str, name: str) -> list[dict[str, Any]]:
+    pods = get_json(cluster, "pods", "-n", namespace, "-l", f"bem.ai/service={name}")["items"]
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
 
 
 def get_json(cluster: Any, *args: str) -> dict[str, Any]:

@@ -25,26 +25,11 @@ from devcluster.nodes import REAL_NODE
 from devcluster.realnode import local_addresses, wait_served_here
 
 from .conftest import OPERATOR_NS
-from .support import GENERATE, Load, bems_ready, get_json, post, rollout_done, service_url
+from .support import (BAKED_IMAGE, GENERATE, SMALL, Load, apply, bems_ready, figure, get_json, post,
+                      rollout_done, runtime_pods, service_url)
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "manifests" / "samples"
-BAKED_IMAGE = "bem-runtime-with-model:0.1.0"
-SMALL = {"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
-
-
-def figure(text: str) -> None:
-    print(f"[figure] {text}", file=sys.stderr, flush=True)
-
-
-def apply(cluster: Any, namespace: str, obj: dict[str, Any] | str) -> None:
-    doc = obj if isinstance(obj, str) else json.dumps(obj)
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=doc)
-
-
-def runtime_pods(cluster: Any, namespace: str, name: str) -> list[dict[str, Any]]:
-    pods = get_json(cluster, "pods", "-n", namespace, "-l", f"bem.ai/service={name}")["items"]
-    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
 
 
 def fleet(name: str, strategy: str, replicas: int) -> dict[str, Any]:

@@ -1,0 +1,297 @@
+"""Cluster add-ons of the autoscaling loop: the Prometheus operator with one Prometheus, and KEDA.
+
+Made here like the rest of the cluster, nothing pulled:
+- binaries: KEDA (operator, metrics API server) and the Prometheus operator (with its config
+  reloader) built from Go modules by build-addons.sh; Prometheus from Debian's package;
+- images: docker/binary.Dockerfile on the project's Debian base (images.py builds, caches and
+  imports them like the project's own);
+- manifests: the projects' own (the Prometheus operator's bundle.yaml, KEDA's config/minimal
+  through `kubectl kustomize`), patched only where this cluster differs: local images, small
+  requests for a 2-core node, and fixed ClusterIPs with host aliases where a name would need
+  cluster DNS (the local cluster runs none).
+
+Prometheus selects every ServiceMonitor and PrometheusRule in the cluster (empty selectors), so
+what the BEM operator and chart create is what makes it scrape and evaluate.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from devcluster import images
+from devcluster.binaries import cache_root
+from devcluster.client import Client
+from devcluster.health import wait_until
+
+BUILD_SCRIPT = Path(__file__).with_name("build-addons.sh")
+# Keep in sync with WANT in build-addons.sh.
+BINARIES = ("keda-operator", "keda-adapter", "prometheus-operator", "prometheus-config-reloader")
+
+MONITORING_NS = "monitoring"
+KEDA_NS = "keda"
+FIELD_MANAGER = "bem-devcluster"
+# Static ClusterIPs (the low band of the Service range is kept for static use) for the two
+# Services reached by name: the host aliases below stand in for cluster DNS.
+PROMETHEUS_IP = "10.0.0.10"
+KEDA_OPERATOR_IP = "10.0.0.11"
+PROMETHEUS_HOST = f"prometheus.{MONITORING_NS}.svc"
+PROMETHEUS_URL = f"http://{PROMETHEUS_HOST}:9090"
+KEDA_GRPC_AUTHORITY = f"keda-operator.{KEDA_NS}.svc.cluster.local"
+SMALL = {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+
+
+def log(msg: str) -> None:
+    print(f"[addons] {msg}", file=sys.stderr, flush=True)
+
+
+# ---- binaries -----------------------------------------------------------------------------
+def _script(*args: str, quiet: bool = False) -> str:
+    out = subprocess.run(["bash", str(BUILD_SCRIPT), *args], text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL if quiet else None)
+    if out.returncode != 0:
+        raise RuntimeError(f"build-addons.sh {' '.join(args)} failed ({out.returncode})")
+    return out.stdout.strip().splitlines()[-1]
+
+
+def bin_dir() -> Path:
+    return Path(_script("--print-dir"))
+
+
+def ensure_binaries() -> Path:
+    """The add-ons' binaries (a Go build of several minutes, once per version)."""
+    found = bin_dir()
+    if any(not (found / b).is_file() for b in BINARIES):
+        log(f"building KEDA and the Prometheus operator into {found} (minutes, once)")
+        _script()
+    return found
+
+
+def source(name: str) -> Path:
+    """The module source of `keda` or `prometheus-operator` (CRDs, manifests)."""
+    path = bin_dir() / "src" / name
+    if not (path / ".complete").is_file():
+        _script("--sources")
+    if not path.is_dir():
+        raise RuntimeError(f"{path} is missing: run devcluster/build-addons.sh")
+    return path
+
+
+def _version(script_var: str) -> str:
+    for line in BUILD_SCRIPT.read_text().splitlines():
+        if line.startswith(f'{script_var}="${{{script_var}:-'):
+            return line.split(":-", 1)[1].split("}", 1)[0]
+    raise RuntimeError(f"{script_var} not found in {BUILD_SCRIPT}")
+
+
+KEDA_VERSION = _version("KEDA_VERSION")
+PROMOP_VERSION = _version("PROMOP_VERSION")
+
+
+def debian_prometheus() -> tuple[Path, str]:
+    """Prometheus from Debian's package (apt-get download, unpacked): its binary, its version."""
+    dest = cache_root() / "addons-debs" / "prometheus"
+    binary = dest / "root" / "usr" / "bin" / "prometheus"
+    if not binary.is_file():
+        dest.mkdir(parents=True, exist_ok=True)
+        for old in dest.glob("*.deb"):
+            old.unlink()
+        subprocess.run(["apt-get", "download", "prometheus"], cwd=dest, check=True,
+                       capture_output=True)
+        deb = next(dest.glob("prometheus_*.deb"))
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(dest / "root")], check=True)
+        (dest / "VERSION").write_text(subprocess.run(
+            ["dpkg-deb", "-f", str(deb), "Version"], check=True, capture_output=True,
+            text=True).stdout.strip())
+    # 2.42.0+ds-5+deb12u1 -> 2.42.0
+    return binary, (dest / "VERSION").read_text().split("+")[0].split("-")[0]
+
+
+# ---- images -------------------------------------------------------------------------------
+def _binaries(*names: str) -> Callable[[], dict[str, Path]]:
+    return lambda: {f"bin/{n}": ensure_binaries() / n for n in names}
+
+
+def _binary_image(name: str, tag: str, entrypoint: str,
+                  payload: Callable[[], dict[str, Path]]) -> images.Image:
+    return images.Image(name, "docker/binary.Dockerfile", None,
+                        (("ENTRYPOINT", entrypoint),), tag=tag, payload=payload)
+
+
+PROMETHEUS = _binary_image("bem-prometheus", "bookworm", "prometheus",
+                           lambda: {"bin/prometheus": debian_prometheus()[0]})
+PROMETHEUS_OPERATOR = _binary_image("bem-prometheus-operator", PROMOP_VERSION,
+                                    "prometheus-operator", _binaries("prometheus-operator"))
+CONFIG_RELOADER = _binary_image("bem-prometheus-config-reloader", PROMOP_VERSION,
+                                "prometheus-config-reloader",
+                                _binaries("prometheus-config-reloader"))
+KEDA = _binary_image("bem-keda", KEDA_VERSION, "keda-operator",
+                     _binaries("keda-operator", "keda-adapter"))
+IMAGES = (PROMETHEUS, PROMETHEUS_OPERATOR, CONFIG_RELOADER, KEDA)
+
+
+# ---- manifests ----------------------------------------------------------------------------
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads a bare `=` as the "value" tag (the CRDs' enums hold one): a string."""
+
+
+_Loader.add_constructor("tag:yaml.org,2002:value", _Loader.construct_yaml_str)
+
+
+def _docs(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.load_all(text, Loader=_Loader) if d]  # noqa: S506 - a SafeLoader
+
+
+def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return doc["spec"]["template"]["spec"]["containers"]
+
+
+def _local_image(container: dict[str, Any], image: images.Image) -> None:
+    container["image"] = image.ref
+    container["imagePullPolicy"] = "IfNotPresent"
+    container["resources"] = copy.deepcopy(SMALL)
+
+
+def prometheus_operator_manifests() -> list[dict[str, Any]]:
+    """bundle.yaml (CRDs, RBAC, Deployment, Service) moved to the monitoring namespace."""
+    docs = _docs((source("prometheus-operator") / "bundle.yaml").read_text())
+    for doc in docs:
+        if doc["kind"] == "CustomResourceDefinition":
+            continue
+        if doc["kind"] in ("Deployment", "ServiceAccount", "Service"):
+            doc["metadata"]["namespace"] = MONITORING_NS
+        if doc["kind"] == "ClusterRoleBinding":
+            for subject in doc["subjects"]:
+                subject["namespace"] = MONITORING_NS
+        if doc["kind"] == "Deployment":
+            (container,) = _containers(doc)
+            _local_image(container, PROMETHEUS_OPERATOR)
+            container.pop("command", None)
+            # No kubelet Service to manage: this cluster has no node-metrics scraping.
+            container["args"] = [f"--prometheus-config-reloader={CONFIG_RELOADER.ref}"]
+    return [_namespace(MONITORING_NS), *docs]
+
+
+def prometheus_manifests(version: str) -> list[dict[str, Any]]:
+    """One Prometheus selecting every ServiceMonitor and PrometheusRule, its RBAC (the
+    Prometheus operator's example role) and a Service with a fixed ClusterIP."""
+    rbac_dir = source("prometheus-operator") / "example" / "rbac" / "prometheus"
+    docs = []
+    for name in ("prometheus-service-account.yaml", "prometheus-cluster-role.yaml",
+                 "prometheus-cluster-role-binding.yaml"):
+        doc = _docs((rbac_dir / name).read_text())[0]
+        if doc["kind"] == "ServiceAccount":
+            doc["metadata"]["namespace"] = MONITORING_NS
+        if doc["kind"] == "ClusterRoleBinding":
+            for subject in doc["subjects"]:
+                subject["namespace"] = MONITORING_NS
+        docs.append(doc)
+    docs.append({
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "Prometheus",
+        "metadata": {"name": "prometheus", "namespace": MONITORING_NS},
+        "spec": {
+            "image": PROMETHEUS.ref, "version": f"v{version}", "imagePullPolicy": "IfNotPresent",
+            "replicas": 1, "serviceAccountName": "prometheus",
+            "serviceMonitorSelector": {}, "serviceMonitorNamespaceSelector": {},
+            "ruleSelector": {}, "ruleNamespaceSelector": {},
+            "scrapeInterval": "5s", "evaluationInterval": "5s", "retention": "2h",
+            "resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
+                          "limits": {"memory": "1Gi"}},
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534,
+                                "fsGroup": 65534, "seccompProfile": {"type": "RuntimeDefault"}},
+        },
+    })
+    docs.append({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "prometheus", "namespace": MONITORING_NS},
+        "spec": {"clusterIP": PROMETHEUS_IP,
+                 "selector": {"app.kubernetes.io/name": "prometheus",
+                              "operator.prometheus.io/name": "prometheus"},
+                 "ports": [{"name": "web", "port": 9090, "targetPort": "web"}]},
+    })
+    return docs
+
+
+def keda_manifests(client: Client) -> list[dict[str, Any]]:
+    """KEDA's config/minimal (CRDs, RBAC, operator, metrics API server, APIService)."""
+    rendered = client.kubectl("kustomize", str(source("keda") / "config" / "minimal")).stdout
+    docs = _docs(rendered)
+    for doc in docs:
+        if doc["kind"] == "Service" and doc["metadata"]["name"] == "keda-operator":
+            doc["spec"]["clusterIP"] = KEDA_OPERATOR_IP
+        if doc["kind"] != "Deployment":
+            continue
+        (container,) = _containers(doc)
+        _local_image(container, KEDA)
+        pod = doc["spec"]["template"]["spec"]
+        if doc["metadata"]["name"] == "keda-operator":
+            container["command"] = ["/usr/bin/keda-operator"]
+            # ScaledObjects name Prometheus by its Service's DNS name.
+            pod["hostAliases"] = [{"ip": PROMETHEUS_IP, "hostnames": [PROMETHEUS_HOST]}]
+        else:
+            container["command"] = ["/usr/bin/keda-adapter"]
+            container["args"] = [*container.get("args", []),
+                                 f"--metrics-service-address={KEDA_OPERATOR_IP}:9666",
+                                 f"--metrics-service-grpc-authority={KEDA_GRPC_AUTHORITY}"]
+    return docs
+
+
+def _namespace(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+# ---- install ------------------------------------------------------------------------------
+def apply(client: Client, docs: Iterable[dict[str, Any]]) -> None:
+    # Server-side: the CRDs are larger than client-side apply's annotation may hold.
+    client.kubectl("apply", "--server-side", "--force-conflicts",
+                   f"--field-manager={FIELD_MANAGER}", "-f", "-",
+                   input=yaml.safe_dump_all(list(docs)))
+
+
+def _established(client: Client, crds: list[str]) -> None:
+    client.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                   *(f"crd/{name}" for name in crds))
+
+
+def _crd_names(docs: list[dict[str, Any]]) -> list[str]:
+    return [d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"]
+
+
+def install(client: Client, timeout: float = 300.0) -> float:
+    """Install (or update) the add-ons into a cluster whose real node holds their images, and
+    wait until Prometheus answers and the external metrics API is available. Returns seconds."""
+    began = time.monotonic()
+    _, version = debian_prometheus()
+    promop = prometheus_operator_manifests()
+    apply(client, [d for d in promop if d["kind"] in ("Namespace", "CustomResourceDefinition")])
+    _established(client, _crd_names(promop))
+    apply(client, [d for d in promop if d["kind"] not in ("Namespace", "CustomResourceDefinition")])
+    apply(client, prometheus_manifests(version))
+    keda = keda_manifests(client)
+    apply(client, [d for d in keda if d["kind"] in ("Namespace", "CustomResourceDefinition")])
+    _established(client, _crd_names(keda))
+    apply(client, [d for d in keda if d["kind"] not in ("Namespace", "CustomResourceDefinition")])
+    left = lambda: max(10.0, timeout - (time.monotonic() - began))  # noqa: E731
+    for ns, deploy in ((MONITORING_NS, "prometheus-operator"), (KEDA_NS, "keda-operator"),
+                       (KEDA_NS, "keda-metrics-apiserver")):
+        client.kubectl("rollout", "status", "-n", ns, f"deployment/{deploy}",
+                       f"--timeout={int(left())}s", timeout=left() + 10)
+    wait_until("the Prometheus operator to create the Prometheus StatefulSet",
+               lambda: client.kubectl("get", "statefulset", "-n", MONITORING_NS,
+                                      "prometheus-prometheus", check=False).returncode == 0,
+               timeout=left(), interval=2.0)
+    client.kubectl("rollout", "status", "-n", MONITORING_NS, "statefulset/prometheus-prometheus",
+                   f"--timeout={int(left())}s", timeout=left() + 10)
+    client.kubectl("wait", "--for=condition=Available", f"--timeout={int(left())}s",
+                   "apiservice/v1beta1.external.metrics.k8s.io", timeout=left() + 10)
+    seconds = time.monotonic() - began
+    log(f"Prometheus {version}, Prometheus operator {PROMOP_VERSION} and KEDA {KEDA_VERSION} "
+        f"ready in {seconds:.0f}s")
+    return seconds

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds the cluster add-ons the autoscaling loop needs, from Go modules, once per version:
+#   KEDA (operator and metrics API server) and the Prometheus operator (with its config
+#   reloader). Both modules carry replace directives in their go.mod, so `go install mod@v`
+#   refuses them: each is built as the main module from a writable copy of its downloaded
+#   module directory. Their CRDs are read from the same copies (see --print-src).
+# Prometheus itself comes from Debian's package (devcluster/images.py).
+set -euo pipefail
+
+KEDA_VERSION="${KEDA_VERSION:-v2.20.2}"
+PROMOP_VERSION="${PROMOP_VERSION:-v0.85.0}"
+CACHE_ROOT="${BEM_DEVCLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bem-devcluster}"
+BIN_DIR="$CACHE_ROOT/addons-keda-${KEDA_VERSION}-promop-${PROMOP_VERSION}"
+SRC_DIR="$BIN_DIR/src"
+# name:module:version:package, one per binary. Keep in sync with devcluster/addons.py.
+WANT=(
+  "keda-operator:github.com/kedacore/keda/v2:${KEDA_VERSION}:./cmd/operator"
+  "keda-adapter:github.com/kedacore/keda/v2:${KEDA_VERSION}:./cmd/adapter"
+  "prometheus-operator:github.com/prometheus-operator/prometheus-operator:${PROMOP_VERSION}:./cmd/operator"
+  "prometheus-config-reloader:github.com/prometheus-operator/prometheus-operator:${PROMOP_VERSION}:./cmd/prometheus-config-reloader"
+)
+
+if [[ "${1:-}" == "--print-dir" ]]; then
+  echo "$BIN_DIR"
+  exit 0
+fi
+
+export CGO_ENABLED=0
+export GOFLAGS="${GOFLAGS:-} -mod=mod"
+mkdir -p "$BIN_DIR" "$SRC_DIR"
+exec 9>"$BIN_DIR/.lock"
+flock 9  # one build per machine at a time
+
+# A writable copy of one module's source, made once: $SRC_DIR/<last path element>.
+source_of() {
+  local module="$1" version="$2" name dir
+  name="$(basename "${module%/v2}")"
+  if [[ ! -f "$SRC_DIR/$name/.complete" ]]; then
+    dir="$(go mod download -json "${module}@${version}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+    rm -rf "$SRC_DIR/$name"
+    cp -r "$dir" "$SRC_DIR/$name"
+    chmod -R u+w "$SRC_DIR/$name"
+    # Nested modules (prometheus-operator's pkg/apis/monitoring, pkg/client) are not in the
+    # module's zip: their replace-by-directory goes, and the published version it requires
+    # is used instead.
+    (cd "$SRC_DIR/$name" && go mod edit -json | python3 -c '
+import json, os, sys
+for r in json.load(sys.stdin).get("Replace") or []:
+    new = r["New"]["Path"]
+    if new.startswith(".") and not os.path.isdir(new):
+        print(r["Old"]["Path"])' | while read -r old; do go mod edit -dropreplace="$old"; done)
+    touch "$SRC_DIR/$name/.complete"
+  fi
+  echo "$SRC_DIR/$name"
+}
+
+for entry in "${WANT[@]}"; do
+  IFS=: read -r bin module version pkg <<<"$entry"
+  src="$(source_of "$module" "$version")"
+  # --sources: only the module copies (CRDs and manifests), no build.
+  [[ -x "$BIN_DIR/$bin" || "${1:-}" == "--sources" ]] && continue
+  echo "building $bin ${version}" >&2
+  (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$BIN_DIR/$bin.tmp" "$pkg")
+  mv "$BIN_DIR/$bin.tmp" "$BIN_DIR/$bin"
+done
+echo "$BIN_DIR"
