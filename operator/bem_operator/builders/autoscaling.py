@@ -1,4 +1,5 @@
-"""The HorizontalPodAutoscaler (autoscaling/v2) that owns the Deployment's replica count."""
+"""The HorizontalPodAutoscaler (autoscaling/v2) that owns the Deployment's replica count with
+spec.autoscaling.provider HPA (the default; with KEDA, keda.py builds a ScaledObject instead)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def _utilization(resource: str, percent: int) -> dict[str, Any]:
 
 def hpa_from_spec(spec: BEMServiceSpec) -> dict[str, Any] | None:
     auto = spec.autoscaling
-    if auto is None:
+    if auto is None or auto.provider != "HPA":
         return None
     metrics: list[dict[str, Any]] = [{
         "type": "Pods",
