@@ -151,8 +151,7 @@ class Reconciler:
             applied[(child["apiVersion"], child["kind"])] = live
             if child is deployment:
                 live_deployment = live
-            if created and (bems.get("status") or {}).get("observedGeneration") \
-                    and not _was_refused(bems):
+            if created and _spec_unchanged(bems) and not _was_refused(bems):
                 events.append(("Normal", "Recreated",
                                f"Recreated {child['kind']} {child['metadata']['name']}, "
                                "which had been deleted"))
@@ -321,6 +320,14 @@ class Reconciler:
         except ApiError:
             logger.debug("Failed to record the failure in BEMService %s/%s status",
                          meta["namespace"], meta["name"])
+
+
+def _spec_unchanged(bems: Mapping[str, Any]) -> bool:
+    """Whether the last status describes this very spec: then a child that had to be created
+    was deleted by someone (a spec change, such as another autoscaling provider, creates its
+    new children as a matter of course)."""
+    observed = (bems.get("status") or {}).get("observedGeneration")
+    return bool(observed) and observed == bems["metadata"].get("generation")
 
 
 def _was_refused(bems: Mapping[str, Any]) -> bool:
