@@ -12,6 +12,7 @@ import copy
 import re
 from typing import Any
 
+from bem_operator.builders.autoscaling import scale_target
 from bem_operator.builders.labels import child_metadata
 from bem_operator.builders.options import BuildOptions
 from bem_operator.builders.spec_types import BEMServiceSpec
@@ -88,7 +89,7 @@ def scaled_object_from_spec(spec: BEMServiceSpec, options: BuildOptions) -> dict
         "kind": "ScaledObject",
         "metadata": child_metadata(spec),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.name},
+            "scaleTargetRef": scale_target(spec),
             "minReplicaCount": auto.min_replicas,
             "maxReplicaCount": auto.max_replicas,
             "advanced": {"horizontalPodAutoscalerConfig": hpa_config},
