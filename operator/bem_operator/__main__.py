@@ -30,6 +30,8 @@ _SETTINGS_HELP = """settings (environment variables):
   BEM_OPERATOR_BIND_ADDRESS    address of both endpoints (default 0.0.0.0)
   BEM_OPERATOR_RESYNC_SECONDS  periodic drift check (default 30)
   BEM_RUNTIME_IMAGE            runtime image when a BEMService names none
+  BEM_OPERATOR_PROMETHEUS_ADDRESS  Prometheus that KEDA queries for autoscaling provider KEDA
+                               (default http://prometheus-operated.monitoring.svc:9090)
   BEM_OPERATOR_LOG_LEVEL       DEBUG, INFO, WARNING or ERROR (default INFO)
 credentials: the pod's service account, else $KUBECONFIG or ~/.kube/config"""
 
@@ -39,7 +41,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bem-operator",
         description="Reconciles BEMService resources into runtime Deployments, Services, "
-                    "HPAs, PodDisruptionBudgets and ServiceMonitors.",
+                    "HPAs or KEDA ScaledObjects, PodDisruptionBudgets and ServiceMonitors.",
         epilog=_SETTINGS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

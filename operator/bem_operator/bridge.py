@@ -43,7 +43,8 @@ class KopfBridge:
         self._warned: dict[Key, str] = {}  # the last failure logged per BEMService
         self.index = ChildIndex()
         self.parents: dict[Key, Mapping[str, Any]] = {}  # latest BEMService bodies seen
-        self.reconciler = Reconciler(api, self.index, settings.runtime_image)
+        self.reconciler = Reconciler(api, self.index, settings.runtime_image,
+                                     prometheus_address=settings.prometheus_address)
         self.coordinator = Coordinator(self._reconcile_fetched, settings.child_event_delay_seconds)
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="reconcile")

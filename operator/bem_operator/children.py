@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from bem_operator.builders.kinds import DEPLOYMENT
+from bem_operator.builders.kinds import DEPLOYMENT, HPA, SCALED_OBJECT
 from bem_operator.constants import CONFIG_HASH_ANNOTATION
 from bem_operator.constants import KIND as OWNER_KIND
 from bem_operator.constants import OWNER_LABEL
@@ -55,11 +55,22 @@ def parent_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
     return (namespace, parent) if parent and namespace else None
 
 
+# Kinds whose status says what the autoscaler does (status.autoscaling): kept by name.
+_AUTOSCALER_KINDS = frozenset({HPA.key, SCALED_OBJECT.key})
+
+
 def controller_uid(body: Mapping[str, Any]) -> str | None:
     for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
         if ref.get("kind") == OWNER_KIND and ref.get("controller"):
             return ref.get("uid")
     return None
+
+
+def foreign(body: Mapping[str, Any]) -> bool:
+    """Labelled as a child but controlled by another object: the HPA that KEDA makes from our
+    ScaledObject carries the ScaledObject's labels. Never ours to apply or delete; read only."""
+    refs = (body.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("controller") and ref.get("kind") != OWNER_KIND for ref in refs)
 
 
 class ChildIndex:
@@ -69,6 +80,8 @@ class ChildIndex:
         # child -> (resourceVersion, fingerprint) of what our last apply returned
         self._applied: dict[tuple[str, str, str, str], tuple[str, str]] = {}
         self._deployments: dict[tuple[str, str], Mapping[str, Any]] = {}  # by parent
+        # HPAs (ours or KEDA's) and ScaledObjects by parent, then by (kind, name)
+        self._autoscalers: dict[tuple[str, str], dict[tuple[str, str], Mapping[str, Any]]] = {}
         # runtime pods by parent, then by pod name: only what the status derivation reads
         self._pods: dict[tuple[str, str], dict[str, Mapping[str, Any]]] = {}
 
@@ -98,6 +111,10 @@ class ChildIndex:
         meta = body["metadata"]
         kind_key = (body.get("apiVersion", ""), body.get("kind", ""))
         with self._lock:
+            if kind_key in _AUTOSCALER_KINDS:
+                self._observe_autoscaler(parent, event_type, body)
+            if foreign(body):
+                return
             by_kind = self._children.setdefault(parent, {})
             if kind_key == DEPLOYMENT.key:
                 if event_type == "DELETED":
@@ -114,6 +131,23 @@ class ChildIndex:
                 return
             by_kind[kind_key] = ChildRef(kind_key[0], kind_key[1], meta["namespace"],
                                          meta["name"], meta.get("uid", ""), controller_uid(body))
+
+    def _observe_autoscaler(self, parent: tuple[str, str], event_type: str | None,
+                            body: Mapping[str, Any]) -> None:
+        bodies = self._autoscalers.setdefault(parent, {})
+        key = (body.get("kind", ""), body["metadata"]["name"])
+        if event_type == "DELETED":
+            bodies.pop(key, None)
+            if not bodies:
+                del self._autoscalers[parent]
+        else:
+            bodies[key] = body
+
+    def autoscaler(self, namespace: str, parent: str, kind: str,
+                   name: str) -> Mapping[str, Any] | None:
+        """The latest HPA or ScaledObject of that name the watch delivered for a parent."""
+        with self._lock:
+            return self._autoscalers.get((namespace, parent), {}).get((kind, name))
 
     def owned(self, namespace: str, parent: str, owner_uid: str) -> list[ChildRef]:
         """Children of one BEMService whose controller is the object with `owner_uid`."""
@@ -133,6 +167,8 @@ class ChildIndex:
 
     def classify(self, event_type: str | None, body: Mapping[str, Any]) -> Change:
         """How much of the parent a child's watch event asks to reconcile."""
+        if foreign(body):  # KEDA's HPA: its status feeds status.autoscaling, nothing more
+            return Change.STATUS_ONLY
         if event_type == "DELETED":
             return Change.CHANGED
         with self._lock:

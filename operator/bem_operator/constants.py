@@ -18,5 +18,8 @@ HANDOVER_MANAGER = "bem-operator-handover"
 # Pod-template annotation: a digest of everything that must roll the pods when it changes.
 CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
 DEFAULT_RUNTIME_IMAGE = "bem-runtime:0.1.0"
+# The Prometheus that KEDA's prometheus trigger queries: prometheus-operator's governing
+# Service of a Prometheus in the namespace "monitoring" (kube-prometheus' layout).
+DEFAULT_PROMETHEUS_ADDRESS = "http://prometheus-operated.monitoring.svc:9090"
 # Where kopf keeps its bookkeeping annotations on a BEMService.
 STORAGE_PREFIX = f"operator.{GROUP}"

@@ -16,9 +16,13 @@ from typing import Any
 from bem_operator.builders import CHILD_KINDS, BuildOptions, SpecError, children_from_spec
 from bem_operator.builders import endpoint as service_endpoint
 from bem_operator.builders import parse_bemservice, selector_string
+from bem_operator.autoscaler import AutoscalerObserved
+from bem_operator.builders.keda import keda_hpa_name
 from bem_operator.builders.kinds import DEPLOYMENT as DEPLOYMENT_KIND
+from bem_operator.builders.kinds import HPA, SCALED_OBJECT
+from bem_operator.builders.spec_types import BEMServiceSpec
 from bem_operator.children import ChildIndex
-from bem_operator.constants import FIELD_MANAGER, HANDOVER_MANAGER
+from bem_operator.constants import DEFAULT_PROMETHEUS_ADDRESS, FIELD_MANAGER, HANDOVER_MANAGER
 from bem_operator.k8s import ApiError, KubeApi
 from bem_operator.references import Reference, required_references
 from bem_operator.status import Observed, Problem, compute_status, phase_events, status_changed
@@ -66,10 +70,12 @@ def _now() -> str:
 
 class Reconciler:
     def __init__(self, api: KubeApi, index: ChildIndex, default_image: str,
-                 clock: Callable[[], str] = _now) -> None:
+                 clock: Callable[[], str] = _now,
+                 prometheus_address: str = DEFAULT_PROMETHEUS_ADDRESS) -> None:
         self.api = api
         self.index = index
         self.default_image = default_image
+        self.prometheus_address = prometheus_address
         self.clock = clock
         # The last full reconcile's findings per BEMService uid, so a Deployment status
         # change needs only a status refresh, not a new round of applies.
@@ -110,7 +116,11 @@ class Reconciler:
         spec = parse_bemservice(bems)  # the only parse of this reconcile: builders take `spec`
         monitor_wanted = spec.monitoring.service_monitor
         monitor_available = monitor_wanted and self.api.service_monitor_available()
+        keda_wanted = spec.autoscaling is not None and spec.autoscaling.provider == "KEDA"
+        keda_available = keda_wanted and self.api.serves(SCALED_OBJECT)
         options = BuildOptions(service_monitor_available=monitor_available,
+                               keda_available=keda_available,
+                               prometheus_address=self.prometheus_address,
                                default_runtime_image=self.default_image)
         children = children_from_spec(spec, options)
         deployment = _find(children, DEPLOYMENT)
@@ -123,6 +133,7 @@ class Reconciler:
         if spec.autoscaling is not None:
             self._hand_over_replicas(deployment)
         live_deployment = None
+        applied: dict[tuple[str, str], Mapping[str, Any]] = {}  # live children, by kind
         failure: tuple[Mapping[str, Any], ApiError] | None = None
         for child in children:
             if child is deployment and missing:
@@ -137,10 +148,10 @@ class Reconciler:
                 failure = failure or (child, exc)
                 continue
             self.index.note_applied(live)
+            applied[(child["apiVersion"], child["kind"])] = live
             if child is deployment:
                 live_deployment = live
-            if created and (bems.get("status") or {}).get("observedGeneration") \
-                    and not _was_refused(bems):
+            if created and _spec_unchanged(bems) and not _was_refused(bems):
                 events.append(("Normal", "Recreated",
                                f"Recreated {child['kind']} {child['metadata']['name']}, "
                                "which had been deleted"))
@@ -156,6 +167,7 @@ class Reconciler:
             problem=_missing_problem(meta["namespace"], missing),
             service_monitor=None if not monitor_wanted
             else "applied" if monitor_available else "unavailable",
+            autoscaler=self._autoscaler(spec, keda_available or not keda_wanted, applied),
         )
         status, status_events = self._report(bems, observed)
         with self._observed_lock:
@@ -174,13 +186,45 @@ class Reconciler:
         if observed is None or observed.generation != meta.get("generation", 0) \
                 or observed.deployment is None:
             return None
-        observed = dataclasses.replace(observed, deployment=deployment)
+        observed = dataclasses.replace(
+            observed, deployment=deployment,
+            autoscaler=observed.autoscaler and self._live_autoscaler(
+                meta["namespace"], meta["name"], observed.autoscaler, watched_first=True))
         try:
             status, events = self._report(bems, observed)
         except ApiError as exc:
             raise RetryableError(f"Failed to update the status of BEMService "
                                  f"{meta['namespace']}/{meta['name']}: {exc}") from exc
         return Result(status=status, events=events)
+
+    def _autoscaler(self, spec: BEMServiceSpec, served: bool,
+                    applied: Mapping[tuple[str, str], Mapping[str, Any]]
+                    ) -> AutoscalerObserved | None:
+        """What scales the Deployment: our HPA (provider HPA), or KEDA's HPA and our
+        ScaledObject (provider KEDA); the live objects as just applied, else as watched."""
+        if spec.autoscaling is None:
+            return None
+        keda = spec.autoscaling.provider == "KEDA"
+        view = AutoscalerObserved(
+            provider=spec.autoscaling.provider, served=served,
+            hpa_name=keda_hpa_name(spec.name) if keda else spec.name,
+            scaled_object_name=spec.name if keda else None,
+            hpa=applied.get(HPA.key), scaled_object=applied.get(SCALED_OBJECT.key))
+        return self._live_autoscaler(spec.namespace, spec.name, view, watched_first=False)
+
+    def _live_autoscaler(self, namespace: str, parent: str, view: AutoscalerObserved,
+                         watched_first: bool) -> AutoscalerObserved:
+        """The view with the HPA and ScaledObject the watches delivered: first when a watch
+        event asked for the refresh, else only where the view has none (KEDA's HPA, which
+        the operator never applies)."""
+        hpa = self.index.autoscaler(namespace, parent, HPA.kind, view.hpa_name)
+        scaled = None if view.scaled_object_name is None else self.index.autoscaler(
+            namespace, parent, SCALED_OBJECT.kind, view.scaled_object_name)
+        if watched_first:
+            return dataclasses.replace(view, hpa=hpa or view.hpa,
+                                       scaled_object=scaled or view.scaled_object)
+        return dataclasses.replace(view, hpa=view.hpa or hpa,
+                                   scaled_object=view.scaled_object or scaled)
 
     def forget(self, uid: str) -> None:
         with self._observed_lock:
@@ -276,6 +320,14 @@ class Reconciler:
         except ApiError:
             logger.debug("Failed to record the failure in BEMService %s/%s status",
                          meta["namespace"], meta["name"])
+
+
+def _spec_unchanged(bems: Mapping[str, Any]) -> bool:
+    """Whether the last status describes this very spec: then a child that had to be created
+    was deleted by someone (a spec change, such as another autoscaling provider, creates its
+    new children as a matter of course)."""
+    observed = (bems.get("status") or {}).get("observedGeneration")
+    return bool(observed) and observed == bems["metadata"].get("generation")
 
 
 def _was_refused(bems: Mapping[str, Any]) -> bool:

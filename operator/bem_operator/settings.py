@@ -9,10 +9,11 @@ import dataclasses
 import re
 from collections.abc import Mapping
 
-from bem_operator.constants import DEFAULT_RUNTIME_IMAGE
+from bem_operator.constants import DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_RUNTIME_IMAGE
 
-__all__ = ["DEFAULT_RUNTIME_IMAGE", "OperatorSettings", "SettingsError"]
+__all__ = ["DEFAULT_PROMETHEUS_ADDRESS", "DEFAULT_RUNTIME_IMAGE", "OperatorSettings", "SettingsError"]
 _NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_URL_RE = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
 
 
 class SettingsError(ValueError):
@@ -27,6 +28,8 @@ class OperatorSettings:
     bind_address: str = "0.0.0.0"  # probes and scrapes come from other hosts
     resync_seconds: float = 30.0
     runtime_image: str = DEFAULT_RUNTIME_IMAGE
+    # Queried by KEDA (not by the operator) for BEMServices with autoscaling provider KEDA.
+    prometheus_address: str = DEFAULT_PROMETHEUS_ADDRESS
     # Coalesces bursts of child events into one reconcile of the parent.
     child_event_delay_seconds: float = 0.1
     # Watch timeouts keep streams from hanging silently on dead connections.
@@ -50,6 +53,7 @@ class OperatorSettings:
             or cls.bind_address,
             resync_seconds=_positive(env, "BEM_OPERATOR_RESYNC_SECONDS", cls.resync_seconds),
             runtime_image=_image(env.get("BEM_RUNTIME_IMAGE", "")),
+            prometheus_address=_url(env, "BEM_OPERATOR_PROMETHEUS_ADDRESS", cls.prometheus_address),
             log_level=_log_level(env.get("BEM_OPERATOR_LOG_LEVEL", cls.log_level)),
         )
 
@@ -95,6 +99,15 @@ def _image(raw: str) -> str:
     if any(ch.isspace() for ch in image):
         raise SettingsError(f"BEM_RUNTIME_IMAGE={raw!r} contains white space: give an image reference")
     return image
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not _URL_RE.match(raw):
+        raise SettingsError(f"{name}={raw!r} is not an http(s) URL: give one such as {default}")
+    return raw.rstrip("/")
 
 
 def _log_level(raw: str) -> str:

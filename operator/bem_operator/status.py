@@ -19,6 +19,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bem_operator.autoscaler import (AutoscalerObserved, autoscaling_condition,
+                                    autoscaling_status, not_installed)
 from bem_operator.constants import CONFIG_HASH_ANNOTATION
 
 PENDING, PROGRESSING, READY, DEGRADED = "Pending", "Progressing", "Ready", "Degraded"
@@ -53,6 +55,7 @@ class Observed:
     problem: Problem | None = None  # e.g. a missing Secret: degrades, retried by the timer
     pods: tuple[Mapping[str, Any], ...] = ()  # the runtime pods the pod watch delivered
     service_monitor: str | None = None  # None (not wanted), "applied" or "unavailable"
+    autoscaler: AutoscalerObserved | None = None  # None without spec.autoscaling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +92,9 @@ def compute_status(observed: Observed, previous: Mapping[str, Any] | None,
         "conditions": _with_times(conditions, (previous or {}).get("conditions") or [],
                                   observed.generation, now),
     }
+    # None removes a stanza left from before (the status is written by merge patch).
+    status["autoscaling"] = None if observed.autoscaler is None \
+        else autoscaling_status(observed.autoscaler)
     return status
 
 
@@ -122,6 +128,8 @@ def _conditions(observed: Observed) -> list[Condition]:
             "ServiceMonitor", False, "CRDNotInstalled",
             "monitoring.coreos.com/v1 ServiceMonitor is not served by this cluster; "
             "no ServiceMonitor was created (install the Prometheus Operator CRDs to get one)"))
+    if observed.autoscaler is not None:
+        conditions.append(Condition("Autoscaling", *autoscaling_condition(observed.autoscaler)))
     return conditions
 
 
@@ -201,7 +209,9 @@ def _degraded(observed: Observed, dep: Mapping[str, Any] | None,
               pods: PodFindings) -> Condition:
     if observed.spec_error:
         return Condition("Degraded", True, "InvalidSpec", observed.spec_error)
-    for problem in (observed.apply_error, observed.problem, pods.failure):
+    missing = not_installed(observed.autoscaler) if observed.autoscaler else None
+    autoscaler = Problem(*missing) if missing else None
+    for problem in (observed.apply_error, observed.problem, autoscaler, pods.failure):
         if problem is not None:
             return Condition("Degraded", True, problem.reason, problem.message)
     if dep is not None:
@@ -353,9 +363,11 @@ def _with_times(conditions: list[Condition], previous: Sequence[Mapping[str, Any
 
 def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
     """Whether a patch is needed (the API server drops nulls, so compare without them)."""
-    def clean(value: Mapping[str, Any] | None) -> dict[str, Any]:
-        return {k: v for k, v in (value or {}).items() if v is not None}
-    return clean(old) != clean(new)
+    def clean(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: clean(v) for k, v in value.items() if v is not None}
+        return value
+    return clean(old or {}) != clean(new)
 
 
 def phase_events(old: Mapping[str, Any] | None, new: Mapping[str, Any],

@@ -20,6 +20,8 @@ from devcluster.processes import free_port
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "bemservice.yaml"
 RBAC = REPO / "manifests" / "rbac.yaml"
+# KEDA's own CRDs, from the KEDA module the add-on build downloads (devcluster/build-addons.sh).
+ADDONS_SCRIPT = REPO / "devcluster" / "build-addons.sh"
 RESYNC_SECONDS = 5  # the periodic check, short so retried problems clear quickly here
 T = TypeVar("T")
 
@@ -53,6 +55,25 @@ def install_crd(cluster: Any, crd: Path = CRD) -> None:
         check=False).stdout.strip() == "True", timeout=60)
     eventually("the bemservices API", lambda: cluster.kubectl(
         "get", "bemservices", "-A", check=False).returncode == 0, timeout=60)
+
+
+def keda_crd() -> Path:
+    """KEDA's ScaledObject CRD as KEDA ships it (the real schema, not a copy of ours)."""
+    out = subprocess.run(["bash", str(ADDONS_SCRIPT), "--print-dir"], capture_output=True,
+                         text=True, check=False)
+    crd = Path(out.stdout.strip()) / "src/keda/config/crd/bases/keda.sh_scaledobjects.yaml"
+    assert out.returncode == 0 and crd.is_file(), (
+        f"KEDA's ScaledObject CRD is not at {crd}: run devcluster/build-addons.sh, which "
+        f"downloads KEDA's module ({out.stderr.strip()[-500:]})")
+    return crd
+
+
+def install_keda_crd(cluster: Any) -> None:
+    """Installs KEDA's ScaledObject CRD (no KEDA operator: ScaledObjects are stored, not acted
+    on) and waits until the API serves it."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(keda_crd()))
+    eventually("the scaledobjects API", lambda: cluster.kubectl(
+        "get", "scaledobjects.keda.sh", "-A", check=False).returncode == 0, timeout=60)
 
 
 class OperatorProcess:
@@ -191,3 +212,9 @@ def running_pods(kube: Kube, name: str) -> list[dict[str, Any]]:
 def is_controlled_by(child: dict[str, Any], owner: dict[str, Any]) -> bool:
     return any(ref.get("uid") == owner["metadata"]["uid"] and ref.get("controller")
                for ref in child["metadata"].get("ownerReferences") or [])
+
+
+def replica_managers(deployment: dict[str, Any]) -> set[str]:
+    """Field managers that own the Deployment's spec.replicas."""
+    return {entry["manager"] for entry in deployment["metadata"].get("managedFields") or []
+            if "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {})}

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from operator_support import install_keda_crd
 
 from bem_operator.builders import DEFAULTS, BuildOptions, build_children, selector_string
 
@@ -25,7 +26,9 @@ MODEL = {"claimName": "models"}
 
 @pytest.fixture(scope="module")
 def crd(cluster):
-    """The CRD from its single source, installed and served."""
+    """The CRD from its single source, installed and served; KEDA's ScaledObject CRD too, so
+    that the ScaledObject of a KEDA sample meets KEDA's own schema."""
+    install_keda_crd(cluster)
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
     cluster.kubectl("wait", "--for=condition=Established", "crd/bemservices.bem.ai", "--timeout=60s")
     deadline = time.monotonic() + 60
@@ -46,6 +49,11 @@ def get_json(cluster, namespace: str, *what: str) -> dict[str, Any]:
 
 # (id, spec, name, field path the API server must name, part of our message)
 INVALID = [
+    ("unknown-autoscaling-provider", {"model": MODEL, "autoscaling": {"maxReplicas": 3, "provider": "Knative"}},
+     "svc", "spec.autoscaling.provider", 'supported values: "HPA", "KEDA"'),
+    ("keda-without-service-monitor", {"model": MODEL, "autoscaling": {"maxReplicas": 3, "provider": "KEDA"},
+                                      "monitoring": {"serviceMonitor": False}},
+     "svc", "spec.monitoring.serviceMonitor", "provider KEDA"),
     ("replicas-and-autoscaling", {"model": MODEL, "replicas": 2, "autoscaling": {"maxReplicas": 3}},
      "svc", "spec.replicas", "mutually exclusive"),
     ("min-above-max", {"model": MODEL, "autoscaling": {"minReplicas": 5, "maxReplicas": 3}},
@@ -111,8 +119,8 @@ def test_every_sample_is_accepted(crd, namespace):
         assert out.returncode == 0, f"{sample.name}: {out.stderr}"
 
 
-def _service_monitor_crd(cluster) -> bool:
-    return cluster.kubectl("get", "crd", "servicemonitors.monitoring.coreos.com", check=False).returncode == 0
+def _crd_installed(cluster, name: str) -> bool:
+    return cluster.kubectl("get", "crd", name, check=False).returncode == 0
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=[s.name for s in SAMPLES])
@@ -120,7 +128,9 @@ def test_children_of_every_sample_are_valid_objects(crd, namespace, sample):
     crd.kubectl("apply", "-n", namespace, "-f", str(sample))
     name = yaml.safe_load(sample.read_text())["metadata"]["name"]
     bems = get_json(crd, namespace, "bems", name)  # with the API server's defaults
-    options = BuildOptions(service_monitor_available=_service_monitor_crd(crd))
+    options = BuildOptions(
+        service_monitor_available=_crd_installed(crd, "servicemonitors.monitoring.coreos.com"),
+        keda_available=_crd_installed(crd, "scaledobjects.keda.sh"))
     children = build_children(bems, options)
     body = yaml.safe_dump_all(children)
     out = crd.kubectl("apply", "--server-side", "--field-manager=bem-operator", "-f", "-",
@@ -148,8 +158,13 @@ def _live_moved_during_diff(diff_text: str) -> bool:
 def test_kubectl_explain_shows_descriptions(crd):
     autoscaling = crd.kubectl("explain", "bemservice.spec.autoscaling").stdout
     assert "bem_requests_per_second" in autoscaling
-    for field in ("minReplicas", "maxReplicas", "targetRequestsPerSecond", "targetCPUUtilization", "behavior"):
+    for field in ("provider", "minReplicas", "maxReplicas", "targetRequestsPerSecond",
+                  "targetCPUUtilization", "behavior"):
         assert field in autoscaling
+    provider = crd.kubectl("explain", "bemservice.spec.autoscaling.provider").stdout
+    assert "KEDA" in provider and "ScaledObject" in provider and "prometheus" in provider
+    status = crd.kubectl("explain", "bems.status.autoscaling").stdout
+    assert "desiredReplicas" in status and "currentRequestsPerSecond" in status
     assert "Mutually exclusive with" in autoscaling
     strategy = crd.kubectl("explain", "bems.spec.rollout.strategy").stdout
     assert "Recreate" in strategy

@@ -4,15 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from operator_support import Kube, bemservice, eventually, is_controlled_by, running_pods, wait_ready
+from operator_support import Kube, bemservice, eventually, is_controlled_by, replica_managers, running_pods, wait_ready
 
 pytestmark = pytest.mark.e2e
-
-
-def replica_managers(deployment: dict[str, Any]) -> set[str]:
-    """Field managers that own the Deployment's spec.replicas."""
-    return {entry["manager"] for entry in deployment["metadata"].get("managedFields") or []
-            if "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {})}
 
 
 def test_autoscaling_on_then_off(kube: Kube) -> None:

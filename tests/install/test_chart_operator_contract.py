@@ -22,6 +22,7 @@ def test_default_environment_gives_the_documented_settings(helm: Helm) -> None:
     assert settings.metrics_port == 8000 and settings.health_port == 8080
     assert settings.resync_seconds == 30
     assert settings.log_level == "INFO"
+    assert settings.prometheus_address == "http://prometheus-operated.monitoring.svc:9090"
     [deployment] = by_kind(objects, "Deployment")
     version = deployment["metadata"]["labels"]["app.kubernetes.io/version"]
     assert settings.runtime_image == f"bem-runtime:{version}"
@@ -37,7 +38,8 @@ def test_every_value_reaches_the_operator(helm: Helm) -> None:
         "--set", "watchNamespaces={team-a,team-b}", "--set", "operator.metricsPort=9100",
         "--set", "operator.healthPort=9180", "--set", "operator.resyncSeconds=45",
         "--set", "operator.logLevel=debug", "--set", "runtimeImage.repository=example/rt",
-        "--set", "runtimeImage.tag=1.2.3-cu128")
+        "--set", "runtimeImage.tag=1.2.3-cu128",
+        "--set", "autoscaling.keda.prometheusAddress=http://10.96.0.90:9090")
     env = _operator_env(objects)
     settings = OperatorSettings.from_env(env)
     assert settings.namespaces == ("team-a", "team-b")
@@ -45,6 +47,7 @@ def test_every_value_reaches_the_operator(helm: Helm) -> None:
     assert settings.resync_seconds == 45
     assert settings.log_level == "DEBUG"
     assert settings.runtime_image == "example/rt:1.2.3-cu128"
+    assert settings.prometheus_address == "http://10.96.0.90:9090"
     service = by_kind(objects, "Service")[0]
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
 
@@ -52,12 +55,14 @@ def test_every_value_reaches_the_operator(helm: Helm) -> None:
 def test_chart_sets_only_variables_the_operator_reads(helm: Helm) -> None:
     env = _operator_env(helm.template())
     known = {"BEM_OPERATOR_NAMESPACES", "BEM_OPERATOR_METRICS_PORT", "BEM_OPERATOR_HEALTH_PORT",
-             "BEM_OPERATOR_RESYNC_SECONDS", "BEM_OPERATOR_LOG_LEVEL", "BEM_RUNTIME_IMAGE"}
+             "BEM_OPERATOR_RESYNC_SECONDS", "BEM_OPERATOR_LOG_LEVEL", "BEM_RUNTIME_IMAGE",
+             "BEM_OPERATOR_PROMETHEUS_ADDRESS"}
     assert set(env) == known
     # Each one changes the settings when set alone, so none is silently ignored.
     baseline = OperatorSettings.from_env({})
     probes = {"BEM_OPERATOR_NAMESPACES": "x", "BEM_OPERATOR_METRICS_PORT": "1",
               "BEM_OPERATOR_HEALTH_PORT": "2", "BEM_OPERATOR_RESYNC_SECONDS": "3",
-              "BEM_OPERATOR_LOG_LEVEL": "error", "BEM_RUNTIME_IMAGE": "x:1"}
+              "BEM_OPERATOR_LOG_LEVEL": "error", "BEM_RUNTIME_IMAGE": "x:1",
+              "BEM_OPERATOR_PROMETHEUS_ADDRESS": "http://prometheus:9090"}
     for name in known:
         assert OperatorSettings.from_env({name: probes[name]}) != baseline, name

@@ -76,3 +76,7 @@ def build_pdb(bems: dict[str, Any], options: BuildOptions | None = None) -> dict
 
 def build_service_monitor(bems: dict[str, Any], options: BuildOptions | None = None) -> dict[str, Any] | None:
     return build("ServiceMonitor", bems, options)
+
+
+def build_scaled_object(bems: dict[str, Any], options: BuildOptions | None = None) -> dict[str, Any] | None:
+    return build("ScaledObject", bems, options)

@@ -44,9 +44,22 @@ def test_autoscaling_adds_the_hpa_after_the_service():
         "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor"]
 
 
-def test_apply_order_matches_child_kinds():
-    children = build_children(with_spec(**AUTOSCALED), BuildOptions())
-    assert [(c["apiVersion"], c["kind"]) for c in children] == list(CHILD_KINDS)
+@pytest.mark.parametrize("provider, other", [("HPA", "ScaledObject"), ("KEDA", "HorizontalPodAutoscaler")])
+def test_apply_order_matches_child_kinds(provider, other):
+    """Every kind but the other provider's autoscaler, in the registry's order."""
+    bems = with_spec(autoscaling={"maxReplicas": 4, "provider": provider})
+    children = build_children(bems, BuildOptions())
+    assert [(c["apiVersion"], c["kind"]) for c in children] == [k for k in CHILD_KINDS if k[1] != other]
+
+
+def test_keda_provider_builds_a_scaled_object_instead_of_the_hpa():
+    bems = with_spec(autoscaling={"maxReplicas": 4, "provider": "KEDA"})
+    assert kinds(build_children(bems, BuildOptions())) == [
+        "Deployment", "Service", "ScaledObject", "PodDisruptionBudget", "ServiceMonitor"]
+    assert build_hpa(bems) is None
+    # Without KEDA's CRD there is no ScaledObject, and no HPA in its place either.
+    assert kinds(build_children(bems, BuildOptions(keda_available=False))) == [
+        "Deployment", "Service", "PodDisruptionBudget", "ServiceMonitor"]
 
 
 def test_no_service_monitor_when_its_crd_is_missing():

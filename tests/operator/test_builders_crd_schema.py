@@ -75,8 +75,13 @@ def test_one_served_storage_version_with_status_and_scale(version):
 
 def test_printer_columns(version):
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
-    assert list(columns) == ["Ready", "Replicas", "Phase", "Endpoint", "Age"]
+    assert list(columns) == ["Ready", "Replicas", "Phase", "Endpoint", "Autoscaler", "Desired",
+                             "RPS/Pod", "Age"]
     assert columns["Ready"] == ".status.readyReplicas"
+    # The autoscaler's columns are for -o wide only (priority 1).
+    wide = {c["name"] for c in version["additionalPrinterColumns"] if c.get("priority") == 1}
+    assert wide == {"Autoscaler", "Desired", "RPS/Pod"}
+    assert columns["Desired"] == ".status.autoscaling.desiredReplicas"
     assert columns["Endpoint"] == ".status.endpoint"
 
 

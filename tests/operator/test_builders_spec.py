@@ -27,9 +27,15 @@ def test_replicas_are_none_while_autoscaling():
     spec = parse_bemservice(with_spec(autoscaling={"maxReplicas": 3}))
     assert spec.replicas is None
     assert spec.autoscaling.min_replicas == 1 and spec.autoscaling.target_requests_per_second == 10.0
+    assert spec.autoscaling.provider == "HPA"
+    keda = parse_bemservice(with_spec(autoscaling={"maxReplicas": 3, "provider": "KEDA"}))
+    assert keda.autoscaling.provider == "KEDA"
 
 
 BAD_SPECS = [
+    ({"autoscaling": {"maxReplicas": 3, "provider": "Knative"}}, "spec.autoscaling.provider", "HPA or KEDA"),
+    ({"autoscaling": {"maxReplicas": 3, "provider": "KEDA"}, "monitoring": {"serviceMonitor": False}},
+     "spec.monitoring.serviceMonitor", "provider KEDA"),
     ({"replicas": 2, "autoscaling": {"maxReplicas": 3}}, "spec.replicas", "not both"),
     ({"autoscaling": {"minReplicas": 5, "maxReplicas": 3}}, "spec.autoscaling.minReplicas", "<="),
     ({"autoscaling": {"minReplicas": 1}}, "spec.autoscaling.maxReplicas", "required"),

@@ -52,3 +52,29 @@ def test_classify_events() -> None:
     relabelled["metadata"]["labels"]["team"] = "x"
     assert index.classify("MODIFIED", relabelled) is Change.CHANGED
     assert index.classify("DELETED", child(rv="5")) is Change.CHANGED
+
+
+def keda_hpa(rv: str = "9") -> dict[str, Any]:
+    """The HPA KEDA makes from our ScaledObject: our owner label, KEDA's controller."""
+    body = child(rv=rv)
+    body.update(apiVersion="autoscaling/v2", kind="HorizontalPodAutoscaler")
+    body["metadata"].update(name="keda-hpa-chat", uid="keda-hpa-uid")
+    body["metadata"]["ownerReferences"] = [{"kind": "ScaledObject", "uid": "so-uid",
+                                            "controller": True}]
+    return body
+
+
+def test_kedas_hpa_is_read_for_status_never_owned() -> None:
+    index = ChildIndex()
+    ours = child()
+    ours.update(apiVersion="autoscaling/v2", kind="HorizontalPodAutoscaler")
+    index.observe("ADDED", ours)
+    index.observe("ADDED", keda_hpa())
+    # Ours stays the one the clean-up knows (the index holds one child per kind and parent).
+    assert [(r.name, r.uid) for r in index.owned("ns", "chat", "p-1")] == [("chat", "Deployment-uid")]
+    assert index.autoscaler("ns", "chat", "HorizontalPodAutoscaler", "keda-hpa-chat") is not None
+    assert index.autoscaler("ns", "chat", "HorizontalPodAutoscaler", "chat") is not None
+    # Its status moves every HPA sync: a status refresh, never a full reconcile.
+    assert index.classify("MODIFIED", keda_hpa(rv="10")) is Change.STATUS_ONLY
+    index.observe("DELETED", keda_hpa())
+    assert index.autoscaler("ns", "chat", "HorizontalPodAutoscaler", "keda-hpa-chat") is None

@@ -43,8 +43,10 @@ def test_configure_sets_timeouts_storages_and_selectors() -> None:
     assert kopf_settings.watching.client_timeout > kopf_settings.watching.server_timeout
     assert isinstance(kopf_settings.persistence.diffbase_storage, DigestDiffBaseStorage)
     assert isinstance(kopf_settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
-    # the five child kinds and the runtime pods, each filtered by the owner label
-    assert len(list(kopf_settings.watching.label_selectors)) == 6
+    # the six child kinds (KEDA's ScaledObject among them) and the runtime pods, each
+    # filtered by the owner label
+    assert len(list(kopf_settings.watching.label_selectors)) == 7
+    assert kopf_settings.watching.label_selectors["keda.sh", "v1alpha1", "scaledobjects"] == "bem.ai/service"
     assert kopf_settings.watching.label_selectors["", "v1", "pods"] == "bem.ai/service"
     # kopf's own log-line events (one per handler retry) are off; kopf.event stays on
     assert kopf_settings.posting.enabled and kopf_settings.posting.level > logging.ERROR

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from builders_factory import make_bems
 
+from bem_operator.builders.kinds import SCALED_OBJECT, ChildKind
 from bem_operator.children import ChildIndex
 from bem_operator.k8s import FIELD_MANAGER, HANDOVER_MANAGER, ApiError
 from bem_operator.reconcile import InvalidSpec, Reconciler, RetryableError, owns_field
@@ -19,7 +20,8 @@ Key = tuple[str, str, str, str]
 
 
 class FakeApi:
-    def __init__(self, monitoring: bool = False) -> None:
+    def __init__(self, monitoring: bool = False, keda: bool = True) -> None:
+        self.keda = keda
         self.objects: dict[Key, dict[str, Any]] = {}
         self.applied: list[tuple[str, str, str]] = []  # kind, name, manager
         self.deleted: list[tuple[str, str]] = []
@@ -77,6 +79,9 @@ class FakeApi:
 
     def service_monitor_available(self) -> bool:
         return self.monitoring
+
+    def serves(self, child: ChildKind) -> bool:
+        return not child.optional_crd or (self.keda if child is SCALED_OBJECT else self.monitoring)
 
 
 def merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -183,6 +188,84 @@ def test_obsolete_children_are_deleted_only_when_ours() -> None:
     api.add(stranger)
     rec.reconcile(image_bems(replicas=2))
     assert api.deleted == [("HorizontalPodAutoscaler", "demo")], "deleted an HPA not ours"
+
+
+KEDA_AUTOSCALING = {"provider": "KEDA", "minReplicas": 1, "maxReplicas": 3}
+
+
+def observe_applied(api: FakeApi, index: ChildIndex) -> None:
+    """What the owner-label watches deliver: every object the fake holds."""
+    for obj in api.objects.values():
+        index.observe("ADDED", obj)
+
+
+def test_switching_provider_deletes_the_other_autoscaler() -> None:
+    api, index = FakeApi(), ChildIndex()
+    rec = reconciler(api, index)
+    rec.reconcile(image_bems(replicas=2))
+    observe_applied(api, index)
+    rec.reconcile(image_bems(autoscaling={"minReplicas": 1, "maxReplicas": 3}))
+    observe_applied(api, index)
+    assert api.get("autoscaling/v2", "HorizontalPodAutoscaler", "team-a", "demo")
+
+    api.applied.clear()
+    result = rec.reconcile(image_bems(autoscaling=KEDA_AUTOSCALING))
+    assert api.deleted == [("HorizontalPodAutoscaler", "demo")]
+    assert ("ScaledObject", "demo", FIELD_MANAGER) in api.applied
+    assert not any(manager == HANDOVER_MANAGER for _, _, manager in api.applied), \
+        "replicas were handed over already: the new provider finds them as they are"
+    assert result.status["autoscaling"]["provider"] == "KEDA"
+    observe_applied(api, index)
+
+    rec.reconcile(image_bems(autoscaling={"minReplicas": 1, "maxReplicas": 3}))
+    assert api.deleted == [("HorizontalPodAutoscaler", "demo"), ("ScaledObject", "demo")]
+
+
+def test_keda_hpa_feeds_the_status_and_is_never_deleted() -> None:
+    api, index = FakeApi(), ChildIndex()
+    rec = reconciler(api, index)
+    bems = image_bems(autoscaling=KEDA_AUTOSCALING)
+    rec.reconcile(bems)
+    observe_applied(api, index)
+    scaled = api.get("keda.sh/v1alpha1", "ScaledObject", "team-a", "demo")
+    keda_hpa = {  # as KEDA makes it: the ScaledObject's labels, KEDA's controller reference
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "keda-hpa-demo", "namespace": "team-a", "uid": "keda-hpa",
+                     "labels": scaled["metadata"]["labels"],
+                     "ownerReferences": [{"kind": "ScaledObject", "name": "demo",
+                                          "uid": scaled["metadata"]["uid"], "controller": True}]},
+        "status": {"currentReplicas": 1, "desiredReplicas": 2, "currentMetrics": [
+            {"type": "External", "external": {"current": {"averageValue": "12"}}}]}}
+    api.add(keda_hpa)
+    index.observe("ADDED", keda_hpa)
+    result = rec.reconcile(bems)
+    assert result.status["autoscaling"]["desiredReplicas"] == 2
+    assert result.status["autoscaling"]["currentRequestsPerSecond"] == 12.0
+    rec.reconcile(image_bems(replicas=2))
+    assert ("HorizontalPodAutoscaler", "keda-hpa-demo") not in api.deleted  # KEDA's, not ours
+
+
+def test_keda_provider_without_keda_degrades_and_says_what_to_do() -> None:
+    api = FakeApi(keda=False)
+    rec = reconciler(api)
+    rec.reconcile(image_bems(replicas=3))
+    api.applied.clear()
+    result = rec.reconcile(image_bems(autoscaling=KEDA_AUTOSCALING))
+    kinds = {kind for kind, _, _ in api.applied}
+    assert "ScaledObject" not in kinds and "HorizontalPodAutoscaler" not in kinds  # no fallback
+    degraded = next(c for c in result.status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "KEDANotInstalled")
+    assert degraded["message"].startswith("KEDA is not installed")
+    assert ("Warning", "KEDANotInstalled") in {(e[0], e[1]) for e in result.events}
+    # The operator stopped writing replicas all the same: KEDA, once installed, owns them.
+    deployment = api.get("apps/v1", "Deployment", "team-a", "demo")
+    assert deployment["spec"]["replicas"] == 3
+    assert not owns_field(deployment, FIELD_MANAGER, ("spec", "replicas"))
+
+    api.keda = True
+    result = rec.reconcile(image_bems(autoscaling=KEDA_AUTOSCALING))
+    assert ("ScaledObject", "demo", FIELD_MANAGER) in api.applied
+    assert ("Normal", "Recovered") in {(e[0], e[1]) for e in result.events}
 
 
 def test_invalid_spec_is_permanent_and_reported() -> None:

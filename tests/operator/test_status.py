@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from bem_operator.autoscaler import AutoscalerObserved, parse_quantity
 from bem_operator.status import Observed, Problem, compute_status, phase_events, status_changed
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
@@ -311,3 +312,112 @@ def test_long_termination_messages_are_clipped() -> None:
         pod(terminated=long),)), None, T0)
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "ModelLoadFailed" and len(degraded["message"]) < 1300
+
+
+def hpa(current: int = 2, desired: int = 3, metric: dict[str, Any] | None = None,
+        active: str = "True", reason: str = "ValidMetricFound", message: str = "") -> dict[str, Any]:
+    return {"metadata": {"name": "x"}, "status": {
+        "currentReplicas": current, "desiredReplicas": desired,
+        "lastScaleTime": "2026-01-01T00:01:00Z",
+        "currentMetrics": [metric] if metric else [],
+        "conditions": [{"type": "AbleToScale", "status": "True", "reason": "ReadyForNewScale"},
+                       {"type": "ScalingActive", "status": active, "reason": reason,
+                        "message": message}]}}
+
+
+PODS_RATE = {"type": "Pods", "pods": {"metric": {"name": "bem_requests_per_second"},
+                                      "current": {"averageValue": "1500m"}}}
+KEDA_RATE = {"type": "External", "external": {"metric": {"name": "s0-prometheus"},
+                                              "current": {"averageValue": "41500m"}}}
+CPU = {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 40}}}
+
+
+def scaled_object(ready: str | None = "True", active: str = "True", reason: str = "ScaledObjectReady",
+                  message: str = "ScaledObject is defined correctly and is ready for scaling"
+                  ) -> dict[str, Any]:
+    conditions = [] if ready is None else [
+        {"type": "Ready", "status": ready, "reason": reason, "message": message},
+        {"type": "Active", "status": active, "reason": "ScalerActive"}]
+    return {"metadata": {"name": "x"}, "status": {"conditions": conditions}}
+
+
+def scaler(provider: str = "HPA", **fields: Any) -> AutoscalerObserved:
+    keda = provider == "KEDA"
+    return AutoscalerObserved(provider=provider, hpa_name="keda-hpa-x" if keda else "x",
+                              scaled_object_name="x" if keda else None, **fields)
+
+
+# (id, what the autoscaler shows, phase, Autoscaling condition, part of its message,
+#  status.autoscaling keys that must hold these values)
+AUTOSCALER_CASES = [
+    ("hpa-scaling", scaler(hpa=hpa(metric=PODS_RATE)), "Ready", ("True", "ScalingActive"),
+     "HorizontalPodAutoscaler x scales", {"provider": "HPA", "horizontalPodAutoscaler": "x",
+                                          "currentReplicas": 2, "desiredReplicas": 3,
+                                          "currentRequestsPerSecond": 1.5, "scaledObject": None}),
+    ("hpa-without-metrics-adapter", scaler(hpa=hpa(
+        desired=2, active="False", reason="FailedGetPodsMetric",
+        message="unable to get metric bem_requests_per_second: no custom metrics API")),
+     "Ready", ("False", "FailedGetPodsMetric"), "no custom metrics API",
+     {"currentRequestsPerSecond": None, "desiredReplicas": 2}),
+    ("hpa-not-yet-there", scaler(), "Ready", ("False", "AutoscalerPending"),
+     "waiting for HorizontalPodAutoscaler x", {"currentReplicas": None}),
+    ("keda-scaling", scaler("KEDA", hpa=hpa(current=3, desired=5, metric=KEDA_RATE),
+                            scaled_object=scaled_object()),
+     "Ready", ("True", "ScalingActive"), "from KEDA ScaledObject x",
+     {"provider": "KEDA", "horizontalPodAutoscaler": "keda-hpa-x", "scaledObject": "x",
+      "active": True, "currentReplicas": 3, "desiredReplicas": 5, "currentRequestsPerSecond": 41.5,
+      "lastScaleTime": "2026-01-01T00:01:00Z"}),
+    ("keda-idle", scaler("KEDA", hpa=hpa(metric=CPU), scaled_object=scaled_object(active="False")),
+     "Ready", ("True", "ScalingActive"), "keda-hpa-x", {"active": False,
+                                                         "currentRequestsPerSecond": None}),
+    ("keda-refuses-the-scaled-object", scaler("KEDA", scaled_object=scaled_object(
+        ready="False", reason="ScaledObjectCheckFailed", message="Target resource doesn't exist")),
+     "Ready", ("False", "ScaledObjectCheckFailed"), "Target resource doesn't exist", {"active": True}),
+    ("keda-operator-silent", scaler("KEDA", scaled_object=scaled_object(ready=None)), "Ready",
+     ("False", "ScaledObjectNotReady"), "is the KEDA operator running", {"active": None}),
+    ("keda-hpa-not-yet-made", scaler("KEDA", scaled_object=scaled_object()), "Ready",
+     ("False", "AutoscalerPending"), "KEDA has not created HorizontalPodAutoscaler keda-hpa-x",
+     {"desiredReplicas": None}),
+    ("keda-not-installed", scaler("KEDA", served=False), "Degraded", ("False", "KEDANotInstalled"),
+     "KEDA is not installed", {"provider": "KEDA", "scaledObject": "x"}),
+]
+
+
+@pytest.mark.parametrize("autoscaler, phase, condition, said, fields",
+                         [case[1:] for case in AUTOSCALER_CASES], ids=[c[0] for c in AUTOSCALER_CASES])
+def test_autoscaler_status_for_both_providers(autoscaler: AutoscalerObserved, phase: str,
+                                              condition: tuple[str, str], said: str,
+                                              fields: dict[str, Any]) -> None:
+    status = compute_status(observed(deployment=deployment(), autoscaler=autoscaler), None, T0)
+    assert status["phase"] == phase
+    assert conditions(status)["Autoscaling"] == condition
+    message = next(c["message"] for c in status["conditions"] if c["type"] == "Autoscaling")
+    assert said in message
+    assert {key: status["autoscaling"][key] for key in fields} == fields
+    if phase == "Degraded":  # only a provider the cluster lacks degrades, saying what to do
+        assert conditions(status)["Degraded"] == ("True", "KEDANotInstalled")
+        assert conditions(status)["Ready"] == ("False", "KEDANotInstalled")
+        degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+        assert "install KEDA" in degraded["message"] and "provider to HPA" in degraded["message"]
+        events = phase_events(None, status, "chat")
+        assert ("Warning", "KEDANotInstalled") in {(e[0], e[1]) for e in events}
+
+
+def test_no_autoscaling_stanza_without_autoscaling_and_stale_keys_are_removed() -> None:
+    plain = compute_status(observed(deployment=deployment()), None, T0)
+    assert plain["autoscaling"] is None and "Autoscaling" not in conditions(plain)
+    keda = compute_status(observed(deployment=deployment(), autoscaler=scaler(
+        "KEDA", hpa=hpa(metric=KEDA_RATE), scaled_object=scaled_object())), None, T0)
+    switched = compute_status(observed(deployment=deployment(), autoscaler=scaler(
+        hpa=hpa(metric=PODS_RATE))), keda, T1)
+    # The status is a merge patch: a key KEDA set and HPA does not must be sent as null.
+    assert switched["autoscaling"]["scaledObject"] is None and switched["autoscaling"]["active"] is None
+    as_stored = {**switched, "autoscaling": {k: v for k, v in switched["autoscaling"].items()
+                                             if v is not None}}
+    assert not status_changed(as_stored, switched)  # nulls are no change, nested ones too
+
+
+@pytest.mark.parametrize("value, number", [("1500m", 1.5), ("20", 20.0), ("2k", 2000.0),
+                                           ("333333u", 0.333), (None, None), ("x", None)])
+def test_metric_quantities_become_numbers(value: Any, number: float | None) -> None:
+    assert parse_quantity(value) == number

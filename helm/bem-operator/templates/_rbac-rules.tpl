@@ -13,7 +13,7 @@ mode. manifests/rbac.yaml holds the same list; tests/install/test_consistency.py
   verbs: [patch]
 # Children, watched by owner label for drift correction (list, watch) and written by
 # server-side apply (patch, plus create when absent). The Deployment is read (get) for
-# status and the replicas hand-over to an HPA. Deployment and Service always exist; the
+# status and the replicas hand-over to an autoscaler. Deployment and Service always exist; the
 # others are deleted when the spec stops asking for them.
 - apiGroups: [apps]
   resources: [deployments]
@@ -29,6 +29,11 @@ mode. manifests/rbac.yaml holds the same list; tests/install/test_consistency.py
   verbs: [list, watch, create, patch, delete]
 - apiGroups: [monitoring.coreos.com]
   resources: [servicemonitors]
+  verbs: [list, watch, create, patch, delete]
+# KEDA's ScaledObject (spec.autoscaling.provider KEDA); the HPA KEDA makes from it is read
+# through the horizontalpodautoscalers watch above (it carries the ScaledObject's labels).
+- apiGroups: [keda.sh]
+  resources: [scaledobjects]
   verbs: [list, watch, create, patch, delete]
 # Kubernetes events for what a user must know (kopf posts core/v1 events, never patches).
 - apiGroups: [""]

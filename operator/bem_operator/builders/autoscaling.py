@@ -1,4 +1,5 @@
-"""The HorizontalPodAutoscaler (autoscaling/v2) that owns the Deployment's replica count."""
+"""The HorizontalPodAutoscaler (autoscaling/v2) that owns the Deployment's replica count with
+spec.autoscaling.provider HPA (the default; with KEDA, keda.py builds a ScaledObject instead)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ def quantity(value: float) -> str:
     return f"{max(milli, 1)}m"
 
 
+def scale_target(spec: BEMServiceSpec) -> dict[str, Any]:
+    """What either provider's autoscaler scales: the runtime Deployment."""
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.name}
+
+
 def _utilization(resource: str, percent: int) -> dict[str, Any]:
     return {
         "type": "Resource",
@@ -28,7 +34,7 @@ def _utilization(resource: str, percent: int) -> dict[str, Any]:
 
 def hpa_from_spec(spec: BEMServiceSpec) -> dict[str, Any] | None:
     auto = spec.autoscaling
-    if auto is None:
+    if auto is None or auto.provider != "HPA":
         return None
     metrics: list[dict[str, Any]] = [{
         "type": "Pods",
@@ -42,7 +48,7 @@ def hpa_from_spec(spec: BEMServiceSpec) -> dict[str, Any] | None:
     if auto.target_memory_utilization is not None:
         metrics.append(_utilization("memory", auto.target_memory_utilization))
     body: dict[str, Any] = {
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.name},
+        "scaleTargetRef": scale_target(spec),
         "minReplicas": auto.min_replicas,
         "maxReplicas": auto.max_replicas,
         "metrics": metrics,

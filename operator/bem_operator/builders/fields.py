@@ -12,6 +12,7 @@ DEFAULTS: dict[str, Any] = {
     "model.source": "PersistentVolumeClaim",
     "model.basePath": "base",
     "model.checkpointPath": "bem",
+    "autoscaling.provider": "HPA",
     "autoscaling.minReplicas": 1,
     "autoscaling.targetRequestsPerSecond": 10,
     "rollout.strategy": "RollingUpdate",

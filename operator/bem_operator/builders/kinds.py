@@ -18,14 +18,15 @@ from typing import Any
 from bem_operator.builders.autoscaling import hpa_from_spec
 from bem_operator.builders.deployment import deployment_from_spec
 from bem_operator.builders.disruption import pdb_from_spec
+from bem_operator.builders.keda import scaled_object_from_spec
 from bem_operator.builders.monitoring import service_monitor_from_spec
 from bem_operator.builders.options import BuildOptions
 from bem_operator.builders.service import service_from_spec
 from bem_operator.builders.spec_types import BEMServiceSpec
 from bem_operator.constants import API_VERSION, KIND, PLURAL
 
-__all__ = ["BEMSERVICE", "CHILD_REGISTRY", "DEPLOYMENT", "READ_REGISTRY", "SERVICE_MONITOR",
-           "ChildKind", "ReadKind", "children_from_spec", "plural_of"]
+__all__ = ["BEMSERVICE", "CHILD_REGISTRY", "DEPLOYMENT", "HPA", "READ_REGISTRY", "SCALED_OBJECT",
+           "SERVICE_MONITOR", "ChildKind", "ReadKind", "children_from_spec", "plural_of"]
 
 # Builds one child from the parsed spec; None when the spec does not ask for it.
 Builder = Callable[[BEMServiceSpec, BuildOptions], "dict[str, Any] | None"]
@@ -59,7 +60,7 @@ class ChildKind(_Kind):
     always: bool = False
     # Read back by the reconcile (status, replicas hand-over): the get verb.
     read_back: bool = False
-    # Its CRD may be missing from a cluster (ServiceMonitor): the watch is set up only where
+    # Its CRD may be missing from a cluster (ServiceMonitor, KEDA's ScaledObject): the watch is set up only where
     # the API is served, and the builder is told whether it is.
     optional_crd: bool = False
 
@@ -100,12 +101,17 @@ DEPLOYMENT = ChildKind("apps/v1", "Deployment", "deployments", deployment_from_s
                        always=True, read_back=True)
 SERVICE_MONITOR = ChildKind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors",
                             service_monitor_from_spec, optional_crd=True)
+# The autoscaler: one of the two, by spec.autoscaling.provider; the other one is obsolete.
+HPA = ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", _hpa)
+SCALED_OBJECT = ChildKind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects",
+                          scaled_object_from_spec, optional_crd=True)
 
 # In apply order: the Deployment first, then what points at its pods.
 CHILD_REGISTRY: tuple[ChildKind, ...] = (
     DEPLOYMENT,
     ChildKind("v1", "Service", "services", _service, always=True),
-    ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", _hpa),
+    HPA,
+    SCALED_OBJECT,
     ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", _pdb),
     SERVICE_MONITOR,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bem_operator.constants import DEFAULT_RUNTIME_IMAGE
+from bem_operator.constants import DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_RUNTIME_IMAGE
 
 
 @dataclass(frozen=True)
@@ -12,6 +12,11 @@ class BuildOptions:
     # False when the monitoring.coreos.com ServiceMonitor CRD is not installed: then no
     # ServiceMonitor is built (the API layer reports it in a status condition).
     service_monitor_available: bool = True
+    # False when KEDA's ScaledObject CRD (keda.sh/v1alpha1) is not installed: then no
+    # ScaledObject is built for spec.autoscaling.provider KEDA (the status says so: Degraded).
+    keda_available: bool = True
+    # The Prometheus server KEDA's prometheus trigger queries (an operator setting).
+    prometheus_address: str = DEFAULT_PROMETHEUS_ADDRESS
     # Used when spec.runtime.image is unset.
     default_runtime_image: str = DEFAULT_RUNTIME_IMAGE
     # Optional (reference, version) pairs of objects the pods read, such as

@@ -64,6 +64,11 @@ def parse_bemservice(bems: Mapping[str, Any]) -> BEMServiceSpec:
     resources = _resources(spec)
     gpu = _gpu(spec, resources)
     _check_utilization_requests(autoscaling, resources)
+    monitoring = _monitoring(spec)
+    if autoscaling is not None and autoscaling.provider == "KEDA" and not monitoring.service_monitor:
+        raise SpecError("spec.monitoring.serviceMonitor", "must be true with spec.autoscaling.provider "
+                        "KEDA: its Prometheus query selects the series by the labels our "
+                        "ServiceMonitor gives them")
     return BEMServiceSpec(
         name=str(name), namespace=str(namespace), uid=str(uid),
         model=_model(spec, str(name)),
@@ -72,7 +77,7 @@ def parse_bemservice(bems: Mapping[str, Any]) -> BEMServiceSpec:
         tolerations=_objects(spec, "tolerations", "spec.tolerations"),
         affinity=opt_map(spec, "affinity", "spec.affinity"),
         rollout=_rollout(spec), disruption_budget=_disruption_budget(spec),
-        service=_service(spec), monitoring=_monitoring(spec),
+        service=_service(spec), monitoring=monitoring,
         auth=_secret_ref(spec, "auth", "apiKeySecretRef", DEFAULTS["auth.key"]),
         cache=_cache(spec), runtime=_runtime(spec),
     )
@@ -135,11 +140,17 @@ def _model(spec: Mapping[str, Any], name: str) -> ModelSpec:
     )
 
 
+AUTOSCALING_PROVIDERS = ("HPA", "KEDA")
+
+
 def _autoscaling(spec: Mapping[str, Any]) -> AutoscalingSpec | None:
     auto = opt_map(spec, "autoscaling", "spec.autoscaling")
     if auto is None:
         return None
     p = "spec.autoscaling"
+    provider = opt_str(auto, "provider", f"{p}.provider") or DEFAULTS["autoscaling.provider"]
+    if provider not in AUTOSCALING_PROVIDERS:
+        raise SpecError(f"{p}.provider", f"must be HPA or KEDA, got {provider!r}")
     low = opt_int(auto, "minReplicas", f"{p}.minReplicas", minimum=1) or DEFAULTS["autoscaling.minReplicas"]
     high = opt_int(auto, "maxReplicas", f"{p}.maxReplicas", minimum=1)
     if high is None:
@@ -152,7 +163,7 @@ def _autoscaling(spec: Mapping[str, Any]) -> AutoscalingSpec | None:
     if rps <= 0:
         raise SpecError(f"{p}.targetRequestsPerSecond", "must be greater than 0")
     return AutoscalingSpec(
-        min_replicas=low, max_replicas=high, target_requests_per_second=float(rps),
+        provider=provider, min_replicas=low, max_replicas=high, target_requests_per_second=float(rps),
         target_cpu_utilization=opt_int(auto, "targetCPUUtilization", f"{p}.targetCPUUtilization", minimum=1),
         target_memory_utilization=opt_int(
             auto, "targetMemoryUtilization", f"{p}.targetMemoryUtilization", minimum=1),

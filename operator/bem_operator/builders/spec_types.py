@@ -26,6 +26,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class AutoscalingSpec:
+    provider: str  # "HPA" (our own HorizontalPodAutoscaler) or "KEDA" (a ScaledObject)
     min_replicas: int
     max_replicas: int
     target_requests_per_second: float
