@@ -16,28 +16,15 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 import time
 from pathlib import Path
 
 from devcluster import binaries, realnode
-from devcluster.cluster import STATE_FILE, AlreadyRunning, DevCluster, interrupt_on_sigterm
+from devcluster.cluster import (ENV_STATE_DIR, STATE_FILE, AlreadyRunning, DevCluster,
+                                default_state_dir, interrupt_on_sigterm)
 from devcluster.health import StartupError
-
-ENV_STATE_DIR = "BEM_DEVCLUSTER_DIR"
-
-
-def _default_state_dir() -> Path:
-    # The repository root when run from a checkout, else the current folder.
-    env = os.environ.get(ENV_STATE_DIR)
-    if env:
-        return Path(env).resolve()
-    repo = Path(__file__).resolve().parent.parent
-    base = repo if (repo / "pyproject.toml").is_file() else Path.cwd()
-    return base / ".devcluster"
-
 
 def _recorded(state_dir: Path) -> DevCluster | None:
     if not (state_dir / STATE_FILE).is_file():
@@ -87,17 +74,17 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_images(args: argparse.Namespace) -> int:
-    from devcluster import images
+    from devcluster import addons, images
 
     cluster = _recorded(args.state_dir)
     lay = None
     if cluster is not None and cluster.real_node and not args.no_import:
         lay = realnode.NodeLayout(cluster.state_dir)
     began = time.monotonic()
-    report = images.ensure_all(lay)
-    print(f"{'image':36} {'id':13} {'size':>9} {'seconds':>8}  built imported")
+    report = images.ensure_all(lay, (*images.ALL, *addons.IMAGES))
+    print(f"{'image':40} {'id':13} {'size':>9} {'seconds':>8}  built imported")
     for ref, row in report.items():
-        print(f"{ref:36} {row['id']:13} {row['bytes'] / 2**20:7.0f}Mi {row['seconds']:8.1f}  "
+        print(f"{ref:40} {row['id']:13} {row['bytes'] / 2**20:7.0f}Mi {row['seconds']:8.1f}  "
               f"{'yes' if row['built'] else 'no':5} {'yes' if row['imported'] else 'no'}")
     print(f"images ready in {time.monotonic() - began:.0f}s", file=sys.stderr)
     return 0
@@ -204,7 +191,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    args.state_dir = (args.state_dir or _default_state_dir()).resolve()
+    args.state_dir = (args.state_dir or default_state_dir()).resolve()
     try:
         return args.func(args)
     except (StartupError, binaries.BinariesMissing, RuntimeError) as exc:

@@ -1,8 +1,8 @@
 """Cluster add-ons of the autoscaling loop: the Prometheus operator with one Prometheus, and KEDA.
 
 Made here like the rest of the cluster, nothing pulled:
-- binaries: KEDA (operator, metrics API server) and the Prometheus operator (with its config
-  reloader) built from Go modules by build-addons.sh; Prometheus from Debian's package;
+- binaries: KEDA (operator, metrics API server), the Prometheus operator (with its config
+  reloader) and Prometheus, built from Go modules by build-addons.sh;
 - images: docker/binary.Dockerfile on the project's Debian base (images.py builds, caches and
   imports them like the project's own);
 - manifests: the projects' own (the Prometheus operator's bundle.yaml, KEDA's config/minimal
@@ -33,7 +33,8 @@ from devcluster.health import wait_until
 
 BUILD_SCRIPT = Path(__file__).with_name("build-addons.sh")
 # Keep in sync with WANT in build-addons.sh.
-BINARIES = ("keda-operator", "keda-adapter", "prometheus-operator", "prometheus-config-reloader")
+BINARIES = ("keda-operator", "keda-adapter", "prometheus-operator", "prometheus-config-reloader",
+            "prometheus")
 
 MONITORING_NS = "monitoring"
 KEDA_NS = "keda"
@@ -93,25 +94,7 @@ def _version(script_var: str) -> str:
 
 KEDA_VERSION = _version("KEDA_VERSION")
 PROMOP_VERSION = _version("PROMOP_VERSION")
-
-
-def debian_prometheus() -> tuple[Path, str]:
-    """Prometheus from Debian's package (apt-get download, unpacked): its binary, its version."""
-    dest = cache_root() / "addons-debs" / "prometheus"
-    binary = dest / "root" / "usr" / "bin" / "prometheus"
-    if not binary.is_file():
-        dest.mkdir(parents=True, exist_ok=True)
-        for old in dest.glob("*.deb"):
-            old.unlink()
-        subprocess.run(["apt-get", "download", "prometheus"], cwd=dest, check=True,
-                       capture_output=True)
-        deb = next(dest.glob("prometheus_*.deb"))
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(dest / "root")], check=True)
-        (dest / "VERSION").write_text(subprocess.run(
-            ["dpkg-deb", "-f", str(deb), "Version"], check=True, capture_output=True,
-            text=True).stdout.strip())
-    # 2.42.0+ds-5+deb12u1 -> 2.42.0
-    return binary, (dest / "VERSION").read_text().split("+")[0].split("-")[0]
+PROMETHEUS_VERSION = _version("PROMETHEUS_VERSION")
 
 
 # ---- images -------------------------------------------------------------------------------
@@ -125,8 +108,8 @@ def _binary_image(name: str, tag: str, entrypoint: str,
                         (("ENTRYPOINT", entrypoint),), tag=tag, payload=payload)
 
 
-PROMETHEUS = _binary_image("bem-prometheus", "bookworm", "prometheus",
-                           lambda: {"bin/prometheus": debian_prometheus()[0]})
+PROMETHEUS = _binary_image("bem-prometheus", PROMETHEUS_VERSION, "prometheus",
+                           _binaries("prometheus"))
 PROMETHEUS_OPERATOR = _binary_image("bem-prometheus-operator", PROMOP_VERSION,
                                     "prometheus-operator", _binaries("prometheus-operator"))
 CONFIG_RELOADER = _binary_image("bem-prometheus-config-reloader", PROMOP_VERSION,
@@ -179,7 +162,7 @@ def prometheus_operator_manifests() -> list[dict[str, Any]]:
     return [_namespace(MONITORING_NS), *docs]
 
 
-def prometheus_manifests(version: str) -> list[dict[str, Any]]:
+def prometheus_manifests() -> list[dict[str, Any]]:
     """One Prometheus selecting every ServiceMonitor and PrometheusRule, its RBAC (the
     Prometheus operator's example role) and a Service with a fixed ClusterIP."""
     rbac_dir = source("prometheus-operator") / "example" / "rbac" / "prometheus"
@@ -197,7 +180,7 @@ def prometheus_manifests(version: str) -> list[dict[str, Any]]:
         "apiVersion": "monitoring.coreos.com/v1", "kind": "Prometheus",
         "metadata": {"name": "prometheus", "namespace": MONITORING_NS},
         "spec": {
-            "image": PROMETHEUS.ref, "version": f"v{version}", "imagePullPolicy": "IfNotPresent",
+            "image": PROMETHEUS.ref, "version": PROMETHEUS_VERSION, "imagePullPolicy": "IfNotPresent",
             "replicas": 1, "serviceAccountName": "prometheus",
             "serviceMonitorSelector": {}, "serviceMonitorNamespaceSelector": {},
             "ruleSelector": {}, "ruleNamespaceSelector": {},
@@ -268,12 +251,11 @@ def install(client: Client, timeout: float = 300.0) -> float:
     """Install (or update) the add-ons into a cluster whose real node holds their images, and
     wait until Prometheus answers and the external metrics API is available. Returns seconds."""
     began = time.monotonic()
-    _, version = debian_prometheus()
     promop = prometheus_operator_manifests()
     apply(client, [d for d in promop if d["kind"] in ("Namespace", "CustomResourceDefinition")])
     _established(client, _crd_names(promop))
     apply(client, [d for d in promop if d["kind"] not in ("Namespace", "CustomResourceDefinition")])
-    apply(client, prometheus_manifests(version))
+    apply(client, prometheus_manifests())
     keda = keda_manifests(client)
     apply(client, [d for d in keda if d["kind"] in ("Namespace", "CustomResourceDefinition")])
     _established(client, _crd_names(keda))
@@ -292,6 +274,6 @@ def install(client: Client, timeout: float = 300.0) -> float:
     client.kubectl("wait", "--for=condition=Available", f"--timeout={int(left())}s",
                    "apiservice/v1beta1.external.metrics.k8s.io", timeout=left() + 10)
     seconds = time.monotonic() - began
-    log(f"Prometheus {version}, Prometheus operator {PROMOP_VERSION} and KEDA {KEDA_VERSION} "
+    log(f"Prometheus {PROMETHEUS_VERSION}, Prometheus operator {PROMOP_VERSION} and KEDA {KEDA_VERSION} "
         f"ready in {seconds:.0f}s")
     return seconds

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Builds the cluster add-ons the autoscaling loop needs, from Go modules, once per version:
-#   KEDA (operator and metrics API server) and the Prometheus operator (with its config
-#   reloader). Both modules carry replace directives in their go.mod, so `go install mod@v`
-#   refuses them: each is built as the main module from a writable copy of its downloaded
-#   module directory. Their CRDs are read from the same copies (see --print-src).
-# Prometheus itself comes from Debian's package (devcluster/images.py).
+#   KEDA (operator and metrics API server), the Prometheus operator (with its config reloader)
+#   and Prometheus itself (Debian's package is built without Kubernetes service discovery, so
+#   it cannot read a ServiceMonitor's scrape config). The modules carry replace directives in
+#   their go.mod, so `go install mod@v` refuses them: each is built as the main module from a
+#   writable copy of its downloaded module directory. CRDs and manifests are read from the same
+#   copies (--sources makes only those).
 set -euo pipefail
 
 KEDA_VERSION="${KEDA_VERSION:-v2.20.2}"
 PROMOP_VERSION="${PROMOP_VERSION:-v0.85.0}"
+# Prometheus v3.5.0 (an LTS release) is the Go module version v0.305.0.
+PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v3.5.0}"
+PROMETHEUS_MODULE_VERSION="v0.$(( ${PROMETHEUS_VERSION:1:1} * 100 + 10#$(cut -d. -f2 <<<"${PROMETHEUS_VERSION}") )).$(cut -d. -f3 <<<"${PROMETHEUS_VERSION}")"
 CACHE_ROOT="${BEM_DEVCLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bem-devcluster}"
-BIN_DIR="$CACHE_ROOT/addons-keda-${KEDA_VERSION}-promop-${PROMOP_VERSION}"
+BIN_DIR="$CACHE_ROOT/addons-keda-${KEDA_VERSION}-promop-${PROMOP_VERSION}-prom-${PROMETHEUS_VERSION}"
 SRC_DIR="$BIN_DIR/src"
 # name:module:version:package, one per binary. Keep in sync with devcluster/addons.py.
 WANT=(
@@ -18,6 +22,7 @@ WANT=(
   "keda-adapter:github.com/kedacore/keda/v2:${KEDA_VERSION}:./cmd/adapter"
   "prometheus-operator:github.com/prometheus-operator/prometheus-operator:${PROMOP_VERSION}:./cmd/operator"
   "prometheus-config-reloader:github.com/prometheus-operator/prometheus-operator:${PROMOP_VERSION}:./cmd/prometheus-config-reloader"
+  "prometheus:github.com/prometheus/prometheus:${PROMETHEUS_MODULE_VERSION}:./cmd/prometheus"
 )
 
 if [[ "${1:-}" == "--print-dir" ]]; then
@@ -60,7 +65,10 @@ for entry in "${WANT[@]}"; do
   # --sources: only the module copies (CRDs and manifests), no build.
   [[ -x "$BIN_DIR/$bin" || "${1:-}" == "--sources" ]] && continue
   echo "building $bin ${version}" >&2
-  (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$BIN_DIR/$bin.tmp" "$pkg")
+  ldflags="-s -w"
+  # Prometheus reports its version (build info) from these.
+  [[ "$bin" == prometheus ]] && ldflags+=" -X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v}"
+  (cd "$src" && go build -trimpath -ldflags "$ldflags" -o "$BIN_DIR/$bin.tmp" "$pkg")
   mv "$BIN_DIR/$bin.tmp" "$BIN_DIR/$bin"
 done
 echo "$BIN_DIR"

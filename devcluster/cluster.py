@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import shutil
 import signal
 import tempfile
@@ -39,6 +40,20 @@ STATE_FILE = "cluster.json"
 TEMP_PREFIX = "bem-devcluster-"
 STALE_AFTER_S = 600  # a boot takes far less: older folders with no live process are dead
 ORDER = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
+
+
+ENV_STATE_DIR = "BEM_DEVCLUSTER_DIR"
+
+
+def default_state_dir() -> Path:
+    """Where `bem-devcluster up` keeps its cluster: $BEM_DEVCLUSTER_DIR, else .devcluster/ in
+    the repository root when run from a checkout, else in the current folder."""
+    env = os.environ.get(ENV_STATE_DIR)
+    if env:
+        return Path(env).resolve()
+    repo = Path(__file__).resolve().parent.parent
+    base = repo if (repo / "pyproject.toml").is_file() else Path.cwd()
+    return base / ".devcluster"
 
 
 class AlreadyRunning(RuntimeError):

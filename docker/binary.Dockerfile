@@ -1,6 +1,6 @@
 # One or more prebuilt binaries on the project's Debian base: the cluster add-ons of the
-# local cluster (Prometheus from Debian's package; its operator and config reloader and
-# KEDA from Go modules), built on the host by devcluster (no network inside the build).
+# local cluster (Prometheus, its operator and config reloader, KEDA), built from Go modules
+# on the host by devcluster (no network inside the build).
 ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BASE_IMAGE}
 ARG ENTRYPOINT

@@ -7,11 +7,22 @@
 #   3. the operator installed by Helm, running as a pod under the chart's ServiceAccount;
 #   4. the sample BEMService manifests/samples/image-model.yaml (toy model baked into the
 #      image) Ready on the real node;
-#   5. a request answered by a runtime pod through the BEMService's Service (ClusterIP).
-# Usage: scripts/demo.sh [--keep]   (--keep leaves the cluster running; `bem-devcluster down` stops it)
+#   5. a request answered by a runtime pod through the BEMService's Service (ClusterIP);
+#   6. request-rate autoscaling: Prometheus (run by the Prometheus operator) and KEDA installed,
+#      the sample switched to the KEDA provider, and a short load through the Service scales it
+#      from 1 to 2+ replicas, printed as the count changes.
+# Usage: scripts/demo.sh [--keep] [--no-scale]
+#   --keep leaves the cluster running (`bem-devcluster down` stops it); --no-scale skips step 6.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-KEEP=0; [[ "${1:-}" == "--keep" ]] && KEEP=1
+KEEP=0; SCALE=1
+for arg in "$@"; do
+  case "$arg" in
+    --keep) KEEP=1 ;;
+    --no-scale) SCALE=0 ;;
+    *) echo "usage: scripts/demo.sh [--keep] [--no-scale]" >&2; exit 2 ;;
+  esac
+done
 
 T0=$(date +%s%N)
 say() {
@@ -71,6 +82,32 @@ curl -sS --fail-with-body -m 60 -X POST "http://$CIP:$PORT/v1/generate" \
 POD="$(kubectl -n bem-demo get pods -l bem.ai/service=bem-baked -o jsonpath='{.items[0].metadata.name}')"
 say "The runtime pod's own log (kubectl logs $POD, JSON lines)"
 kubectl -n bem-demo logs "$POD" --tail=3
+
+if [[ $SCALE -eq 1 ]]; then
+  say "Installing Prometheus (by the Prometheus operator) and KEDA into the cluster"
+  .venv/bin/bem-devcluster addons
+  PROM="$(.venv/bin/python -c 'from devcluster.addons import PROMETHEUS_URL as u; print(u)')"
+  helm upgrade bem-operator helm/bem-operator -n bem-system --reuse-values --wait --timeout 5m \
+    --set "autoscaling.keda.prometheusAddress=$PROM"
+  # The operator finds KEDA's ScaledObject API when it starts.
+  kubectl -n bem-system rollout restart deployment/bem-operator
+  kubectl -n bem-system rollout status deployment/bem-operator --timeout=180s
+
+  say "Switching the sample to request-rate autoscaling by KEDA (1..3 pods, 1 request/s per pod)"
+  kubectl -n bem-demo patch bems bem-baked --type merge -p '{"spec": {"replicas": null,
+    "monitoring": {"serviceMonitor": true, "interval": "5s"},
+    "autoscaling": {"provider": "KEDA", "minReplicas": 1, "maxReplicas": 3,
+      "targetRequestsPerSecond": 1,
+      "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0,
+                               "policies": [{"type": "Pods", "value": 2, "periodSeconds": 5}]}}}}}'
+  kubectl -n bem-demo wait --for=condition=Ready bems/bem-baked --timeout=120s
+  kubectl -n bem-demo get scaledobject bem-baked
+
+  say "A short load through the ClusterIP (3 request loops, at most 150 s): the replica count"
+  .venv/bin/python -m devcluster.traffic "http://$CIP:$PORT" --loops 3 --seconds 150 \
+    --namespace bem-demo --deployment bem-baked --until-ready 2
+  kubectl -n bem-demo get bems bem-baked -o wide
+fi
 
 if [[ $KEEP -eq 1 ]]; then
   say "Everything keeps running: eval \"\$(.venv/bin/bem-devcluster env)\"; 'bem-devcluster down' stops it."

@@ -44,7 +44,12 @@ log "Building (or reusing) the local control-plane binaries"
 bindir="$(bash devcluster/build-binaries.sh)"
 log "Control-plane binaries in $bindir"
 
-# The project's images (operator, runtime, runtime with the toy model), built with buildah
-# from a debootstrapped base; skipped when nothing they copy has changed.
+log "Building (or reusing) KEDA, the Prometheus operator and Prometheus from Go modules (cluster add-ons)"
+addons="$(bash devcluster/build-addons.sh)"
+log "Add-on binaries in $addons"
+
+# The project's images (operator, runtime, runtime with the toy model) and the add-ons'
+# (Prometheus, its operator and config reloader, KEDA), built with buildah from a
+# debootstrapped base; skipped when nothing they copy has changed.
 log "Building (or reusing) the images"
 .venv/bin/bem-devcluster images --no-import

@@ -12,6 +12,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from bem_operator.builders import REQUEST_RATE_METRIC
+from bem_operator.builders.keda import GENERATION_ENDPOINTS
 from bem_runtime.metrics import Metrics
 
 from .support import Helm, by_kind
@@ -81,7 +82,11 @@ def test_adapter_rule_publishes_the_metric_the_autoscaler_reads(helm: Helm) -> N
     name = re.sub(rule["name"]["matches"], rule["name"]["as"], series[0])
     assert name == REQUEST_RATE_METRIC
     assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
-    assert rule["metricsQuery"].startswith("sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m]))")
+    # The same generation routes as the KEDA provider's query: probes and scrapes left out.
+    routes = "|".join(GENERATION_ENDPOINTS)
+    assert rule["metricsQuery"].startswith(
+        f'sum(rate(<<.Series>>{{<<.LabelMatchers>>,exported_endpoint=~"{routes}"}}[2m]))'), \
+        rule["metricsQuery"]
 
 
 def test_observability_objects_are_off_by_default(helm: Helm) -> None:
