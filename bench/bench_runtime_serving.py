@@ -162,6 +162,7 @@ def _engine_ceiling(engine: Engine, n: int, tokens: int) -> float:
 
 
 MODES = ("continuous", "static", "unbatched")
+SECTIONS = ("mixed", "short", "concurrency", "latency", "engine")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -239,14 +240,14 @@ async def run(engine: Engine, base: Path, bem: Path, args: argparse.Namespace,
     results: dict = {"throughput": {}, "mixed": {}, "short_beside_long": {}, "latency": {}}
     servers, urls = {}, {}
     try:
-        for mode in MODES:
+        for mode in MODES if "concurrency" in args.sections else MODES[:2]:
             port = free_port()
             batch = 1 if mode == "unbatched" else args.max_batch_size
             servers[mode] = _start_server(base, bem, args.device, batch, port, logs / f"{mode}.log",
                                           "static" if mode == "static" else "continuous")
             urls[mode] = f"http://127.0.0.1:{port}/v1/generate"
             await _throughput(urls[mode], 2, 4, args.tokens)  # warm the path
-        for rate in args.rates:
+        for rate in args.rates if "mixed" in args.sections else ():
             workload = _mixed_workload(args.mixed_requests, rate, seed=int(rate * 1000))
             acc: dict[str, list[dict]] = {"continuous": [], "static": []}
             for rnd in range(args.rounds):
@@ -261,9 +262,9 @@ async def run(engine: Engine, base: Path, bem: Path, args: argparse.Namespace,
                 print(f"  mixed {rate:5.1f} req/s {m:10s}: {v['tokens_per_s']:8.1f} tok/s, TTFT p50 "
                       f"{v['ttft_p50_s'] * 1e3:7.1f} ms p99 {v['ttft_p99_s'] * 1e3:7.1f} ms, ITL p50 "
                       f"{v['itl_p50_s'] * 1e3:6.1f} ms", flush=True)
-        for mode in ("continuous", "static"):
+        for mode in ("continuous", "static") if "short" in args.sections else ():
             results["short_beside_long"][mode] = await _short_beside_long(urls[mode], args.short_runs)
-        for c in CONCURRENCY:
+        for c in CONCURRENCY if "concurrency" in args.sections else ():
             total = max(args.rounds * c, 8)
             acc = {m: [] for m in MODES}
             for rnd in range(args.rounds):
@@ -274,14 +275,16 @@ async def run(engine: Engine, base: Path, bem: Path, args: argparse.Namespace,
                      "requests_per_s": statistics.median(x["requests_per_s"] for x in runs)}
                 results["throughput"].setdefault(str(c), {})[mode] = r
                 print(f"  {mode:10s} concurrency {c:2d}: {r['tokens_per_s']:9.1f} tok/s", flush=True)
-        results["latency"] = await _latency(urls["continuous"], engine, args.latency_runs, args.tokens)
+        if "latency" in args.sections:
+            results["latency"] = await _latency(urls["continuous"], engine, args.latency_runs, args.tokens)
     finally:
         for proc in servers.values():
             proc.terminate()
             proc.wait(60)
     results["speedup"] = {c: v["continuous"]["tokens_per_s"] / v["unbatched"]["tokens_per_s"]
                           for c, v in results["throughput"].items()}
-    results["engine_batch32_speedup"] = _engine_ceiling(engine, 32, args.tokens)
+    if "engine" in args.sections:
+        results["engine_batch32_speedup"] = _engine_ceiling(engine, 32, args.tokens)
     return results
 
 
@@ -302,6 +305,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--short-runs", type=int, default=3, help="short-beside-long repetitions")
     p.add_argument("--latency-runs", type=int, default=15)
     p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                   help="parts to run (default: all): mixed workload, short beside long, "
+                        "concurrency sweep, HTTP vs direct latency, engine batch ceiling")
     p.add_argument("--json", type=Path, help="write the results here")
     return p.parse_args(argv)
 
@@ -344,22 +350,25 @@ def _print_summary(results: dict) -> None:
               f"{row['speedup']:.2f}x | {s['ttft_p50_s'] * 1e3:.0f} / {c['ttft_p50_s'] * 1e3:.0f} | "
               f"{s['ttft_p99_s'] * 1e3:.0f} / {c['ttft_p99_s'] * 1e3:.0f} | "
               f"{s['itl_p50_s'] * 1e3:.1f} / {c['itl_p50_s'] * 1e3:.1f} |")
-    best = max(row["speedup"] for row in results["mixed"].values())
-    print(f"continuous vs static on the mixed workload, best rate: {best:.2f}x "
-          f"(target >= 1.5x: {'met' if best >= 1.5 else 'NOT met'})")
+    if results["mixed"]:
+        best = max(row["speedup"] for row in results["mixed"].values())
+        print(f"continuous vs static on the mixed workload, best rate: {best:.2f}x "
+              f"(target >= 1.5x: {'met' if best >= 1.5 else 'NOT met'})")
     for mode, v in results["short_beside_long"].items():
         print(f"{mode:10s}: 8-token request alone {v['alone_p50_s'] * 1e3:.0f} ms, beside 4x256-token "
               f"requests {v['beside_long_p50_s'] * 1e3:.0f} ms ({v['ratio']:.2f}x)")
     for c, v in results["throughput"].items():
         print(f"concurrency {c:>2}: " + ", ".join(f"{m} {v[m]['tokens_per_s']:.0f}" for m in MODES)
               + f" tok/s; continuous/unbatched {results['speedup'][c]:.2f}x")
-    one = results["speedup"]["1"]
-    print(f"concurrency 1, continuous vs unbatched: {one:.3f}x (target >= 0.97x: "
-          f"{'met' if one >= 0.97 else 'NOT met'})")
-    lat = results["latency"]
-    print(f"HTTP p50 {lat['http_p50_s'] * 1e3:.1f} ms vs direct p50 {lat['direct_p50_s'] * 1e3:.1f}"
-          f" ms: ratio {lat['ratio']:.3f} (+{lat['overhead_ms']:.1f} ms)")
-    print(f"engine alone, one batch of 32 vs 32 one by one: {results['engine_batch32_speedup']:.2f}x")
+    if "1" in results["speedup"]:
+        one = results["speedup"]["1"]
+        print(f"concurrency 1, continuous vs unbatched: {one:.3f}x (target >= 0.97x: "
+              f"{'met' if one >= 0.97 else 'NOT met'})")
+    if lat := results["latency"]:
+        print(f"HTTP p50 {lat['http_p50_s'] * 1e3:.1f} ms vs direct p50 {lat['direct_p50_s'] * 1e3:.1f}"
+              f" ms: ratio {lat['ratio']:.3f} (+{lat['overhead_ms']:.1f} ms)")
+    if "engine_batch32_speedup" in results:
+        print(f"engine alone, one batch of 32 vs 32 one by one: {results['engine_batch32_speedup']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from .bem import AttachedBEM, ForwardPlan, RoutingDone
 from .routing import RoutingState
@@ -39,6 +40,7 @@ class BatchForward:
         self.input_ids = ids.to(self.device)
         self.mask = mask.to(self.device)
         self.cache = DynamicCache(config=model.config)
+        self.cache.layers = [_AppendLayer() if type(layer) is DynamicLayer else layer for layer in self.cache.layers]
         self.pad_id = pad_id
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, counts: list[int], keep: int, stop: bool = False):
@@ -111,6 +113,43 @@ class BatchForward:
         self.lengths = self.lengths + other.lengths
         if self.routing is not None and other.routing is not None:
             self.routing.join(other.routing)
+
+
+class _AppendLayer(DynamicLayer):
+    """A DynamicLayer that writes each step's keys and values into spare columns instead of
+    concatenating: DynamicLayer copies the whole cache of every row on every decode step, which
+    on a CPU costs about as much memory traffic as the weights once a batch is wide.
+
+    `keys`/`values` stay plain tensors (views of the buffers), so select() and join() may still
+    replace them; an update then adopts the replacement and moves it into a new buffer once.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._kbuf: torch.Tensor | None = None
+        self._vbuf: torch.Tensor | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n, t = self.get_seq_length(), key_states.shape[-2]
+        kbuf, vbuf = self._kbuf, self._vbuf
+        own = (kbuf is not None and n > 0 and self.keys.data_ptr() == kbuf.data_ptr()
+               and self.keys.stride() == kbuf.stride() and self.values.data_ptr() == vbuf.data_ptr()
+               and self.values.stride() == vbuf.stride())
+        if not own or n + t > kbuf.shape[-2]:
+            capacity = n + t + max(64, (n + t) // 2)  # amortised: a copy every ~n/2 steps
+            shape = (*key_states.shape[:-2], capacity, key_states.shape[-1])
+            kbuf = key_states.new_empty(shape)
+            vbuf = value_states.new_empty((*shape[:-1], value_states.shape[-1]))
+            if n:
+                kbuf[..., :n, :] = self.keys
+                vbuf[..., :n, :] = self.values
+            self._kbuf, self._vbuf = kbuf, vbuf
+        kbuf[..., n : n + t, :] = key_states
+        vbuf[..., n : n + t, :] = value_states
+        self.keys, self.values = kbuf[..., : n + t, :], vbuf[..., : n + t, :]
+        return self.keys, self.values
 
 
 def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:

@@ -4,6 +4,7 @@ exactly what they compute alone (BEM.md's batch independence, now across joins a
 from __future__ import annotations
 
 import pytest
+import torch
 
 from .test_generation import mixed_requests, summary
 
@@ -66,3 +67,20 @@ def test_prompt_too_long_fails_only_its_row(llama):
     errors = {ev.key: ev.error for ev in events if ev.error is not None}
     assert list(errors) == ["long"] and isinstance(errors["long"], PromptTooLongError)
     assert [r.key for r in batch.rows] == ["ok"]
+
+
+def test_decode_steps_append_into_spare_columns_not_a_copy_of_the_cache(llama):
+    """DynamicLayer concatenates (copies every row's whole cache) on each step; the batch's
+    layers write the new column in place, and adopt the tensors select() or join() put there."""
+    requests = mixed_requests()
+    batch = llama.open_batch()
+    batch.admit([(0, requests[0]), (1, requests[1])])
+    batch.step()
+    layer = batch.forward.cache.layers[0]
+    ptr, width = layer.keys.data_ptr(), layer.keys.shape[-2]
+    batch.step()
+    assert (layer.keys.data_ptr(), layer.keys.shape[-2]) == (ptr, width + 1)
+    batch.admit([(2, requests[2])])  # join: the layer adopts the concatenated tensors
+    joined = layer.keys.clone()
+    batch.step()
+    assert torch.equal(layer.keys[..., :-1, :], joined)
