@@ -44,6 +44,9 @@ NAMESPACE = "bench-autoscaling"
 NAME = "stepped"
 HTTP_PORT = 8080
 SCRAPE_SECONDS = 5
+# Each loop a few requests a second: several times the target in all, and well under the
+# runtime's per-client rate limit (20/s per pod), which would answer 429 to anything faster.
+PAUSE = 0.25
 KEDA_DEFAULT_POLLING_SECONDS = 30  # KEDA's default; the operator leaves pollingInterval unset
 HPA_SYNC_SECONDS = 15  # kube-controller-manager's default; devcluster leaves it
 SCALE_DOWN_STABILIZATION = 10
@@ -139,7 +142,7 @@ def desired(cluster: DevCluster, hpa: str) -> int:
 def step_up(cluster: DevCluster, url: str, query: str, hpa: str,
             limit: float) -> tuple[dict[str, float], float, list[Load]]:
     (first,) = pods(cluster)
-    loads = [Load(url, max_requests=20_000, max_seconds=limit, pause=0.02) for _ in range(3)]
+    loads = [Load(url, max_requests=20_000, max_seconds=limit, pause=PAUSE) for _ in range(3)]
     began = time.monotonic()
     for load in loads:
         load.__enter__()

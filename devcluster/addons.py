@@ -202,9 +202,11 @@ def prometheus_manifests() -> list[dict[str, Any]]:
     return docs
 
 
-def keda_manifests(client: Client) -> list[dict[str, Any]]:
-    """KEDA's config/minimal (CRDs, RBAC, operator, metrics API server, APIService)."""
-    rendered = client.kubectl("kustomize", str(source("keda") / "config" / "minimal")).stdout
+def keda_manifests(kubectl: Path) -> list[dict[str, Any]]:
+    """KEDA's config/minimal (CRDs, RBAC, operator, metrics API server, APIService), rendered by
+    `kubectl kustomize` (no cluster needed)."""
+    rendered = subprocess.run([str(kubectl), "kustomize", str(source("keda") / "config" / "minimal")],
+                              check=True, capture_output=True, text=True).stdout
     docs = _docs(rendered)
     for doc in docs:
         if doc["kind"] == "Service" and doc["metadata"]["name"] == "keda-operator":
@@ -256,7 +258,7 @@ def install(client: Client, timeout: float = 300.0) -> float:
     _established(client, _crd_names(promop))
     apply(client, [d for d in promop if d["kind"] not in ("Namespace", "CustomResourceDefinition")])
     apply(client, prometheus_manifests())
-    keda = keda_manifests(client)
+    keda = keda_manifests(client.kubectl_bin)
     apply(client, [d for d in keda if d["kind"] in ("Namespace", "CustomResourceDefinition")])
     _established(client, _crd_names(keda))
     apply(client, [d for d in keda if d["kind"] not in ("Namespace", "CustomResourceDefinition")])

@@ -10,7 +10,7 @@ set -euo pipefail
 
 KEDA_VERSION="${KEDA_VERSION:-v2.20.2}"
 PROMOP_VERSION="${PROMOP_VERSION:-v0.85.0}"
-# Prometheus v3.5.0 (an LTS release) is the Go module version v0.305.0.
+# Prometheus releases are published as Go module versions v0.<100*major+minor>.<patch>.
 PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v3.5.0}"
 PROMETHEUS_MODULE_VERSION="v0.$(( ${PROMETHEUS_VERSION:1:1} * 100 + 10#$(cut -d. -f2 <<<"${PROMETHEUS_VERSION}") )).$(cut -d. -f3 <<<"${PROMETHEUS_VERSION}")"
 CACHE_ROOT="${BEM_DEVCLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bem-devcluster}"

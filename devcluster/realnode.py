@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import json
 import shutil
 import subprocess
@@ -464,12 +465,15 @@ def served_here(ip: str) -> str | None:
     leave by the default route (a kwok pod IP, a ClusterIP without a rule)."""
     if ip in local_addresses():
         return "a local address"
+    if ipaddress.ip_address(ip) in ipaddress.ip_network(SERVICE_CIDR):
+        # The Service range routes into the bridge too (a safety net): only kube-proxy's
+        # rule makes a ClusterIP answer.
+        nat = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True,
+                             text=True).stdout
+        return "a ClusterIP with a kube-proxy rule" if f"-d {ip}/32" in nat else None
     route = subprocess.run(["ip", "route", "get", ip], capture_output=True, text=True).stdout
     if f" dev {BRIDGE} " in route:
         return f"a pod on {BRIDGE}"
-    nat = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
-    if f"-d {ip}/32" in nat:
-        return "a ClusterIP with a kube-proxy rule"
     return None
 
 

@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("url", help="http://<ClusterIP>:<port> of a BEMService's Service")
     p.add_argument("--loops", type=int, default=3, help="concurrent request loops (default 3)")
     p.add_argument("--seconds", type=float, default=60.0, help="how long (default 60, max 600)")
+    p.add_argument("--pause", type=float, default=0.25,
+                   help="seconds between one loop's requests (default 0.25: a few per second, "
+                        "under the runtime's per-client rate limit)")
     p.add_argument("--namespace", help="with --deployment: watch its replica count")
     p.add_argument("--deployment", help="print the Deployment's replicas as they change")
     p.add_argument("--until-ready", type=int, default=0,
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     host = urllib.parse.urlsplit(args.url).hostname or ""
     print(f"{host} is {wait_served_here(host)}", file=sys.stderr)
     seconds = min(args.seconds, 600.0)
-    loads = [Load(args.url, max_requests=100_000, max_seconds=seconds, pause=0.02)
+    loads = [Load(args.url, max_requests=100_000, max_seconds=seconds, pause=max(args.pause, 0.01))
              for _ in range(max(1, min(args.loops, 16)))]
     began, last = time.monotonic(), None
     try:
@@ -151,8 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         for load in loads:
             load.stop()
     sent = sum(len(load.results) for load in loads)
-    failed = sum(len(load.failures) for load in loads)
-    print(f"{sent} requests in {time.monotonic() - began:.0f}s, {failed} failed", flush=True)
+    failures = [f for load in loads for f in load.failures]
+    statuses = sorted({str(status) for _, status, _ in failures})
+    print(f"{sent} requests in {time.monotonic() - began:.0f}s, {len(failures)} failed"
+          + (f" (status {', '.join(statuses)}: {failures[0][2]})" if failures else ""), flush=True)
+    failed = len(failures)
     return 1 if failed else 0
 
 
