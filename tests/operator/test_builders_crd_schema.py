@@ -131,13 +131,19 @@ def runtime_schema(version: dict[str, Any]) -> dict[str, Any]:
 def test_reserved_env_names_equal_the_builders(version):
     env_item = runtime_schema(version)["env"]["items"]
     (rule,) = [r["rule"] for r in env_item["x-kubernetes-validations"] if "self.name in" in r["rule"]]
-    assert set(re.findall(r"'(BEM_[A-Z_]+)'", rule)) == RESERVED_ENV
+    refused = set(re.findall(r"'(BEM_[A-Z_]+)'", rule))
+    assert refused == RESERVED_ENV, (
+        f"spec.runtime.env's CEL rule lacks {sorted(RESERVED_ENV - refused)}, "
+        f"has extra {sorted(refused - RESERVED_ENV)}")
 
 
 def test_refused_extra_args_equal_the_builders(version):
     (rule,) = [r["rule"] for r in runtime_schema(version)["extraArgs"]["x-kubernetes-validations"]]
     (names,) = re.findall(r"\^--\(([-a-z|]+)\)", rule)
-    assert {f"--{name}" for name in names.split("|")} == OPERATOR_FLAGS
+    refused = {f"--{name}" for name in names.split("|")}
+    assert refused == OPERATOR_FLAGS, (
+        f"spec.runtime.extraArgs' CEL rule lacks {sorted(OPERATOR_FLAGS - refused)}, "
+        f"has extra {sorted(refused - OPERATOR_FLAGS)}")
 
 
 @pytest.mark.parametrize("field", RUNTIME_FIELDS, ids=lambda f: f.path)
