@@ -13,19 +13,34 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
+from .bem import AttachedBEM
 from .errors import NonFiniteLogitsError
 from .routing import RoutingState
 from .runner import BatchForward
 from .sampling import make_generator, select_token
 from .text import RowOutput
-from .types import GenerationRequest, GenerationResult
+from .types import GenerationRequest, GenerationResult, SamplingParams
 
-if TYPE_CHECKING:
-    from .engine import Engine
+
+class BatchEngine(Protocol):
+    """What a DecodeBatch uses of the engine that opens it (engine.Engine). Declared here, where
+    it is used, so that this module never imports the engine: the engine imports this one."""
+
+    model: Any  # the causal LM, BEM adapters attached
+    tokenizer: Any
+    bem: AttachedBEM
+    device: torch.device
+    lock: Any  # held around every forward pass (a threading.RLock)
+    eos_ids: set[int]
+    pad_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def check_fits(self, index: int, ids: list[int], params: SamplingParams) -> None: ...
 
 
 @dataclass(eq=False)
@@ -62,7 +77,7 @@ class DecodeBatch:
     """The rows in flight for one mode (with BEM, or the bare base model). Not thread-safe: one
     engine thread drives it, each call under the engine's lock."""
 
-    engine: Engine
+    engine: BatchEngine
     use_bem: bool = True
     rows: list[_Row] = field(default_factory=list)
     forward: BatchForward | None = None

@@ -8,6 +8,7 @@ from typing import Any
 
 from bem_operator.builders import BuildOptions, parse_bemservice
 from bem_operator.builders.kinds import CHILD_REGISTRY
+from bem_operator.builders.runtime_fields import RUNTIME_FIELDS
 
 BASE_SPEC: dict[str, Any] = {"model": {"claimName": "models"}}
 
@@ -28,6 +29,17 @@ def with_spec(**fields: Any) -> dict[str, Any]:
     spec = copy.deepcopy(BASE_SPEC)
     spec.update(copy.deepcopy(fields))
     return make_bems(spec)
+
+
+def with_every_runtime_field(bems: dict[str, Any]) -> dict[str, Any]:
+    """`bems` with every field of builders/runtime_fields.py set: 1 where an integer is read,
+    0.5 where a number is."""
+    for field in RUNTIME_FIELDS:
+        section = bems["spec"]
+        for part in field.section:
+            section = section.setdefault(part, {})
+        section[field.key] = 1 if field.kind is int else 0.5
+    return bems
 
 
 def by_kind(children: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -14,6 +14,7 @@ import yaml
 from builders_factory import make_bems
 
 from bem_operator.builders import DEFAULTS, RESERVED_ENV, BuildOptions, build_children
+from bem_operator.builders.runtime_fields import OPERATOR_FLAGS, RUNTIME_FIELDS
 from bem_operator.constants import GROUP, KIND, VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,11 +124,36 @@ def test_cross_field_rules_exist_where_the_brief_asks(version):
     assert "has(self.redisUrlSecretRef)" in text[".spec.cache"]
 
 
+def runtime_schema(version: dict[str, Any]) -> dict[str, Any]:
+    return version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["runtime"]["properties"]
+
+
 def test_reserved_env_names_equal_the_builders(version):
-    env_item = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["runtime"][
-        "properties"]["env"]["items"]
+    env_item = runtime_schema(version)["env"]["items"]
     (rule,) = [r["rule"] for r in env_item["x-kubernetes-validations"] if "self.name in" in r["rule"]]
-    assert set(re.findall(r"'(BEM_[A-Z_]+)'", rule)) == RESERVED_ENV
+    refused = set(re.findall(r"'(BEM_[A-Z_]+)'", rule))
+    assert refused == RESERVED_ENV, (
+        f"spec.runtime.env's CEL rule lacks {sorted(RESERVED_ENV - refused)}, "
+        f"has extra {sorted(refused - RESERVED_ENV)}")
+
+
+def test_refused_extra_args_equal_the_builders(version):
+    (rule,) = [r["rule"] for r in runtime_schema(version)["extraArgs"]["x-kubernetes-validations"]]
+    (names,) = re.findall(r"\^--\(([-a-z|]+)\)", rule)
+    refused = {f"--{name}" for name in names.split("|")}
+    assert refused == OPERATOR_FLAGS, (
+        f"spec.runtime.extraArgs' CEL rule lacks {sorted(OPERATOR_FLAGS - refused)}, "
+        f"has extra {sorted(refused - OPERATOR_FLAGS)}")
+
+
+@pytest.mark.parametrize("field", RUNTIME_FIELDS, ids=lambda f: f.path)
+def test_each_runtime_field_is_in_the_crd_with_its_type_and_bound(version, field):
+    nodes = dict(spec_and_status(version))
+    node = nodes.get(f"spec.{field.path}")
+    assert node is not None, f"crds/bemservice.yaml has no spec.{field.path} (builders/runtime_fields.py)"
+    assert node["type"] == ("integer" if field.kind is int else "number"), field.path
+    if field.minimum is not None:
+        assert node.get("minimum") == field.minimum, field.path
 
 
 def crd_defaults(version: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from builders_factory import build_deployment, container, env_of, make_bems, with_spec
+from builders_factory import build_deployment, container, env_of, make_bems, with_every_runtime_field, with_spec
 
 from bem_operator.builders import RESERVED_ENV, BuildOptions
 
@@ -180,11 +180,9 @@ def test_rollout_strategy(strategy, expected):
 
 
 def test_every_bem_variable_the_operator_sets_is_reserved():
-    bems = with_spec(
-        model={"claimName": "m", "routing": {"topK": 1, "chunkSize": 8, "hysteresis": 0.0, "temperature": 1.0},
-               "governance": {"sigmaMax": 1.0, "trustRegion": 0.1, "minConfidence": 0.0}},
-        runtime={"maxBatchSize": 4, "maxQueue": 8}, auth={"apiKeySecretRef": {"name": "k"}},
-        cache={"redisUrlSecretRef": {"name": "r"}}, gpu={"count": 1})
+    bems = with_every_runtime_field(with_spec(
+        auth={"apiKeySecretRef": {"name": "k"}}, cache={"redisUrlSecretRef": {"name": "r"}},
+        gpu={"count": 1}))
     ours = {name for name in env_of(build_deployment(bems)) if name.startswith("BEM_")}
     assert ours <= RESERVED_ENV
     # Inline API keys are refused too: keys come from a Secret.

@@ -7,11 +7,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from builders_factory import by_kind, container, with_spec
+from builders_factory import by_kind, container, with_every_runtime_field, with_spec
 
 from bem_operator.builders import RESERVED_ENV, build_children
 from bem_operator.builders import pod as pod_builder
-from bem_operator.builders.fields import OPERATOR_FLAGS
+from bem_operator.builders.runtime_fields import OPERATOR_FLAGS, RUNTIME_FIELDS
 from bem_runtime.settings import ACCEPTED_ENV, ALL_SETTINGS
 
 RUNTIME_FLAGS = {s.flag for s in ALL_SETTINGS if s.flag is not None}
@@ -19,28 +19,36 @@ RUNTIME_FLAGS = {s.flag for s in ALL_SETTINGS if s.flag is not None}
 
 def _everything_on() -> dict:
     """A BEMService with every feature that adds runtime env switched on."""
-    return with_spec(
-        model={"claimName": "m",
-               "routing": {key: 1 for key in pod_builder._ROUTING_ENV},
-               "governance": {key: 0.5 for key in pod_builder._GOVERNANCE_ENV}},
-        runtime={"logLevel": "debug", "maxBatchSize": 4, "maxQueue": 8,
+    return with_every_runtime_field(with_spec(
+        model={"claimName": "m"},
+        runtime={"logLevel": "debug",
                  "env": [{"name": "BEM_DRAIN_TIMEOUT", "value": "10"}],
                  "extraArgs": ["--drain-timeout", "12"]},
         auth={"apiKeySecretRef": {"name": "keys"}},
         cache={"redisUrlSecretRef": {"name": "redis"}, "ttlSeconds": 60},
         gpu={"count": 1},
         autoscaling={"minReplicas": 1, "maxReplicas": 3, "targetRequestsPerSecond": 5},
-    )
+    ))
 
 
 def test_every_bem_env_var_the_pod_builder_emits_is_a_runtime_setting():
     children = by_kind(build_children(_everything_on()))
     env = [item["name"] for item in container(children["Deployment"])["env"]]
     emitted = {name for name in env if name.startswith("BEM_")}
-    # Every feature is on: each routing and governance override, auth and the cache are there.
-    assert set(pod_builder._ROUTING_ENV.values()) | set(pod_builder._GOVERNANCE_ENV.values()) <= emitted
+    # Every feature is on: each field of the runtime-fields table, auth and the cache are there.
+    assert {field.env for field in RUNTIME_FIELDS} <= emitted
     assert {"BEM_API_KEY_FILE", "BEM_REDIS_URL", "BEM_CACHE_TTL", "BEM_DRAIN_TIMEOUT"} <= emitted
     assert emitted - ACCEPTED_ENV == set()
+
+
+def test_each_runtime_field_names_one_runtime_setting_by_its_env_var_and_flag():
+    by_env = {s.env: s for s in ALL_SETTINGS}
+    for field in RUNTIME_FIELDS:
+        assert field.env in by_env, f"spec.{field.path}: the runtime does not read {field.env}"
+        assert field.flag == by_env[field.env].flag, (
+            f"spec.{field.path}: {field.env} is the runtime's {by_env[field.env].flag}, not {field.flag}")
+        # What the operator accepts is what the runtime parses (an int field gets no "0.5").
+        assert field.kind is by_env[field.env].parse, f"spec.{field.path}: {by_env[field.env].parse}"
 
 
 def test_every_flag_in_the_pod_command_is_a_runtime_flag():

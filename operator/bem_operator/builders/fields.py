@@ -29,24 +29,6 @@ DEFAULTS: dict[str, Any] = {
     "runtime.startupTimeoutSeconds": 600,
 }
 
-# Env vars the operator sets from spec fields: a user env var of the same name is refused
-# (also by the CRD), so each setting has one place.
-RESERVED_ENV: frozenset[str] = frozenset({
-    "BEM_HOST", "BEM_PORT", "BEM_MODEL_DIR", "BEM_CHECKPOINT_DIR", "BEM_MODEL_NAME", "BEM_DEVICE",
-    "BEM_LOG_LEVEL", "BEM_TOP_K", "BEM_CHUNK_SIZE", "BEM_HYSTERESIS", "BEM_ROUTER_TEMPERATURE",
-    "BEM_SIGMA_MAX", "BEM_TRUST_REGION", "BEM_MIN_CONFIDENCE", "BEM_MAX_BATCH_SIZE", "BEM_MAX_QUEUE",
-    "BEM_API_KEY_FILE", "BEM_API_KEYS", "BEM_REDIS_URL", "BEM_CACHE_TTL",
-})
-
-# Flags of `bem-runtime serve` the operator sets (as env vars) from spec fields: an extra
-# argument may not override them (also refused by the CRD).
-OPERATOR_FLAGS: frozenset[str] = frozenset({
-    "--model-dir", "--bem-dir", "--model-name", "--host", "--port", "--api-key-file",
-    "--redis-url", "--cache-ttl", "--top-k", "--chunk-size", "--hysteresis", "--temperature",
-    "--sigma-max", "--trust-region", "--min-confidence", "--device", "--max-batch-size",
-    "--max-queue", "--log-level",
-})
-
 _PERCENT = re.compile(r"^(100|[1-9]?[0-9])%$")
 
 

@@ -27,18 +27,6 @@ PRESTOP_SLEEP_SECONDS = 5
 DRAIN_TIMEOUT_SECONDS = 30
 DRAIN_MARGIN_SECONDS = 5
 
-_ROUTING_ENV = {
-    "topK": "BEM_TOP_K",
-    "chunkSize": "BEM_CHUNK_SIZE",
-    "hysteresis": "BEM_HYSTERESIS",
-    "temperature": "BEM_ROUTER_TEMPERATURE",
-}
-_GOVERNANCE_ENV = {
-    "sigmaMax": "BEM_SIGMA_MAX",
-    "trustRegion": "BEM_TRUST_REGION",
-    "minConfidence": "BEM_MIN_CONFIDENCE",
-}
-
 
 def build_pod_template(spec: BEMServiceSpec, options: BuildOptions, config_hash: str) -> dict[str, Any]:
     pod: dict[str, Any] = {
@@ -170,12 +158,7 @@ def runtime_env(spec: BEMServiceSpec) -> list[dict[str, Any]]:
         ("BEM_DEVICE", "cuda" if spec.gpu.count > 0 else "cpu"),
         ("BEM_LOG_LEVEL", spec.runtime.log_level),
     ]
-    values += [(_ROUTING_ENV[k], _fmt(v)) for k, v in spec.model.routing.items()]
-    values += [(_GOVERNANCE_ENV[k], _fmt(v)) for k, v in spec.model.governance.items()]
-    if spec.runtime.max_batch_size is not None:
-        values.append(("BEM_MAX_BATCH_SIZE", str(spec.runtime.max_batch_size)))
-    if spec.runtime.max_queue is not None:
-        values.append(("BEM_MAX_QUEUE", str(spec.runtime.max_queue)))
+    values += [(env, _fmt(v)) for env, v in spec.runtime.settings.items()]
     if spec.auth is not None:
         values.append(("BEM_API_KEY_FILE", f"{API_KEYS_DIR}/{spec.auth.key}"))
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values]

@@ -13,8 +13,6 @@ from typing import Any
 
 from bem_operator.builders.fields import (
     DEFAULTS,
-    OPERATOR_FLAGS,
-    RESERVED_ENV,
     SpecError,
     is_zero,
     opt_bool,
@@ -26,6 +24,7 @@ from bem_operator.builders.fields import (
     opt_str,
     str_map,
 )
+from bem_operator.builders.runtime_fields import OPERATOR_FLAGS, RESERVED_ENV, read_runtime_fields
 from bem_operator.builders.spec_types import (
     AutoscalingSpec,
     BEMServiceSpec,
@@ -91,10 +90,6 @@ def _objects(m: Mapping[str, Any], key: str, path: str) -> tuple[Mapping[str, An
     return tuple(items)
 
 
-_ROUTING = {"topK": int, "chunkSize": int, "hysteresis": float, "temperature": float}
-_GOVERNANCE = ("sigmaMax", "trustRegion", "minConfidence")
-
-
 def _model(spec: Mapping[str, Any], name: str) -> ModelSpec:
     model = opt_map(spec, "model", "spec.model")
     if model is None:
@@ -117,26 +112,10 @@ def _model(spec: Mapping[str, Any], name: str) -> ModelSpec:
     if base == checkpoint or checkpoint.startswith(base + "/") or base.startswith(checkpoint + "/"):
         raise SpecError("spec.model.checkpointPath",
                         "must not be spec.model.basePath or lie inside it (or contain it)")
-    routing_map = opt_map(model, "routing", "spec.model.routing") or {}
-    routing: dict[str, int | float] = {}
-    for key, kind in _ROUTING.items():
-        if kind is int:
-            value: int | float | None = opt_int(routing_map, key, f"spec.model.routing.{key}", minimum=1)
-        else:
-            value = opt_num(routing_map, key, f"spec.model.routing.{key}")
-        if value is not None:
-            routing[key] = value
-    gov_map = opt_map(model, "governance", "spec.model.governance") or {}
-    governance = {}
-    for key in _GOVERNANCE:
-        value = opt_num(gov_map, key, f"spec.model.governance.{key}")
-        if value is not None:
-            governance[key] = value
     return ModelSpec(
         source=source, claim_name=claim, base_path=paths["basePath"],
         checkpoint_path=paths["checkpointPath"],
         served_name=opt_str(model, "servedName", "spec.model.servedName") or name,
-        routing=routing, governance=governance,
     )
 
 
@@ -297,8 +276,7 @@ def _runtime(spec: Mapping[str, Any]) -> RuntimeSpec:
         image_pull_secrets=tuple(str(s) for s in secrets),
         env=tuple(env), extra_args=tuple(str(a) for a in args),
         log_level=opt_str(rt, "logLevel", f"{p}.logLevel") or DEFAULTS["runtime.logLevel"],
-        max_batch_size=opt_int(rt, "maxBatchSize", f"{p}.maxBatchSize", minimum=1),
-        max_queue=opt_int(rt, "maxQueue", f"{p}.maxQueue", minimum=1),
+        settings=read_runtime_fields(spec),
         startup_timeout_seconds=opt_int(rt, "startupTimeoutSeconds", f"{p}.startupTimeoutSeconds", minimum=10)
         or DEFAULTS["runtime.startupTimeoutSeconds"],
     )

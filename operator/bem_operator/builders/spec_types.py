@@ -20,8 +20,6 @@ class ModelSpec:
     base_path: str
     checkpoint_path: str
     served_name: str
-    routing: Mapping[str, int | float]  # camelCase override name -> value, only the set ones
-    governance: Mapping[str, float]
 
 
 @dataclass(frozen=True)
@@ -82,8 +80,9 @@ class RuntimeSpec:
     env: tuple[Mapping[str, Any], ...]
     extra_args: tuple[str, ...]
     log_level: str
-    max_batch_size: int | None
-    max_queue: int | None
+    # The fields of builders/runtime_fields.py that are set (under spec.runtime, spec.model,
+    # ...), as the runtime's env var -> value.
+    settings: Mapping[str, int | float]
     startup_timeout_seconds: int
 
 
