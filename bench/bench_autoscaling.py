@@ -16,8 +16,9 @@ Prometheus. It creates a KEDA-scaled BEMService of the toy model (1..2 pods, 1 r
 
 and the ratio of the reaction time (traffic) to the sum of the configured intervals: scrape
 interval + KEDA polling interval + HPA sync period + the new pod's own start (created -> Ready).
-Then the load stops and the scale-down is timed the same way (decision: desiredReplicas back to 1;
-gone: one pod left), against rate window + scale-down stabilization + HPA sync + the pod's grace.
+Then the load stops and the scale-down is timed the same way (decision: desiredReplicas back to
+1; removed: the extra pod taken out of the Service), against rate window + scale-down
+stabilization + HPA sync + the pod's termination grace.
 Every request goes to an address this machine serves; every loop is bounded in count and time.
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import secrets
 import subprocess
 import sys
 import time
@@ -40,7 +42,7 @@ from devcluster.traffic import Load
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "bem-operator"
-NAMESPACE = "bench-autoscaling"
+NAMESPACE = f"bench-autoscaling-{secrets.token_hex(3)}"  # a fresh one per run
 NAME = "stepped"
 HTTP_PORT = 8080
 SCRAPE_SECONDS = 5
@@ -177,7 +179,7 @@ def step_down(cluster: DevCluster, url: str, hpa: str, limit: float) -> tuple[di
             if "decision" not in marks and desired(cluster, hpa) == 1:
                 marks["decision"] = now
             if "decision" in marks and len(pods(cluster)) == 1:
-                marks["gone"] = now
+                marks["removed"] = now
             time.sleep(0.5)
     return marks, light
 
@@ -238,8 +240,8 @@ def main() -> int:
     print(f"{'':10} configured: rate window {window:.0f}s + stabilization "
           f"{SCALE_DOWN_STABILIZATION}s + HPA sync {HPA_SYNC_SECONDS}s + grace {grace}s "
           f"= {configured_down:.0f}s")
-    if "gone" in down:
-        print(f"{'':10} reaction/configured = {down['gone'] / configured_down:.2f}")
+    if "removed" in down:
+        print(f"{'':10} reaction/configured = {down['removed'] / configured_down:.2f}")
     return 0 if len(up) == 4 and len(down) == 2 and not failed else 1
 
 

@@ -98,8 +98,11 @@ def ctr(lay: NodeLayout, *args: str, check: bool = True,
     """containerd's own client on this node's socket, in the CRI namespace."""
     argv = ["ctr", "-a", str(lay.containerd_sock), "-n", "k8s.io", *args]
     try:
-        return subprocess.run(argv, capture_output=True, text=True, check=check,
-                              timeout=timeout)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        if check and out.returncode != 0:
+            raise RuntimeError(f"ctr {' '.join(args[:2])} failed ({out.returncode}): "
+                               f"{out.stderr.strip()[-2000:]}")
+        return out
     except subprocess.TimeoutExpired:
         if check:
             raise
