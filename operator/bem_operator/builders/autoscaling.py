@@ -43,10 +43,7 @@ def hpa_from_spec(spec: BEMServiceSpec) -> dict[str, Any] | None:
             "target": {"type": "AverageValue", "averageValue": quantity(auto.target_requests_per_second)},
         },
     }]
-    if auto.target_cpu_utilization is not None:
-        metrics.append(_utilization("cpu", auto.target_cpu_utilization))
-    if auto.target_memory_utilization is not None:
-        metrics.append(_utilization("memory", auto.target_memory_utilization))
+    metrics += [_utilization(resource, percent) for resource, percent in auto.utilization_targets]
     body: dict[str, Any] = {
         "scaleTargetRef": scale_target(spec),
         "minReplicas": auto.min_replicas,

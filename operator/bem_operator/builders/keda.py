@@ -77,10 +77,7 @@ def scaled_object_from_spec(spec: BEMServiceSpec, options: BuildOptions) -> dict
             "threshold": threshold(auto.target_requests_per_second),
         },
     }]
-    if auto.target_cpu_utilization is not None:
-        triggers.append(_utilization("cpu", auto.target_cpu_utilization))
-    if auto.target_memory_utilization is not None:
-        triggers.append(_utilization("memory", auto.target_memory_utilization))
+    triggers += [_utilization(resource, percent) for resource, percent in auto.utilization_targets]
     hpa_config: dict[str, Any] = {"name": keda_hpa_name(spec.name)}
     if auto.behavior:
         hpa_config["behavior"] = copy.deepcopy(dict(auto.behavior))

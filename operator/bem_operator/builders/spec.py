@@ -177,8 +177,8 @@ def _check_utilization_requests(auto: AutoscalingSpec | None, resources: Mapping
     if auto is None:
         return
     declared = set(resources.get("requests", {})) | set(resources.get("limits", {}))
-    for target, res in ((auto.target_cpu_utilization, "cpu"), (auto.target_memory_utilization, "memory")):
-        if target is not None and res not in declared:
+    for res, _ in auto.utilization_targets:
+        if res not in declared:
             field_name = "targetCPUUtilization" if res == "cpu" else "targetMemoryUtilization"
             raise SpecError(f"spec.autoscaling.{field_name}", f"needs spec.resources.requests.{res}")
 

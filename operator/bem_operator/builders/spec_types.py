@@ -32,6 +32,13 @@ class AutoscalingSpec:
     target_memory_utilization: int | None
     behavior: Mapping[str, Any] | None
 
+    @property
+    def utilization_targets(self) -> tuple[tuple[str, int], ...]:
+        """(resource, percent of its request) of each Utilization target that is set."""
+        return tuple((resource, percent) for resource, percent in
+                     (("cpu", self.target_cpu_utilization),
+                      ("memory", self.target_memory_utilization)) if percent is not None)
+
 
 @dataclass(frozen=True)
 class GpuSpec:
