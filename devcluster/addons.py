@@ -17,9 +17,13 @@ what the BEM operator and chart create is what makes it scrape and evaluate.
 from __future__ import annotations
 
 import copy
+import json
+import re
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -27,14 +31,14 @@ from typing import Any
 import yaml
 
 from devcluster import images
-from devcluster.binaries import cache_root
 from devcluster.client import Client
 from devcluster.health import wait_until
+from devcluster.realnode import wait_served_here
 
 BUILD_SCRIPT = Path(__file__).with_name("build-addons.sh")
-# Keep in sync with WANT in build-addons.sh.
-BINARIES = ("keda-operator", "keda-adapter", "prometheus-operator", "prometheus-config-reloader",
-            "prometheus")
+# The binaries build-addons.sh makes: the names of its WANT entries ("name:module:version:pkg").
+BINARIES = tuple(re.findall(r'^\s+"([a-z-]+):', BUILD_SCRIPT.read_text().split("WANT=(", 1)[1]
+                            .split(")", 1)[0], re.MULTILINE))
 
 MONITORING_NS = "monitoring"
 KEDA_NS = "keda"
@@ -45,6 +49,7 @@ PROMETHEUS_IP = "10.0.0.10"
 KEDA_OPERATOR_IP = "10.0.0.11"
 PROMETHEUS_HOST = f"prometheus.{MONITORING_NS}.svc"
 PROMETHEUS_URL = f"http://{PROMETHEUS_HOST}:9090"
+PROMETHEUS_LOCAL = f"http://{PROMETHEUS_IP}:9090"  # the same, from this machine
 KEDA_GRPC_AUTHORITY = f"keda-operator.{KEDA_NS}.svc.cluster.local"
 SMALL = {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
 
@@ -70,7 +75,7 @@ def ensure_binaries() -> Path:
     """The add-ons' binaries (a Go build of several minutes, once per version)."""
     found = bin_dir()
     if any(not (found / b).is_file() for b in BINARIES):
-        log(f"building KEDA and the Prometheus operator into {found} (minutes, once)")
+        log(f"building {', '.join(BINARIES)} into {found} (minutes, once)")
         _script()
     return found
 
@@ -240,42 +245,57 @@ def apply(client: Client, docs: Iterable[dict[str, Any]]) -> None:
                    input=yaml.safe_dump_all(list(docs)))
 
 
-def _established(client: Client, crds: list[str]) -> None:
-    client.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                   *(f"crd/{name}" for name in crds))
+FIRST = ("Namespace", "CustomResourceDefinition")
 
 
-def _crd_names(docs: list[dict[str, Any]]) -> list[str]:
-    return [d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"]
+def apply_in_order(client: Client, docs: list[dict[str, Any]]) -> None:
+    """Namespaces and CRDs first, then (once the CRDs are Established) what lives in them."""
+    apply(client, [d for d in docs if d["kind"] in FIRST])
+    crds = [d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"]
+    if crds:
+        client.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                       *(f"crd/{name}" for name in crds))
+    apply(client, [d for d in docs if d["kind"] not in FIRST])
 
 
 def install(client: Client, timeout: float = 300.0) -> float:
     """Install (or update) the add-ons into a cluster whose real node holds their images, and
     wait until Prometheus answers and the external metrics API is available. Returns seconds."""
     began = time.monotonic()
-    promop = prometheus_operator_manifests()
-    apply(client, [d for d in promop if d["kind"] in ("Namespace", "CustomResourceDefinition")])
-    _established(client, _crd_names(promop))
-    apply(client, [d for d in promop if d["kind"] not in ("Namespace", "CustomResourceDefinition")])
+    apply_in_order(client, prometheus_operator_manifests())
     apply(client, prometheus_manifests())
-    keda = keda_manifests(client.kubectl_bin)
-    apply(client, [d for d in keda if d["kind"] in ("Namespace", "CustomResourceDefinition")])
-    _established(client, _crd_names(keda))
-    apply(client, [d for d in keda if d["kind"] not in ("Namespace", "CustomResourceDefinition")])
-    left = lambda: max(10.0, timeout - (time.monotonic() - began))  # noqa: E731
+    apply_in_order(client, keda_manifests(client.kubectl_bin))
+
+    def wait(*args: str) -> None:  # kubectl rollout status / wait, within what is left
+        left = max(10.0, timeout - (time.monotonic() - began))
+        client.kubectl(*args, f"--timeout={int(left)}s", timeout=left + 10)
     for ns, deploy in ((MONITORING_NS, "prometheus-operator"), (KEDA_NS, "keda-operator"),
                        (KEDA_NS, "keda-metrics-apiserver")):
-        client.kubectl("rollout", "status", "-n", ns, f"deployment/{deploy}",
-                       f"--timeout={int(left())}s", timeout=left() + 10)
+        wait("rollout", "status", "-n", ns, f"deployment/{deploy}")
     wait_until("the Prometheus operator to create the Prometheus StatefulSet",
                lambda: client.kubectl("get", "statefulset", "-n", MONITORING_NS,
                                       "prometheus-prometheus", check=False).returncode == 0,
-               timeout=left(), interval=2.0)
-    client.kubectl("rollout", "status", "-n", MONITORING_NS, "statefulset/prometheus-prometheus",
-                   f"--timeout={int(left())}s", timeout=left() + 10)
-    client.kubectl("wait", "--for=condition=Available", f"--timeout={int(left())}s",
-                   "apiservice/v1beta1.external.metrics.k8s.io", timeout=left() + 10)
+               timeout=max(10.0, timeout - (time.monotonic() - began)), interval=2.0)
+    wait("rollout", "status", "-n", MONITORING_NS, "statefulset/prometheus-prometheus")
+    wait("wait", "--for=condition=Available", "apiservice/v1beta1.external.metrics.k8s.io")
+    wait_served_here(PROMETHEUS_IP)  # before anyone here sends it a query
     seconds = time.monotonic() - began
     log(f"Prometheus {PROMETHEUS_VERSION}, Prometheus operator {PROMOP_VERSION} and KEDA {KEDA_VERSION} "
         f"ready in {seconds:.0f}s")
     return seconds
+
+
+def prometheus_api(path: str, **params: str) -> Any:
+    """GET /api/v1/<path> of the installed Prometheus from this machine (install() has checked
+    kube-proxy serves its ClusterIP here); the data of a success, else an error saying why."""
+    query = f"?{urllib.parse.urlencode(params)}" if params else ""
+    with urllib.request.urlopen(f"{PROMETHEUS_LOCAL}/api/v1/{path}{query}", timeout=10) as resp:
+        body = json.loads(resp.read())
+    if body.get("status") != "success":
+        raise RuntimeError(f"Prometheus refused /api/v1/{path} {params}: {body}")
+    return body["data"]
+
+
+def query(expr: str) -> list[dict[str, Any]]:
+    """An instant query's result vector."""
+    return prometheus_api("query", query=expr)["result"]

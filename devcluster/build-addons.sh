@@ -16,7 +16,7 @@ PROMETHEUS_MODULE_VERSION="v0.$(( ${PROMETHEUS_VERSION:1:1} * 100 + 10#$(cut -d.
 CACHE_ROOT="${BEM_DEVCLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bem-devcluster}"
 BIN_DIR="$CACHE_ROOT/addons-keda-${KEDA_VERSION}-promop-${PROMOP_VERSION}-prom-${PROMETHEUS_VERSION}"
 SRC_DIR="$BIN_DIR/src"
-# name:module:version:package, one per binary. Keep in sync with devcluster/addons.py.
+# name:module:version:package, one per binary (devcluster/addons.py reads the names here).
 WANT=(
   "keda-operator:github.com/kedacore/keda/v2:${KEDA_VERSION}:./cmd/operator"
   "keda-adapter:github.com/kedacore/keda/v2:${KEDA_VERSION}:./cmd/adapter"
