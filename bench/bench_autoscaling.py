@@ -31,7 +31,6 @@ import secrets
 import subprocess
 import sys
 import time
-import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -103,11 +102,7 @@ def setup(cluster: DevCluster) -> None:
 
 
 def prometheus_value(expr: str) -> float:
-    url = f"http://{addons.PROMETHEUS_IP}:9090/api/v1/query?" \
-          f"{urllib.parse.urlencode({'query': expr})}"
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        result = json.loads(resp.read())["data"]["result"]
-    return sum(float(s["value"][1]) for s in result)
+    return sum(float(s["value"][1]) for s in addons.query(expr))
 
 
 def generated(pod_ip: str) -> float:

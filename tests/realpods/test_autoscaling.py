@@ -17,8 +17,6 @@ import json
 import re
 import subprocess
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,8 +48,9 @@ CHART_VALUES = {
 
 
 @pytest.fixture(scope="module")
-def prometheus(real_cluster: Any, operator_release: str, helm_env: dict) -> str:
-    """The add-ons installed, the operator release pointed at them; Prometheus's URL."""
+def prometheus(real_cluster: Any, operator_release: str, helm_env: dict) -> None:
+    """The add-ons installed (addons.query reaches their Prometheus), the operator release
+    pointed at them."""
     report = images.ensure_all(realnode.NodeLayout(real_cluster.state_dir), addons.IMAGES)
     for ref, row in report.items():
         figure(f"image {ref}: {row['bytes'] / 2**20:.0f} MiB, {row['seconds']}s")
@@ -66,17 +65,9 @@ def prometheus(real_cluster: Any, operator_release: str, helm_env: dict) -> str:
     assert out.returncode == 0, out.stdout + out.stderr
     real_cluster.kubectl("rollout", "status", "-n", OPERATOR_NS, "deployment",
                          "-l", "app.kubernetes.io/name=bem-operator", "--timeout=180s")
-    realnode.wait_served_here(addons.PROMETHEUS_IP)
-    return f"http://{addons.PROMETHEUS_IP}:9090"
 
 
-def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
-    """An instant query; the result vector. A query Prometheus refuses fails the test."""
-    url = f"{prometheus}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        body = json.loads(resp.read())
-    assert body["status"] == "success", body
-    return body["data"]["result"]
+query = addons.query  # a query Prometheus refuses raises, failing the test
 
 
 def value(series: list[dict[str, Any]]) -> float:
@@ -118,7 +109,7 @@ def replicas(cluster: Any, namespace: str, name: str) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def scaled(real_cluster: Any, prometheus: str) -> Iterator[tuple[str, str, str]]:
+def scaled(real_cluster: Any, prometheus: None) -> Iterator[tuple[str, str, str]]:
     """(namespace, name, Service URL) of one KEDA-scaled BEMService, shared by this module."""
     name = "scaled"
     with fresh_namespace(real_cluster, "a") as namespace:
@@ -128,20 +119,20 @@ def scaled(real_cluster: Any, prometheus: str) -> Iterator[tuple[str, str, str]]
 
 
 def test_prometheus_scrapes_the_pods_the_service_monitor_selects(
-        real_cluster: Any, prometheus: str, scaled: tuple[str, str, str]) -> None:
+        real_cluster: Any, prometheus: None, scaled: tuple[str, str, str]) -> None:
     real_ns, name, _ = scaled
     pods = {p["metadata"]["name"] for p in runtime_pods(real_cluster, real_ns, name)}
     up: list[dict[str, Any]] = []
 
     def scraped() -> bool:
-        up[:] = query(prometheus, f'up{{namespace="{real_ns}"}} == 1')
+        up[:] = query(f'up{{namespace="{real_ns}"}} == 1')
         return {s["metric"].get("pod") for s in up} == pods
     wait_until(f"Prometheus to scrape {sorted(pods)}", scraped, timeout=120, interval=2)
     assert {s["metric"]["service"] for s in up} == {name}, up
 
 
 def test_keda_scales_on_request_rate_up_and_down_without_failed_requests(
-        real_cluster: Any, prometheus: str, scaled: tuple[str, str, str]) -> None:
+        real_cluster: Any, prometheus: None, scaled: tuple[str, str, str]) -> None:
     """Scale-up under three request loops, the chart's adapter rule, status and dashboard read
     on the same data while they run, then scale-down under a light loop; no request fails."""
     real_ns, name, url = scaled
@@ -166,9 +157,9 @@ def test_keda_scales_on_request_rate_up_and_down_without_failed_requests(
         wait_until(f"{MAX_REPLICAS} ready replicas under load", scaled_up, timeout=240,
                    interval=2)
         up_seconds = time.monotonic() - began
-        _check_adapter_rule(real_cluster, prometheus, real_ns, name, loads)
+        _check_adapter_rule(real_cluster, real_ns, name, loads)
         _check_status(real_cluster, real_ns, name)
-        _check_dashboard(real_cluster, prometheus, real_ns, name, url)
+        _check_dashboard(real_cluster, real_ns, name, url)
     finally:
         for load in loads:
             load.stop()
@@ -199,13 +190,12 @@ def _adapter_rule(real_cluster: Any) -> dict[str, Any]:
     return rule
 
 
-def _check_adapter_rule(real_cluster: Any, prometheus: str, namespace: str, name: str,
-                        loads: list[Load]) -> None:
+def _check_adapter_rule(real_cluster: Any, namespace: str, name: str, loads: list[Load]) -> None:
     """The chart's prometheus-adapter rule, expanded the way prometheus-adapter expands it for
     `kubectl get --raw /apis/custom.metrics.k8s.io/.../pods/*/bem_requests_per_second`: one
     value per pod, which the HPA of the `HPA` provider averages and compares to its target."""
     rule = _adapter_rule(real_cluster)
-    series = query(prometheus, rule["seriesQuery"])
+    series = query(rule["seriesQuery"])
     assert any(s["metric"].get("namespace") == namespace for s in series), series[:3]
     pods = sorted(p["metadata"]["name"] for p in runtime_pods(real_cluster, namespace, name))
     metric = rule["seriesQuery"].split("{")[0]
@@ -216,7 +206,7 @@ def _check_adapter_rule(real_cluster: Any, prometheus: str, namespace: str, name
     per_pod: list[dict[str, Any]] = []
 
     def every_pod() -> bool:
-        per_pod[:] = query(prometheus, expr)
+        per_pod[:] = query(expr)
         return {s["metric"]["pod"] for s in per_pod} == set(pods)
     wait_until(f"the adapter rule's per-pod rate of {pods}", every_pod, timeout=90, interval=2)
     # What the clients sent over the rule's rate window, against what Prometheus says the pods
@@ -241,13 +231,12 @@ def _check_status(real_cluster: Any, namespace: str, name: str) -> None:
     assert auto["desiredReplicas"] == MAX_REPLICAS, auto
 
 
-def test_chart_alert_rules_load_and_evaluate(prometheus: str) -> None:
+def test_chart_alert_rules_load_and_evaluate(prometheus: None) -> None:
     groups: list[dict[str, Any]] = []
 
     def evaluated() -> bool:
-        with urllib.request.urlopen(f"{prometheus}/api/v1/rules", timeout=10) as resp:
-            groups[:] = [g for g in json.loads(resp.read())["data"]["groups"]
-                         if g["name"] == "bem-services"]
+        groups[:] = [g for g in addons.prometheus_api("rules")["groups"]
+                     if g["name"] == "bem-services"]
         return bool(groups) and all(r.get("lastEvaluation", "").startswith("2")
                                     and not r["lastEvaluation"].startswith("0001")
                                     for r in groups[0]["rules"])
@@ -257,8 +246,7 @@ def test_chart_alert_rules_load_and_evaluate(prometheus: str) -> None:
     assert all(r["health"] == "ok" and not r.get("lastError") for r in rules), rules
 
 
-def _check_dashboard(real_cluster: Any, prometheus: str, namespace: str, name: str,
-                     url: str) -> None:
+def _check_dashboard(real_cluster: Any, namespace: str, name: str, url: str) -> None:
     """Every query of the chart's Grafana dashboard, for this service, returns data from this
     Prometheus under load; bad requests show in the error-rate panel's 4xx series."""
     cms = get_json(real_cluster, "configmap", "-n", OPERATOR_NS,
@@ -281,14 +269,14 @@ def _check_dashboard(real_cluster: Any, prometheus: str, namespace: str, name: s
         # series counts no increase before its first sample).
         status, body = post(f"{url}/v1/generate", {"prompt": 5})
         assert 400 <= status < 500, (status, body)
-        return value(query(prometheus, client_errors)) > 0
+        return value(query(client_errors)) > 0
     wait_until("the 4xx series of the error-rate panel", bad_request_shows, timeout=90,
                interval=2)
-    empty = [key for key, expr in targets.items() if not query(prometheus, expr)]
+    empty = [key for key, expr in targets.items() if not query(expr)]
     variables = [v["query"]["query"] for v in board["templating"]["list"] if v["type"] == "query"]
     for var in variables:  # label_values(<selector>, <label>): the selector has series
         selector = concrete(var.removeprefix("label_values(").rsplit(",", 1)[0])
-        if not query(prometheus, selector):
+        if not query(selector):
             empty.append(var)
     figure(f"dashboard: {len(targets)} panel queries and {len(variables)} variables evaluated "
            f"under load, {len(empty)} empty")
