@@ -75,7 +75,7 @@ async def _load_and_warm(state: AppState) -> None:
         state.metrics.observe_load_report(dict(state.engine.load_report))
         state.scheduler = Scheduler(state.engine, max_batch_size=s.max_batch_size,
                                     max_queue=s.max_queue, window_s=s.batch_window_ms / 1000,
-                                    metrics=state.metrics, continuous=s.batching == "continuous")
+                                    metrics=state.metrics, batching=s.batching)
         state.scheduler.start()
         await state.scheduler.call(state.engine.warmup)
     except Exception as exc:

@@ -5,8 +5,9 @@ passes.
 Each iteration runs one decode step for the rows in flight, then prefills what is queued (up to
 max_batch_size rows in flight); admitted rows join the next step. A finished row leaves at once;
 a cancelled one (client gone, timeout, drain deadline) leaves before the next step.
-`continuous=False` is the old static batcher (admit only when nothing runs), kept for the
-benchmark. max_batch_size=1 turns batching off. The queue is bounded: a full queue refuses at
+batching="static" is the old static batcher (a batch is admitted only when nothing runs, and
+its rows stay in the forward pass until the longest ends), kept as the benchmark's baseline;
+"static-leave" admits the same way but lets finished rows leave, to tell the two gains apart. max_batch_size=1 turns batching off. The queue is bounded: a full queue refuses at
 once (503 + Retry-After) instead of letting latency grow without limit.
 """
 from __future__ import annotations
@@ -38,13 +39,15 @@ class Job:
 
 class Scheduler:
     def __init__(self, engine: Any, *, max_batch_size: int, max_queue: int,
-                 window_s: float = 0.005, metrics: Any = None, continuous: bool = True) -> None:
+                 window_s: float = 0.005, metrics: Any = None,
+                 batching: str = "continuous") -> None:
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.window_s = window_s if max_batch_size > 1 else 0.0
         self.metrics = metrics
-        self.continuous = continuous
+        self.continuous = batching == "continuous"
+        self.hold = batching == "static"
         self._queue: collections.deque[Job] = collections.deque()
         self._running: set[Job] = set()
         self._wake = asyncio.Event()
@@ -152,7 +155,7 @@ class Scheduler:
             self._deliver(events, gone)
 
     def _open_batches(self) -> dict[bool, Any]:
-        return {True: self.engine.open_batch(True), False: self.engine.open_batch(False)}
+        return {use_bem: self.engine.open_batch(use_bem, hold=self.hold) for use_bem in (True, False)}
 
     async def _wait_for_work(self) -> None:
         """Idle: wait for a job; static batching then waits up to window_s for more. Continuous

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEVICES = ("auto", "cpu", "cuda")
-BATCHING = ("continuous", "static")
+BATCHING = ("continuous", "static", "static-leave")
 
 # Where a setting enters the response-cache key (inference.request_cache_key); None: it does not
 # change what a request returns. The layout is the key's v1 scheme.
@@ -126,8 +126,10 @@ class Settings:
         "--batch-window-ms")
     batching: str = _setting(
         "continuous", "BEM_BATCHING",
-        "continuous (requests join and leave the running batch at every decode step) or "
-        "static (a batch runs to its end; kept for comparison)",
+        "continuous (requests join and leave the running batch at every decode step); kept for "
+        "comparison: static (a batch is admitted when the engine is idle and every row stays "
+        "in the forward pass until the longest ends) and static-leave (the same, but a "
+        "finished row leaves at once)",
         "--batching")
     max_queue: int = _setting(
         256, "BEM_MAX_QUEUE", "queued requests before 503 + Retry-After", "--max-queue")

@@ -152,9 +152,10 @@ class Engine:
             logits = torch.cat(parts).float().cpu()
             return logits, state.finish(0, len(ids)) if state is not None else []
 
-    def open_batch(self, use_bem: bool = True) -> DecodeBatch:
-        """An empty continuous batch: admit rows at any step, step them, cancel them."""
-        return DecodeBatch(self, use_bem)
+    def open_batch(self, use_bem: bool = True, hold: bool = False) -> DecodeBatch:
+        """An empty continuous batch: admit rows at any step, step them, cancel them (hold=True:
+        finished rows stay in the forward pass until all have finished, the old static batch)."""
+        return DecodeBatch(self, use_bem, hold)
 
     def generate_batch(
         self,

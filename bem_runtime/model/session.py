@@ -6,6 +6,10 @@ column; each row keeps its own positions, routing state, sampling generator and 
 that joins mid-flight computes exactly what it would alone (BEM.md's batch independence).
 Leaving drops the row's cache and the leading columns nobody attends to any more, so a batch that
 never empties under steady traffic does not grow without bound.
+
+`hold=True` is the static batcher this replaced, kept as the benchmark's baseline: a finished row
+stays in the forward pass (fed padding, its output unread) until every row of the batch has
+finished, so each step costs what the batch's widest moment cost.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class _Row:
     prefill_start: float = 0.0
     prefill_end: float = 0.0
     token: int = 0  # sampled, not yet fed
+    spent: bool = False  # finished, still in the forward pass (hold=True only)
 
 
 @dataclass
@@ -79,6 +84,7 @@ class DecodeBatch:
 
     engine: BatchEngine
     use_bem: bool = True
+    hold: bool = False  # finished rows stay in the forward pass until all have finished
     rows: list[_Row] = field(default_factory=list)
     forward: BatchForward | None = None
 
@@ -113,7 +119,7 @@ class DecodeBatch:
             ended = time.perf_counter()
             for row in rows:
                 row.prefill_start, row.prefill_end = began, ended
-            keep = self._sample(rows, fwd, logits, events)
+            keep = self._staying(rows, self._sample(rows, fwd, logits, events))
             if len(keep) < len(rows):
                 fwd.select(keep)
             if keep:
@@ -131,18 +137,29 @@ class DecodeBatch:
         events: list[StepEvent] = []
         with self.engine.lock, self._mode(), torch.inference_mode():
             assert self.forward is not None
-            logits = self.forward.step([r.token for r in self.rows], [True] * len(self.rows))
-            keep = self._sample(self.rows, self.forward, logits, events)
-            self._keep(keep)
+            logits = self.forward.step([self.engine.pad_id if r.spent else r.token for r in self.rows],
+                                       [not r.spent for r in self.rows])
+            self._keep(self._staying(self.rows, self._sample(self.rows, self.forward, logits, events)))
         return events
 
     def cancel(self, keys: set[Any]) -> list[Cancelled]:
-        """Remove rows now; what they would still have generated is reported, not computed."""
-        gone = [r for r in self.rows if r.key in keys]
+        """Remove rows now (hold=True: they stop generating and leave with the batch); what they
+        would still have generated is reported, not computed."""
+        gone = [r for r in self.rows if r.key in keys and not r.spent]
         if gone:
             with self.engine.lock:
-                self._keep([i for i, r in enumerate(self.rows) if r.key not in keys])
+                self._keep(self._staying(self.rows, [i for i, r in enumerate(self.rows)
+                                                     if r.key not in keys and not r.spent]))
         return [Cancelled(r.key, r.out.params.max_new_tokens - r.out.sampled) for r in gone]
+
+    def _staying(self, rows: list[_Row], going_on: list[int]) -> list[int]:
+        """The rows that stay in the forward pass: those that go on, or with hold=True every row
+        while any goes on (the others are marked spent)."""
+        if not (self.hold and going_on):
+            return going_on
+        for i in set(range(len(rows))) - set(going_on):
+            rows[i].spent = True
+        return list(range(len(rows)))
 
     def _keep(self, keep: list[int]) -> None:
         if len(keep) == len(self.rows):
@@ -161,6 +178,8 @@ class DecodeBatch:
         greedy = logits.argmax(-1).tolist()
         keep = []
         for i, row in enumerate(rows):
+            if row.spent:
+                continue
             if not finite[i]:
                 events.append(StepEvent(row.key, error=NonFiniteLogitsError(
                     f"the model produced non-finite logits for requests [{i}]")))

@@ -84,3 +84,25 @@ def test_decode_steps_append_into_spare_columns_not_a_copy_of_the_cache(llama):
     joined = layer.keys.clone()
     batch.step()
     assert torch.equal(layer.keys[..., :-1, :], joined)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_a_held_batch_computes_finished_rows_until_the_longest_ends(engines, arch):
+    """hold=True is the old static batch (the benchmark's baseline): finished rows stay in the
+    forward pass, fed padding, so every step is as wide as the batch; outputs are unchanged."""
+    engine = engines[arch]
+    requests = mixed_requests()
+    alone = [engine.generate_batch([r])[0] for r in requests]
+    widths = {}
+    for hold in (True, False):
+        batch = engine.open_batch(hold=hold)
+        results, deltas, widths[hold] = {}, {}, []
+        _drain(batch, batch.admit(list(enumerate(requests))), results, deltas)
+        while batch:
+            widths[hold].append(batch.forward.mask.shape[0])
+            _drain(batch, batch.step(), results, deltas)
+        assert [summary(results[i]) for i in range(4)] == [summary(r) for r in alone]
+        assert [deltas[i] for i in range(4)] == [r.text for r in alone]
+    assert widths[True] == [4] * len(widths[True])
+    assert len(widths[True]) == len(widths[False]) == max(r.completion_tokens for r in alone) - 1
+    assert sum(widths[False]) < sum(widths[True])  # leaving rows is what the hold gives up

@@ -104,5 +104,6 @@ class FakeEngine:
     def route(self, prompt: str) -> list[RoutingDecision]:
         return [RoutingDecision(0, 0, 4, [1], [1.0], False)]
 
-    def open_batch(self, use_bem: bool = True) -> FakeBatch:
+    def open_batch(self, use_bem: bool = True, hold: bool = False) -> FakeBatch:
+        self.held = hold  # the fake computes nothing, so holding finished rows costs nothing
         return FakeBatch(self, use_bem)

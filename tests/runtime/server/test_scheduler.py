@@ -126,9 +126,9 @@ def test_tokens_stream_in_order_before_the_result():
     assert _run(main()) == ["w5 ", "w6 ", "w7 ", "<done>"]
 
 
-async def _finish_order(continuous: bool) -> tuple[list[str], FakeEngine]:
+async def _finish_order(batching: str) -> tuple[list[str], FakeEngine]:
     engine = FakeEngine(delay=0.002)
-    sched = Scheduler(engine, max_batch_size=4, max_queue=8, window_s=0.0, continuous=continuous)
+    sched = Scheduler(engine, max_batch_size=4, max_queue=8, window_s=0.0, batching=batching)
     sched.start()
     order: list[str] = []
     long = sched.submit(_req(0, n=60))
@@ -145,14 +145,17 @@ async def _finish_order(continuous: bool) -> tuple[list[str], FakeEngine]:
 
 
 def test_a_request_joins_the_running_batch_and_leaves_when_done():
-    order, engine = _run(_finish_order(continuous=True))
+    order, engine = _run(_finish_order("continuous"))
     assert order == ["short", "long"]
+    assert engine.held is False
     assert engine.batches == [1, 1]  # two prefills: the short one joined mid-flight
 
 
-def test_static_batching_makes_a_short_request_wait_for_the_long_one():
-    order, _ = _run(_finish_order(continuous=False))
+@pytest.mark.parametrize("batching, held", [("static", True), ("static-leave", False)])
+def test_static_batching_makes_a_short_request_wait_for_the_long_one(batching, held):
+    order, engine = _run(_finish_order(batching))
     assert order == ["long", "short"]
+    assert engine.held is held  # only "static" keeps finished rows in the forward pass
 
 
 def test_cancelled_rows_leave_and_are_counted_with_the_tokens_not_generated():
