@@ -88,11 +88,15 @@ class BatchForward:
         return logits[:, -1]
 
     def select(self, keep: list[int]) -> None:
-        """Keep only these rows, then drop the leading columns no remaining row attends to."""
-        idx = torch.tensor(keep, dtype=torch.long, device=self.device)
+        """Row j becomes old row keep[j] (the others leave), then the leading columns no
+        remaining row attends to are dropped. Only the rows that move are copied."""
         for layer in self.cache.layers:
-            layer.keys, layer.values = layer.keys[idx], layer.values[idx]
-        self.mask = self.mask[idx]
+            if isinstance(layer, _AppendLayer):
+                layer.select(keep)
+            else:
+                idx = torch.tensor(keep, dtype=torch.long, device=self.device)
+                layer.keys, layer.values = layer.keys[idx], layer.values[idx]
+        self.mask = self.mask[torch.tensor(keep, dtype=torch.long, device=self.device)]
         self.lengths = [self.lengths[i] for i in keep]
         if self.routing is not None:
             self.routing.select(keep)
@@ -101,14 +105,20 @@ class BatchForward:
         if first > 0:
             self.mask = self.mask[:, first:]
             for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+                if isinstance(layer, _AppendLayer):
+                    layer.drop_leading(first)
+                else:
+                    layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
 
     def join(self, other: BatchForward) -> None:
         """Append other's rows; the narrower side is left-padded with masked columns."""
         width = max(self.mask.shape[1], other.mask.shape[1])
         for mine, theirs in zip(self.cache.layers, other.cache.layers):
-            mine.keys = torch.cat([_pad_left(mine.keys, width, 2), _pad_left(theirs.keys, width, 2)])
-            mine.values = torch.cat([_pad_left(mine.values, width, 2), _pad_left(theirs.values, width, 2)])
+            if isinstance(mine, _AppendLayer):
+                mine.join(theirs.keys, theirs.values)
+            else:
+                mine.keys = torch.cat([_pad_left(mine.keys, width, 2), _pad_left(theirs.keys, width, 2)])
+                mine.values = torch.cat([_pad_left(mine.values, width, 2), _pad_left(theirs.values, width, 2)])
         self.mask = torch.cat([_pad_left(self.mask, width, 1), _pad_left(other.mask, width, 1)])
         self.lengths = self.lengths + other.lengths
         if self.routing is not None and other.routing is not None:
@@ -116,40 +126,88 @@ class BatchForward:
 
 
 class _AppendLayer(DynamicLayer):
-    """A DynamicLayer that writes each step's keys and values into spare columns instead of
-    concatenating: DynamicLayer copies the whole cache of every row on every decode step, which
-    on a CPU costs about as much memory traffic as the weights once a batch is wide.
+    """A DynamicLayer whose keys and values live in buffers with spare rows and columns, so that
+    the batch's three changes copy only what changes. DynamicLayer concatenates on every decode
+    step, and a batch that joins or drops a row rebuilds the whole cache: at 32 rows that was
+    about as much memory traffic as the step itself.
 
-    `keys`/`values` stay plain tensors (views of the buffers), so select() and join() may still
-    replace them; an update then adopts the replacement and moves it into a new buffer once.
+    The cache is the view buf[:n, :, lo:hi]. A decode step writes column hi. A leaving row's slot
+    is refilled by moving one row from the tail (select); a joining row is written into row n,
+    left-padded with zeroed masked columns (join); columns no row attends to any more are dropped
+    by moving lo. The whole cache is copied only when the spare columns run out (about every
+    width/2 steps), the rows outgrow the buffer, or a joining row is wider than the room left of lo.
     """
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self._kbuf: torch.Tensor | None = None
-        self._vbuf: torch.Tensor | None = None
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+        self.n = self.lo = self.hi = 0
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        n, t = self.get_seq_length(), key_states.shape[-2]
-        kbuf, vbuf = self._kbuf, self._vbuf
-        own = (kbuf is not None and n > 0 and self.keys.data_ptr() == kbuf.data_ptr()
-               and self.keys.stride() == kbuf.stride() and self.values.data_ptr() == vbuf.data_ptr()
-               and self.values.stride() == vbuf.stride())
-        if not own or n + t > kbuf.shape[-2]:
-            capacity = n + t + max(64, (n + t) // 2)  # amortised: a copy every ~n/2 steps
-            shape = (*key_states.shape[:-2], capacity, key_states.shape[-1])
-            kbuf = key_states.new_empty(shape)
-            vbuf = value_states.new_empty((*shape[:-1], value_states.shape[-1]))
-            if n:
-                kbuf[..., :n, :] = self.keys
-                vbuf[..., :n, :] = self.values
-            self._kbuf, self._vbuf = kbuf, vbuf
-        kbuf[..., n : n + t, :] = key_states
-        vbuf[..., n : n + t, :] = value_states
-        self.keys, self.values = kbuf[..., : n + t, :], vbuf[..., : n + t, :]
+        if self._k is None:
+            self.n = key_states.shape[0]
+            self._reserve(key_states, value_states, rows=self.n, width=0, left=0)
+        t = key_states.shape[-2]
+        if self.hi + t > self._k.shape[2]:
+            self._reserve(key_states, value_states, rows=self._k.shape[0], width=self.hi - self.lo + t, left=0)
+        self._k[: self.n, :, self.hi : self.hi + t] = key_states
+        self._v[: self.n, :, self.hi : self.hi + t] = value_states
+        self.hi += t
+        return self._view()
+
+    def _view(self):
+        self.keys = self._k[: self.n, :, self.lo : self.hi]
+        self.values = self._v[: self.n, :, self.lo : self.hi]
         return self.keys, self.values
+
+    def _reserve(self, k_like: torch.Tensor, v_like: torch.Tensor, rows: int, width: int, left: int) -> None:
+        """New buffers for `rows` rows and `width` columns plus spare; the cache moves to start at
+        column `left` (zeroed room before it for rows that join wider)."""
+        cols = left + width + max(64, width // 2)  # amortised: a copy every ~width/2 steps
+        k = k_like.new_empty((rows, k_like.shape[1], cols, k_like.shape[-1]))
+        v = v_like.new_empty((rows, v_like.shape[1], cols, v_like.shape[-1]))
+        old = self.hi - self.lo
+        if self._k is not None and self.n and old:
+            k[: self.n, :, left : left + old] = self._k[: self.n, :, self.lo : self.hi]
+            v[: self.n, :, left : left + old] = self._v[: self.n, :, self.lo : self.hi]
+        self._k, self._v, self.lo, self.hi = k, v, left, left + old
+
+    def select(self, keep: list[int]) -> None:
+        moved = [(j, i) for j, i in enumerate(keep) if i != j]
+        if moved:
+            dst = torch.tensor([j for j, _ in moved], dtype=torch.long, device=self._k.device)
+            src = torch.tensor([i for _, i in moved], dtype=torch.long, device=self._k.device)
+            self._k[dst, :, self.lo : self.hi] = self._k[src, :, self.lo : self.hi]
+            self._v[dst, :, self.lo : self.hi] = self._v[src, :, self.lo : self.hi]
+        self.n = len(keep)
+        self._view()
+
+    def drop_leading(self, columns: int) -> None:
+        self.lo += columns
+        self._view()
+
+    def join(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        m, theirs = keys.shape[0], keys.shape[-2]
+        mine = self.hi - self.lo
+        wider = max(0, theirs - mine)
+        cap = self._k.shape[0]
+        if self.n + m > cap or wider > self.lo:
+            rows = cap if self.n + m <= cap else max(self.n + m, 2 * cap)
+            self._reserve(keys, values, rows=rows, width=mine, left=wider)
+        if wider:  # the rows already here get masked columns on the left
+            self.lo -= wider
+            self._k[: self.n, :, self.lo : self.lo + wider] = 0
+            self._v[: self.n, :, self.lo : self.lo + wider] = 0
+        rows = slice(self.n, self.n + m)
+        self._k[rows, :, self.lo : self.hi - theirs] = 0  # masked: finite, so 0 x value stays 0
+        self._v[rows, :, self.lo : self.hi - theirs] = 0
+        self._k[rows, :, self.hi - theirs : self.hi] = keys
+        self._v[rows, :, self.hi - theirs : self.hi] = values
+        self.n += m
+        self._view()
 
 
 def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:

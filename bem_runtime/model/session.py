@@ -119,7 +119,7 @@ class DecodeBatch:
             ended = time.perf_counter()
             for row in rows:
                 row.prefill_start, row.prefill_end = began, ended
-            keep = self._staying(rows, self._sample(rows, fwd, logits, events))
+            keep = _fill_holes(self._staying(rows, self._sample(rows, fwd, logits, events)))
             if len(keep) < len(rows):
                 fwd.select(keep)
             if keep:
@@ -147,7 +147,7 @@ class DecodeBatch:
         would still have generated is reported, not computed."""
         gone = [r for r in self.rows if r.key in keys and not r.spent]
         if gone:
-            with self.engine.lock:
+            with self.engine.lock, torch.inference_mode():  # rows move within the cache's buffers
                 self._keep(self._staying(self.rows, [i for i, r in enumerate(self.rows)
                                                      if r.key not in keys and not r.spent]))
         return [Cancelled(r.key, r.out.params.max_new_tokens - r.out.sampled) for r in gone]
@@ -164,6 +164,7 @@ class DecodeBatch:
     def _keep(self, keep: list[int]) -> None:
         if len(keep) == len(self.rows):
             return
+        keep = _fill_holes(keep)
         self.rows = [self.rows[i] for i in keep]
         if not keep:
             self.forward = None  # the next row starts a fresh cache
@@ -218,3 +219,13 @@ class DecodeBatch:
             },
             safety_events={"low_confidence": low} if low else {},
         )
+
+
+def _fill_holes(keep: list[int]) -> list[int]:
+    """The rows `keep` (increasing indices), reordered so that a row already in the first
+    len(keep) slots stays where it is and the rows beyond them fill the slots of the rows that
+    left: the cache then moves one row per leaving row instead of every row after the first."""
+    m, kept = len(keep), set(keep)
+    order = [j if j in kept else -1 for j in range(m)]
+    tail = iter(i for i in keep if i >= m)
+    return [j if j >= 0 else next(tail) for j in order]

@@ -86,6 +86,27 @@ def test_decode_steps_append_into_spare_columns_not_a_copy_of_the_cache(llama):
     assert torch.equal(layer.keys[..., :-1, :], joined)
 
 
+def test_a_leaving_or_joining_row_moves_only_itself_within_the_cache_buffers(llama):
+    """A row that leaves is refilled from the tail, a narrower row that joins is written into the
+    spare row: neither rebuilds the cache (at 32 rows each rebuild cost about a decode step)."""
+    requests = mixed_requests()
+    batch = llama.open_batch()
+    batch.admit([(i, requests[i]) for i in (0, 1, 2)])
+    batch.admit([(3, requests[3])])  # the row buffers grow once, here
+    for _ in range(2):
+        batch.step()
+    layer = batch.forward.cache.layers[0]
+    buffer, rows = layer._k.data_ptr(), {r.key: layer.keys[i].clone() for i, r in enumerate(batch.rows)}
+    batch.cancel({1})  # a middle row: the last row moves into its slot
+    assert [r.key for r in batch.rows] == [0, 3, 2]
+    assert layer._k.data_ptr() == buffer
+    width = layer.keys.shape[-2]
+    for i, r in enumerate(batch.rows):  # the survivors' caches, minus columns nobody attends to
+        assert torch.equal(layer.keys[i], rows[r.key][..., -width:, :])
+    batch.admit([(1, requests[1])])
+    assert layer._k.data_ptr() == buffer and [r.key for r in batch.rows] == [0, 3, 2, 1]
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_a_held_batch_computes_finished_rows_until_the_longest_ends(engines, arch):
     """hold=True is the old static batch (the benchmark's baseline): finished rows stay in the
