@@ -24,8 +24,11 @@ PY=${PY:-python3}
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)'
 } 2>&1 | tee "$OUT/env.txt"
 # BEM vs bare base (Llama-70B-shaped layers on CUDA, bf16), and with the gate folded on decode.
-timeout "${OVERHEAD_TIMEOUT:-150}" $PY bench/bench_bem_overhead.py --device "$DEVICE" --merge-decode \
-  ${OVERHEAD_ARGS:-} --json "$OUT/bem_overhead.json" 2>&1 | tee "$OUT/bem_overhead.txt"
+# OVERHEAD_TIMEOUT=0 skips it (a serving-only run).
+if [ "${OVERHEAD_TIMEOUT:-150}" != 0 ]; then
+  timeout "${OVERHEAD_TIMEOUT:-150}" $PY bench/bench_bem_overhead.py --device "$DEVICE" --merge-decode \
+    ${OVERHEAD_ARGS:-} --json "$OUT/bem_overhead.json" 2>&1 | tee "$OUT/bem_overhead.txt"
+fi
 # Serving: continuous vs static vs unbatched, interleaved, side-by-side ratios.
 timeout "${SERVING_TIMEOUT:-330}" $PY bench/bench_runtime_serving.py --device "$DEVICE" \
   ${SERVING_ARGS:---size medium --rates 8 32 128 --mixed-requests 48} \
