@@ -25,7 +25,7 @@ from .bem import AttachedBEM
 from .errors import NonFiniteLogitsError
 from .routing import RoutingState
 from .runner import BatchForward
-from .sampling import make_generator, select_token
+from .sampling import make_generator, select_tokens
 from .text import RowOutput
 from .types import GenerationRequest, GenerationResult, SamplingParams
 
@@ -45,6 +45,9 @@ class BatchEngine(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
     def check_fits(self, index: int, ids: list[int], params: SamplingParams) -> None: ...
+
+
+_GREEDY = SamplingParams(temperature=0.0)
 
 
 @dataclass(eq=False)
@@ -105,7 +108,7 @@ class DecodeBatch:
             except ValueError as exc:  # PromptTooLongError is a ValueError
                 events.append(StepEvent(key, error=exc))
                 continue
-            gen = make_generator(req.params, eng.device)
+            gen = make_generator(req.params)
             out = RowOutput(eng.tokenizer, req.params, eng.eos_ids)
             rows.append(_Row(key, out, gen, len(ids), time.perf_counter() - t0, t0))
             encoded.append(ids)
@@ -176,7 +179,9 @@ class DecodeBatch:
         """Pick each row's next token; returns the indices of the rows that go on."""
         logits = logits.float()
         finite = torch.isfinite(logits).all(-1).tolist()
-        greedy = logits.argmax(-1).tolist()
+        draws = [not r.spent and finite[i] for i, r in enumerate(rows)]  # the others draw nothing
+        tokens = select_tokens(logits, [r.out.params if d else _GREEDY for r, d in zip(rows, draws)],
+                               [r.gen for r in rows])
         keep = []
         for i, row in enumerate(rows):
             if row.spent:
@@ -185,9 +190,8 @@ class DecodeBatch:
                 events.append(StepEvent(row.key, error=NonFiniteLogitsError(
                     f"the model produced non-finite logits for requests [{i}]")))
                 continue
-            p = row.out.params
             try:
-                row.token = greedy[i] if p.temperature == 0 else select_token(logits[i], p, row.gen)
+                row.token = tokens[i]
                 delta = row.out.push(row.token)
             except Exception as exc:  # noqa: BLE001 - fails this row, never its neighbours
                 events.append(StepEvent(row.key, error=exc))

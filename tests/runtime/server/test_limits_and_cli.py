@@ -98,10 +98,10 @@ def test_pathological_json_is_a_400_naming_the_problem(raw, words):
 def test_a_tiny_temperature_samples_like_greedy():
     import torch
 
-    from bem_runtime.model.sampling import make_generator, select_token
+    from bem_runtime.model.sampling import make_generator, select_tokens
     from bem_runtime.model.types import SamplingParams
 
-    logits = torch.tensor([0.5, 2.0, 1.0, -3.0])
+    logits = torch.tensor([[0.5, 2.0, 1.0, -3.0], [3.0, 2.0, 1.0, -3.0]])
     for t in (1e-300, 5e-324):
-        params = SamplingParams(temperature=t, top_p=0.9, seed=1)
-        assert select_token(logits, params, make_generator(params, torch.device("cpu"))) == 1
+        params = [SamplingParams(temperature=t, top_p=0.9, seed=1), SamplingParams(temperature=t, seed=2)]
+        assert select_tokens(logits, params, [make_generator(p) for p in params]) == [1, 0]
