@@ -40,7 +40,7 @@ class Job:
 class Scheduler:
     def __init__(self, engine: Any, *, max_batch_size: int, max_queue: int,
                  window_s: float = 0.005, metrics: Any = None,
-                 batching: str = "continuous") -> None:
+                 batching: str = "continuous", executor: ThreadPoolExecutor | None = None) -> None:
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
@@ -51,7 +51,9 @@ class Scheduler:
         self._queue: collections.deque[Job] = collections.deque()
         self._running: set[Job] = set()
         self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bem-engine")
+        # One thread runs all engine work, and it is best the one that loaded the model: each
+        # thread that runs torch ops on a CPU gets its own OpenMP team, and two teams slow both.
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="bem-engine")
         self._task: asyncio.Task | None = None
         self._job_seconds = 0.5  # running estimate for Retry-After
         self._closed = False

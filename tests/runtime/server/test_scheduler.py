@@ -220,3 +220,33 @@ def test_a_waiter_cancelled_by_a_disconnect_cancels_its_job():
 
     job, running = _run(main())
     assert job.cancel_reason == "disconnect" and running == 0
+
+
+def test_the_model_loads_on_the_thread_that_runs_every_forward_pass(monkeypatch):
+    """A second thread running torch gives a CPU process a second OpenMP team, and both then run
+    about 2x slower: loading, warmup and every step share the scheduler's one engine thread."""
+    import threading
+
+    from bem_runtime import app as app_module
+    from bem_runtime.auth import ApiKeys
+    from bem_runtime.ratelimit import TokenBuckets
+    from bem_runtime.settings import Settings
+    from bem_runtime.state import AppState
+
+    engine, loaded_on = FakeEngine(), []
+
+    def load(settings):
+        loaded_on.append(threading.current_thread().name)
+        return engine
+
+    monkeypatch.setattr(app_module, "_load_engine", load)
+
+    async def main():
+        state = AppState(settings=Settings(), metrics=Metrics(), keys=ApiKeys([]),
+                         buckets=TokenBuckets(1000.0, 1000))
+        await app_module._load_and_warm(state)
+        await state.scheduler.result(state.scheduler.submit(_req(0, n=3)), 5)
+        await state.scheduler.stop()
+
+    _run(main())
+    assert loaded_on[0].startswith("bem-engine") and engine.threads == {loaded_on[0]}
