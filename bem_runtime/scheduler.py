@@ -7,8 +7,9 @@ max_batch_size rows in flight); admitted rows join the next step. A finished row
 a cancelled one (client gone, timeout, drain deadline) leaves before the next step.
 batching="static" is the old static batcher (a batch is admitted only when nothing runs, and
 its rows stay in the forward pass until the longest ends), kept as the benchmark's baseline;
-"static-leave" admits the same way but lets finished rows leave, to tell the two gains apart. max_batch_size=1 turns batching off. The queue is bounded: a full queue refuses at
-once (503 + Retry-After) instead of letting latency grow without limit.
+"static-leave" admits the same way but lets finished rows leave, to tell the two gains apart.
+max_batch_size=1 turns batching off. The queue is bounded: a full queue refuses at once
+(503 + Retry-After) instead of letting latency grow without limit.
 """
 from __future__ import annotations
 
