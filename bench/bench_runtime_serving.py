@@ -11,7 +11,11 @@ alternate between servers, so drift hits all of them alike):
   (b) a short request alone vs beside long ones (continuous: about the same latency);
   (c) closed-loop throughput at concurrency 1, 8, 32: continuous, static, unbatched
       (continuous at concurrency 1 >= 0.97x unbatched);
-  (d) p50 latency of one request over HTTP vs direct in-process `engine.generate_batch`.
+  (d) p50 latency of one request over HTTP vs direct in-process `engine.generate_batch`;
+  (e) where a decode step's time goes, in-process at 1, 8 and 32 rows: wall time per step, the
+      device's busy time (torch.profiler's kernel time on CUDA), and the Python functions that
+      take the most host time (cProfile). A step whose wall time is far above its device time
+      is host-bound: that is what the CUDA run showed at 32 rows and what this section pins.
 
 The model is random but larger than the test toy, so matmuls dominate. The HTTP server is a real
 `bem-runtime serve` child process on 127.0.0.1 (clients here do not share its GIL); "direct" is
@@ -34,6 +38,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import torch
@@ -152,6 +157,64 @@ async def _latency(url: str, engine: Engine, n: int, tokens: int) -> dict:
     return {"http_p50_s": h, "direct_p50_s": d, "ratio": h / d, "overhead_ms": (h - d) * 1e3}
 
 
+def _step_rows(engine: Engine, rows: int, steps: int) -> Any:
+    """A batch of `rows` rows, prefilled, each with room for more than `steps` steps."""
+    batch = engine.open_batch(True)
+    batch.admit([(i, GenerationRequest(_body(i, 0)["prompt"], SamplingParams(
+        max_new_tokens=steps + 8, seed=i, temperature=0.8))) for i in range(rows)])
+    return batch
+
+
+def _sync(engine: Engine) -> None:
+    if torch.device(engine.device).type == "cuda":
+        torch.cuda.synchronize(engine.device)
+
+
+def _step_profile(engine: Engine, steps: int = 40, top: int = 8) -> dict:
+    """Decode-step wall time at 1, 8, 32 rows; device busy time; the top host functions at 32."""
+    import cProfile
+    import pstats
+
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.device(engine.device).type == "cuda"
+    out: dict = {"rows": {}, "top_host_functions": []}
+    for rows in (1, 8, 32):
+        batch = _step_rows(engine, rows, steps)
+        _sync(engine)
+        start = time.perf_counter()
+        for _ in range(steps):
+            batch.step()
+        _sync(engine)
+        wall = (time.perf_counter() - start) / steps
+        entry = {"wall_ms": wall * 1e3}
+        if cuda:
+            batch = _step_rows(engine, rows, steps)
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(steps):
+                    batch.step()
+                _sync(engine)
+            busy = sum(e.self_device_time_total for e in prof.key_averages()) / 1e3 / steps
+            entry["device_busy_ms"] = busy
+        out["rows"][str(rows)] = entry
+        print(f"  steps {rows:2d} rows: {wall * 1e3:7.2f} ms/step wall"
+              + (f", device busy {entry['device_busy_ms']:.2f} ms" if cuda else ""), flush=True)
+    batch = _step_rows(engine, 32, steps)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        batch.step()
+    _sync(engine)
+    prof.disable()
+    stats = pstats.Stats(prof).stats  # {(file, line, name): (cc, nc, tottime, cumtime, callers)}
+    ranked = sorted(stats.items(), key=lambda kv: -kv[1][2])[:top]
+    for (file, line, name), (_, calls, own, _cum, _) in ranked:
+        where = f"{Path(file).parent.name}/{Path(file).name}:{line}" if line else "builtin"
+        out["top_host_functions"].append({"function": f"{name} ({where})", "calls_per_step": calls / steps,
+                                          "own_ms_per_step": own * 1e3 / steps})
+    return out
+
+
 def _engine_ceiling(engine: Engine, n: int, tokens: int) -> float:
     """Tokens/s of one in-process batch of n over n requests one by one (no HTTP, no queue)."""
     reqs = [GenerationRequest(_body(i, tokens)["prompt"],
@@ -168,7 +231,7 @@ def _engine_ceiling(engine: Engine, n: int, tokens: int) -> float:
 MODES = ("continuous", "static", "static-leave", "unbatched")
 MIXED_MODES = MODES[:3]
 CONCURRENCY_MODES = ("continuous", "static", "unbatched")
-SECTIONS = ("mixed", "short", "concurrency", "latency", "engine")
+SECTIONS = ("mixed", "short", "concurrency", "latency", "engine", "steps")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -296,6 +359,8 @@ async def run(engine: Engine, base: Path, bem: Path, args: argparse.Namespace,
                           for c, v in results["throughput"].items()}
     if "engine" in args.sections:
         results["engine_batch32_speedup"] = _engine_ceiling(engine, 32, args.tokens)
+    if "steps" in args.sections:
+        results["steps"] = _step_profile(engine)
     return results
 
 
@@ -320,7 +385,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                    help="parts to run (default: all): mixed workload, short beside long, "
-                        "concurrency sweep, HTTP vs direct latency, engine batch ceiling")
+                        "concurrency sweep, HTTP vs direct latency, engine batch ceiling, "
+                        "where a decode step's time goes")
     p.add_argument("--json", type=Path, help="write the results here")
     return p.parse_args(argv)
 
@@ -355,20 +421,28 @@ def _bench(args: argparse.Namespace, tmp: Path) -> int:
 
 
 def _print_summary(results: dict) -> None:
+    if results["mixed"]:
+        _print_mixed_table(results["mixed"])
+    _print_rest(results)
+
+
+def _print_mixed_table(mixed: dict) -> None:
     print("\n| workload | static tok/s | static-leave tok/s | continuous tok/s | vs static | "
           "vs static-leave | TTFT p50 s/c (ms) | TTFT p99 s/c (ms) | ITL p50 s/c (ms) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for rate, row in results["mixed"].items():
+    for rate, row in mixed.items():
         s, sl, c = row["static"], row["static-leave"], row["continuous"]
         print(f"| mixed 8-256 tok, {float(rate):g} req/s | {s['tokens_per_s']:.0f} | "
               f"{sl['tokens_per_s']:.0f} | {c['tokens_per_s']:.0f} | {row['speedup']:.2f}x | "
               f"{row['speedup_vs_leave']:.2f}x | {s['ttft_p50_s'] * 1e3:.0f} / {c['ttft_p50_s'] * 1e3:.0f} | "
               f"{s['ttft_p99_s'] * 1e3:.0f} / {c['ttft_p99_s'] * 1e3:.0f} | "
               f"{s['itl_p50_s'] * 1e3:.1f} / {c['itl_p50_s'] * 1e3:.1f} |")
-    if results["mixed"]:
-        best = max(row["speedup"] for row in results["mixed"].values())
-        print(f"continuous vs static on the mixed workload, best rate: {best:.2f}x "
-              f"(target >= 1.5x: {'met' if best >= 1.5 else 'NOT met'})")
+    best = max(row["speedup"] for row in mixed.values())
+    print(f"continuous vs static on the mixed workload, best rate: {best:.2f}x "
+          f"(target >= 1.5x: {'met' if best >= 1.5 else 'NOT met'})")
+
+
+def _print_rest(results: dict) -> None:
     for mode, v in results["short_beside_long"].items():
         print(f"{mode:10s}: 8-token request alone {v['alone_p50_s'] * 1e3:.0f} ms, beside 4x256-token "
               f"requests {v['beside_long_p50_s'] * 1e3:.0f} ms ({v['ratio']:.2f}x)")
@@ -384,6 +458,13 @@ def _print_summary(results: dict) -> None:
               f" ms: ratio {lat['ratio']:.3f} (+{lat['overhead_ms']:.1f} ms)")
     if "engine_batch32_speedup" in results:
         print(f"engine alone, one batch of 32 vs 32 one by one: {results['engine_batch32_speedup']:.2f}x")
+    if steps := results.get("steps"):
+        for rows, v in steps["rows"].items():
+            busy = f", device busy {v['device_busy_ms']:.2f} ms" if "device_busy_ms" in v else ""
+            print(f"decode step, {rows:>2} rows: {v['wall_ms']:.2f} ms wall{busy}")
+        print("host time per 32-row step, top functions (own time):")
+        for f in steps["top_host_functions"]:
+            print(f"  {f['own_ms_per_step']:7.3f} ms  {f['calls_per_step']:6.1f} calls  {f['function']}")
 
 
 if __name__ == "__main__":
