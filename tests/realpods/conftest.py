@@ -63,8 +63,15 @@ def real_ns(real_cluster: DevCluster) -> Iterator[str]:
         yield name
 
 
+# pytest-timeout counts fixture setup in the first test that needs it. On a cold machine that
+# setup is the node, the image imports (the two runtime images, 5.8 GB each, took 277 s and
+# 190 s) and the add-ons: past the default 600 s, which failed a cold CI run.
+SETUP_BOUND_TIMEOUT = 1500
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
         if here in Path(item.fspath).parents:
             item.add_marker(pytest.mark.realpods)
+            item.add_marker(pytest.mark.timeout(SETUP_BOUND_TIMEOUT))
