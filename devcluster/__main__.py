@@ -81,7 +81,9 @@ def cmd_images(args: argparse.Namespace) -> int:
     if cluster is not None and cluster.real_node and not args.no_import:
         lay = realnode.NodeLayout(cluster.state_dir)
     began = time.monotonic()
-    report = images.ensure_all(lay, (*images.ALL, *addons.IMAGES))
+    chosen = {"project": images.ALL, "addons": addons.IMAGES,
+              "all": (*images.ALL, *addons.IMAGES)}[args.only]
+    report = images.ensure_all(lay, chosen)
     print(f"{'image':40} {'id':13} {'size':>9} {'seconds':>8}  built imported")
     for ref, row in report.items():
         print(f"{ref:40} {row['id']:13} {row['bytes'] / 2**20:7.0f}Mi {row['seconds']:8.1f}  "
@@ -172,6 +174,10 @@ def parser() -> argparse.ArgumentParser:
     images = sub.add_parser("images", help="build the images; import them into the real node")
     images.add_argument("--no-import", action="store_true",
                         help="only build (no running real node needed)")
+    images.add_argument("--only", choices=("project", "addons", "all"), default="all",
+                        help="the project's images (operator, runtime, runtime with the toy model: "
+                             "they need no Go build, so setup builds them beside the Go builds), "
+                             "the add-ons' (they need the add-on binaries), or both")
     images.set_defaults(func=cmd_images)
     sub.add_parser("addons", help="build, import and install Prometheus (by the Prometheus "
                    "operator) and KEDA into the running cluster").set_defaults(func=cmd_addons)
