@@ -12,6 +12,8 @@ KEDA_VERSION="${KEDA_VERSION:-v2.20.2}"
 PROMOP_VERSION="${PROMOP_VERSION:-v0.85.0}"
 # Prometheus releases are published as Go module versions v0.<100*major+minor>.<patch>.
 PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v3.5.0}"
+# The local image registry the node pulls from (devcluster/registry.py): distribution v3.
+DISTRIBUTION_VERSION="${DISTRIBUTION_VERSION:-v3.1.2}"
 PROMETHEUS_MODULE_VERSION="v0.$(( ${PROMETHEUS_VERSION:1:1} * 100 + 10#$(cut -d. -f2 <<<"${PROMETHEUS_VERSION}") )).$(cut -d. -f3 <<<"${PROMETHEUS_VERSION}")"
 CACHE_ROOT="${BEM_DEVCLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bem-devcluster}"
 BIN_DIR="$CACHE_ROOT/addons-keda-${KEDA_VERSION}-promop-${PROMOP_VERSION}-prom-${PROMETHEUS_VERSION}"
@@ -59,16 +61,85 @@ for r in json.load(sys.stdin).get("Replace") or []:
   echo "$SRC_DIR/$name"
 }
 
+# Prometheus registers every service-discovery plugin it ships (the cloud providers' SDKs are
+# most of its compile). Prometheus's own mechanism trims them: plugins.yml lists the ones to
+# keep and `go generate -tags plugins ./plugins` rewrites plugins/plugins.go from it. The local
+# Prometheus discovers targets through ServiceMonitors only, i.e. Kubernetes SD (file and http
+# SD are always built in).
+trim_prometheus_plugins() {
+  local src="$1"
+  [[ -f "$src/.plugins-trimmed" ]] && return 0
+  printf -- '- github.com/prometheus/prometheus/discovery/kubernetes\n' > "$src/plugins.yml"
+  (cd "$src" && go generate -tags plugins ./plugins)
+  touch "$src/.plugins-trimmed"
+}
+
+# One `go build` per module: binaries of one module share most packages, and one invocation
+# compiles and links them together. A binary comes out named after its package's directory.
+declare -A pkgs_of ldflags_of renames_of
+modules=()
 for entry in "${WANT[@]}"; do
   IFS=: read -r bin module version pkg <<<"$entry"
   src="$(source_of "$module" "$version")"
   # --sources: only the module copies (CRDs and manifests), no build.
   [[ -x "$BIN_DIR/$bin" || "${1:-}" == "--sources" ]] && continue
-  echo "building $bin ${version}" >&2
-  ldflags="-s -w"
-  # Prometheus reports its version (build info) from these.
-  [[ "$bin" == prometheus ]] && ldflags+=" -X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v}"
-  (cd "$src" && go build -trimpath -ldflags "$ldflags" -o "$BIN_DIR/$bin.tmp" "$pkg")
-  mv "$BIN_DIR/$bin.tmp" "$BIN_DIR/$bin"
+  [[ -n "${pkgs_of[$src]:-}" ]] || modules+=("$src")
+  pkgs_of[$src]+=" $pkg"
+  renames_of[$src]+=" $(basename "$pkg"):$bin"
+  ldflags_of[$src]="-s -w"
+  if [[ "$bin" == prometheus ]]; then
+    trim_prometheus_plugins "$src"
+    # Prometheus reports its version (build info) from this.
+    ldflags_of[$src]+=" -X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v}"
+  fi
 done
+for src in "${modules[@]}"; do
+  began=$SECONDS
+  read -r -a pkgs <<<"${pkgs_of[$src]}"
+  echo "building ${renames_of[$src]# } from $(basename "$src")" >&2
+  out="$BIN_DIR/.out"
+  rm -rf "$out" && mkdir -p "$out"
+  (cd "$src" && go build -trimpath -ldflags "${ldflags_of[$src]}" -o "$out/" "${pkgs[@]}")
+  for pair in ${renames_of[$src]}; do
+    mv "$out/${pair%%:*}" "$BIN_DIR/${pair#*:}"
+  done
+  rm -rf "$out"
+  echo "built ${renames_of[$src]# } in $(( SECONDS - began ))s" >&2
+done
+
+# The registry: distribution's own server with the filesystem storage driver only. Its
+# cmd/registry also links the Azure, GCS and S3 drivers (their SDKs are most of its compile);
+# this main registers what a registry on loopback with a local folder needs, nothing else.
+if [[ "${1:-}" != "--sources" && "$(cat "$BIN_DIR/.registry-version" 2>/dev/null)" != "$DISTRIBUTION_VERSION" ]]; then
+  began=$SECONDS
+  echo "building registry (distribution ${DISTRIBUTION_VERSION}, filesystem storage only)" >&2
+  work="$SRC_DIR/registry"
+  rm -rf "$work" && mkdir -p "$work"
+  cat > "$work/go.mod" <<MOD
+module bemdevcluster/registry
+
+go 1.24.0
+
+require github.com/distribution/distribution/v3 ${DISTRIBUTION_VERSION}
+MOD
+  cat > "$work/main.go" <<'GO'
+package main
+
+import (
+	"github.com/distribution/distribution/v3/registry"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+)
+
+func main() {
+	if err := registry.RootCmd.Execute(); err != nil {
+		panic(err)
+	}
+}
+GO
+  (cd "$work" && go mod tidy >/dev/null 2>&1 || go mod tidy
+   go build -trimpath -ldflags "-s -w" -o "$BIN_DIR/registry.tmp" .)
+  mv "$BIN_DIR/registry.tmp" "$BIN_DIR/registry"
+  echo "$DISTRIBUTION_VERSION" > "$BIN_DIR/.registry-version"
+  echo "built registry in $(( SECONDS - began ))s" >&2
+fi
 echo "$BIN_DIR"
