@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from devcluster import registry
 from devcluster.binaries import cache_root
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,9 +43,12 @@ PAUSE_REF = "registry.k8s.io/pause:3.10"
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"] \
     if (REPO / "pyproject.toml").is_file() else "0.1.0"
 # Build-time tools only: setuptools builds the project wheel inside the image build.
-BUILD_WHEELS = ("setuptools>=69", "wheel")
+BUILD_WHEELS = ("setuptools>=77", "wheel")
 CONTEXT_TREES = ("operator", "bem_runtime", "devcluster")
-CONTEXT_FILES = ("pyproject.toml", "README.md")
+CONTEXT_FILES = ("pyproject.toml",)
+# pyproject.toml names README.md as the package's long description; the image gets this line
+# instead, so that an edit to the docs neither rebuilds an image nor moves a layer.
+README_STUB = "BEM operator and runtime: see the project's README.\n"
 
 
 @dataclass(frozen=True)
@@ -258,6 +262,7 @@ def stage_context(image: Image) -> tuple[Path, str]:
     if image.extra is not None:
         for name in CONTEXT_FILES:
             files.append((REPO / name, ctx / name))
+        (ctx / "README.md").write_text(README_STUB)
         for tree in CONTEXT_TREES:
             for src in sorted((REPO / tree).rglob("*")):
                 if src.is_file() and "__pycache__" not in src.parts and src.suffix != ".pyc" \
@@ -321,15 +326,43 @@ def build(image: Image, base: str) -> tuple[str, bool]:
     return new_id, True
 
 
-# ---- containerd ---------------------------------------------------------------------------
+# ---- the registry and containerd -----------------------------------------------------------
 def _imported_file() -> Path:
     from devcluster.realnode import node_dir
 
     return node_dir() / "imported.json"
 
 
-def import_image(lay, source_ref: str, cri_ref: str) -> bool:
-    """Put the image into the node's containerd unless the same id is already there."""
+def _pushed_file() -> Path:
+    return registry.storage_dir() / "pushed.json"
+
+
+def _remote_name(cri_ref: str) -> str:
+    """The image's name in the local registry: `bem-runtime:0.1.0`, `pause:3.10`."""
+    return cri_ref.rsplit("/", 1)[-1]
+
+
+def push_image(addr: str, source_ref: str, cri_ref: str) -> bool:
+    """Put the image into the local registry unless it already holds this id there; only
+    the layers the registry lacks are sent."""
+    wanted = image_id(source_ref)
+    if wanted is None:
+        raise RuntimeError(f"{source_ref} is not built")
+    name = _remote_name(cri_ref)
+    pushed = _read_json(_pushed_file())
+    if pushed.get(name) == wanted:
+        return False
+    began = time.monotonic()
+    registry.push(buildah, source_ref, addr, name)
+    pushed[name] = wanted
+    _pushed_file().write_text(json.dumps(pushed, indent=1))
+    log(f"pushed {name} to the local registry in {time.monotonic() - began:.0f}s")
+    return True
+
+
+def import_image(lay, addr: str, source_ref: str, cri_ref: str) -> bool:
+    """Put the image into the node's containerd unless the same id is already there:
+    pushed to the local registry (what it lacks), then pulled by containerd (what it lacks)."""
     from devcluster.realnode import ctr
 
     wanted = image_id(source_ref)
@@ -339,21 +372,21 @@ def import_image(lay, source_ref: str, cri_ref: str) -> bool:
     listed = ctr(lay, "images", "ls", "-q", f"name=={cri_ref}", check=False).stdout.split()
     if imported.get(cri_ref) == wanted and cri_ref in listed:
         return False
+    push_image(addr, source_ref, cri_ref)
     began = time.monotonic()
-    archive = images_dir() / f"import-{os.getpid()}.tar"
-    try:
-        buildah("push", "-q", "--disable-compression", source_ref,
-                f"oci-archive:{archive}:{cri_ref}")
-        ctr(lay, "images", "import", str(archive))
-    finally:
-        archive.unlink(missing_ok=True)
+    # The pull moves the name: the previous image's content is unreferenced afterwards.
+    previous = f"{cri_ref}-gc"
+    had = cri_ref in listed
+    if had:
+        ctr(lay, "images", "tag", "--force", cri_ref, previous, check=False)
+    registry.pull_into_containerd(lambda *a, **k: ctr(lay, *a, **k), addr,
+                                  _remote_name(cri_ref), cri_ref)
     imported[cri_ref] = wanted
     _imported_file().write_text(json.dumps(imported, indent=1))
-    # The import moved the name: the previous image's content is unreferenced now. A
-    # synchronous delete runs containerd's garbage collection (GBs per runtime image).
-    ctr(lay, "images", "tag", "--force", cri_ref, f"{cri_ref}-gc", check=False)
-    ctr(lay, "images", "rm", "--sync", f"{cri_ref}-gc", check=False)
-    log(f"imported {cri_ref} into containerd in {time.monotonic() - began:.0f}s")
+    if had:
+        # A synchronous delete runs containerd's garbage collection (GBs per runtime image).
+        ctr(lay, "images", "rm", "--sync", previous, check=False)
+    log(f"pulled {cri_ref} into containerd in {time.monotonic() - began:.0f}s")
     return True
 
 
@@ -371,7 +404,7 @@ def _pause_source() -> Path:
 
 
 def ensure_pause(lay) -> None:
-    """The sandbox image, compiled from the Kubernetes pause.c (never pulled)."""
+    """The sandbox image, compiled from the Kubernetes pause.c (never pulled from outside)."""
     images_dir().mkdir(parents=True, exist_ok=True)
     if not image_id(PAUSE_REF):
         work = images_dir() / "pause"
@@ -386,11 +419,13 @@ def ensure_pause(lay) -> None:
             buildah("commit", "-q", container, PAUSE_REF)
         finally:
             buildah("rm", container, check=False)
-    import_image(lay, PAUSE_REF, PAUSE_REF)
+    with registry.serving() as addr:
+        import_image(lay, addr, PAUSE_REF, PAUSE_REF)
 
 
 def ensure_all(lay=None, images: tuple[Image, ...] = ALL) -> dict[str, dict]:
-    """Build (when changed) and import (when given a node) the project images.
+    """Build (when changed), push to the local registry (when changed) and, given a node,
+    pull into its containerd (when changed) the images.
 
     Returns per image: id, size in bytes, seconds spent, whether it was built/imported."""
     report: dict[str, dict] = {}
@@ -400,15 +435,20 @@ def ensure_all(lay=None, images: tuple[Image, ...] = ALL) -> dict[str, dict]:
         # Working containers of a build that was killed hold GBs: drop them.
         buildah("rm", "--all", check=False)
         base = ensure_base()
-        for image in images:
-            report[image.ref] = _ensure(image, base, lay)
+        with registry.serving() as addr:
+            for image in images:
+                report[image.ref] = _ensure(image, base, lay, addr)
     return report
 
 
-def _ensure(image: Image, base: str, lay) -> dict:
+def _ensure(image: Image, base: str, lay, addr: str) -> dict:
     began = time.monotonic()
     iid, built = build(image, base)
-    imported = import_image(lay, f"localhost/{image.ref}", image.cri_ref) \
-        if lay is not None else False
+    source = f"localhost/{image.ref}"
+    if lay is not None:
+        imported = import_image(lay, addr, source, image.cri_ref)
+    else:
+        push_image(addr, source, image.cri_ref)
+        imported = False
     return {"id": iid.removeprefix("sha256:")[:12], "bytes": image_size(f"localhost/{image.ref}"),
             "seconds": round(time.monotonic() - began, 1), "built": built, "imported": imported}

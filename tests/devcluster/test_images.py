@@ -55,6 +55,21 @@ def test_what_the_build_copies_changes_the_key(tree: Path, change: str) -> None:
     assert _key() != first
 
 
+@pytest.mark.parametrize("change", ["readme", "tests"])
+def test_docs_and_tests_are_not_in_the_context(tree: Path, change: str) -> None:
+    """An edit to the docs or the tests neither rebuilds an image nor moves a layer."""
+    first = _key()
+    if change == "readme":
+        (tree / "README.md").write_text("a new paragraph\n")
+    else:
+        (tree / "tests").mkdir()
+        (tree / "tests" / "test_x.py").write_text("def test_x(): pass\n")
+    assert _key() == first
+    ctx = images.images_dir() / "contexts" / images.RUNTIME.name
+    assert (ctx / "README.md").read_text() == images.README_STUB
+    assert not (ctx / "tests").exists()
+
+
 def _wheel(path: Path, name: str, requires: list[str]) -> None:
     with zipfile.ZipFile(path, "w") as z:
         meta = "".join(f"Requires-Dist: {r}\n" for r in requires)

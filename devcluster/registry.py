@@ -1,0 +1,85 @@
+"""The local image registry: how images move from buildah to the node's containerd by layer.
+
+buildah pushes an image to a registry (distribution v3, built by build-addons.sh) that
+listens on 127.0.0.1 only, and containerd pulls it from there. Both sides skip the blobs the
+other end already holds, so a layer crosses once per machine: the runtime image with the toy
+model costs its own layer only, and a change to the code moves the code's layer, never the
+multi-GB dependency layer under it. The registry's storage lives in the user's cache folder
+(it is the transfer medium, kept between runs); the process runs only while images move.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from devcluster.binaries import cache_root
+from devcluster.health import http_ok, wait_until
+from devcluster.processes import Component, free_port, log_path, spawn, stop
+
+
+def storage_dir() -> Path:
+    return cache_root() / "registry"
+
+
+def config(addr: str, storage: Path) -> str:
+    """distribution's configuration: loopback only, local folder, no auth (nothing else can
+    reach it), deletes allowed so that stale manifests can be dropped."""
+    return f"""version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {storage}
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: {addr}
+"""
+
+
+@contextlib.contextmanager
+def serving() -> Iterator[str]:
+    """Run the registry on a free loopback port for the duration; yields `127.0.0.1:<port>`."""
+    from devcluster import addons  # addons -> images -> registry
+
+    binary = addons.bin_dir() / "registry"
+    if not binary.is_file():
+        raise RuntimeError(f"{binary} is missing: run devcluster/build-addons.sh "
+                           "(scripts/setup.sh does)")
+    state = storage_dir()
+    (state / "data").mkdir(parents=True, exist_ok=True)
+    addr = f"127.0.0.1:{free_port()}"
+    conf = state / "config.yml"
+    conf.write_text(config(addr, state / "data"))
+    comp: Component = spawn("registry", [str(binary), "serve", str(conf)], state,
+                            die_with_parent=True)
+    try:
+        wait_until(f"the image registry on {addr}", lambda: http_ok(f"http://{addr}/v2/"),
+                   timeout=30, component=comp, log=log_path(state, "registry"))
+        yield addr
+    finally:
+        stop(comp)
+
+
+def pull_into_containerd(ctr, addr: str, name: str, cri_ref: str) -> None:
+    """containerd fetches the image's missing blobs from the registry, unpacks them and names
+    the image `cri_ref` (what a pod's `image:` resolves to); the registry's name goes again."""
+    remote = f"{addr}/{name}"
+    ctr("images", "pull", "--plain-http", remote, timeout=1800)
+    ctr("images", "tag", "--force", remote, cri_ref)
+    ctr("images", "rm", remote, check=False)
+
+
+def push(buildah, source_ref: str, addr: str, name: str) -> subprocess.CompletedProcess[str]:
+    """buildah sends the layers the registry lacks, uncompressed (loopback: compressing
+    GBs on 2 cores costs more than it saves)."""
+    return buildah("push", "-q", "--tls-verify=false", "--format", "oci",
+                   "--disable-compression", source_ref, f"docker://{addr}/{name}")
