@@ -1,74 +1,120 @@
 #!/usr/bin/env bash
-# Installs everything the project needs on a fresh machine, idempotently:
-# redis-server (runtime cache tests), the Python virtualenv with pinned
-# dependencies, and the local control-plane binaries (built from Go modules,
-# cached per version in the user's cache directory).
+# Installs what the project needs on a fresh machine, idempotently, in tiers:
+#   scripts/setup.sh unit   Debian's redis-server and the Python virtualenv with the pinned
+#                           dependencies: enough for every test outside the e2e and realpods
+#                           tiers (a few minutes on a fresh machine).
+#   scripts/setup.sh        (or `all`) the above, plus the real node's Debian packages, the
+#                           local control plane's binaries and the cluster add-ons, built from
+#                           Go modules (cached per version under ~/.cache/bem-devcluster), and
+#                           the images (buildah, pushed to the local registry).
+# Each phase says what it does, how long it took and what comes next.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-log() { printf '[setup] %s\n' "$*" >&2; }
+TIER="${1:-all}"
+case "$TIER" in
+  unit|all) ;;
+  *) echo "usage: scripts/setup.sh [unit|all]" >&2; exit 2 ;;
+esac
 
-# Debian packages: redis-server (runtime cache tests) and the real node's pieces
-# (containerd, runc, CNI plugins, buildah, debootstrap, iptables, gcc for the pause binary).
-DEBS=(redis-server containerd runc containernetworking-plugins buildah debootstrap iptables
-      gcc libc6-dev conntrack iproute2 socat nftables curl)
-missing=()
-for p in "${DEBS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if (( ${#missing[@]} )); then
+SETUP_T0=$SECONDS
+log() { printf '[setup %4ds] %s\n' "$(( SECONDS - SETUP_T0 ))" "$*" >&2; }
+# phase NAME NEXT CMD...: runs CMD, then says how long NAME took and what comes next.
+phase() {
+  local name="$1" next="$2" began=$SECONDS
+  shift 2
+  "$@"
+  log "$name: done in $(( SECONDS - began ))s${next:+; next: $next}"
+}
+
+# Debian packages: redis-server (runtime cache tests) and, for the cluster tiers, the real
+# node's pieces (containerd, runc, CNI plugins, buildah, debootstrap, iptables, gcc for the
+# pause binary, socat for the API server's bridge forwarder).
+DEBS=(redis-server)
+if [[ "$TIER" == all ]]; then
+  DEBS+=(containerd runc containernetworking-plugins buildah debootstrap iptables
+         gcc libc6-dev conntrack iproute2 socat nftables curl)
+fi
+install_debs() {
+  local missing=() p
+  for p in "${DEBS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  (( ${#missing[@]} )) || return 0
   log "Installing Debian packages: ${missing[*]}"
-  if [[ $(id -u) -eq 0 ]]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  local sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
   # The packages start system instances; the project runs its own on its own sockets and ports.
   for unit in redis-server containerd; do
-    $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    $sudo systemctl disable --now "$unit" >/dev/null 2>&1 || true
   done
-fi
+}
+phase "Debian packages" "the Python virtualenv" install_debs
 
-PY="${PYTHON:-python3}"
-if [[ ! -x .venv/bin/python ]]; then
-  log "Creating .venv"
-  "$PY" -m venv .venv
-fi
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
-if [[ ! -f "$stamp" ]]; then
-  log "Installing the project and its pinned dependencies into .venv"
+install_venv() {
+  local py="${PYTHON:-python3}" stamp
+  if [[ ! -x .venv/bin/python ]]; then
+    log "Creating .venv"
+    "$py" -m venv .venv
+  fi
+  stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+  [[ ! -f "$stamp" ]] || return 0
+  log "Installing the project and its pinned dependencies into .venv (torch with its CUDA wheels: a few minutes cold)"
   .venv/bin/pip install -q --upgrade pip >/dev/null
   .venv/bin/pip install -q -e '.[dev]'
   rm -f .venv/.installed-* && touch "$stamp"
+}
+if [[ "$TIER" == unit ]]; then
+  phase "Python virtualenv" "" install_venv
+  log "unit tier ready in $(( SECONDS - SETUP_T0 ))s"
+  exit 0
 fi
+phase "Python virtualenv" "the images (in the background) and the Go builds" install_venv
 
 # The project's images (operator, runtime, runtime with the toy model) need no Go build: they
 # are built in the background while the Go builds below take the CPUs (debootstrap, wheel
-# downloads and the 6 GB runtime image are mostly disk and network; on a fresh machine this
-# saves most of their 8 minutes). The add-ons' images need the add-on binaries, so they follow.
+# downloads and the 6 GB runtime image are mostly disk and network). The add-ons' images need
+# the add-on binaries, so they follow.
 log "Building (or reusing) the project images (buildah), beside the Go builds"
 images_log="$(mktemp)"
-.venv/bin/bem-devcluster images --no-import --only project >"$images_log" 2>&1 &
+( began=$SECONDS
+  .venv/bin/bem-devcluster images --no-import --only project
+  echo "[images] project images: done in $(( SECONDS - began ))s" >&2 ) >"$images_log" 2>&1 &
 images_pid=$!
 trap 'kill "$images_pid" 2>/dev/null || true' EXIT
 
-log "Building (or reusing) the local control-plane binaries"
-bindir="$(bash devcluster/build-binaries.sh)"
-log "Control-plane binaries in $bindir"
+control_plane() {
+  local bindir
+  bindir="$(bash devcluster/build-binaries.sh)"
+  log "Control-plane binaries in $bindir"
+}
+phase "Control-plane binaries (etcd, Kubernetes, kwok, helm)" \
+  "the add-ons (KEDA, the Prometheus operator, Prometheus)" control_plane
 
-log "Building (or reusing) KEDA, the Prometheus operator and Prometheus from Go modules (cluster add-ons)"
-addons="$(bash devcluster/build-addons.sh)"
-log "Add-on binaries in $addons"
+addons() {
+  local dir
+  dir="$(bash devcluster/build-addons.sh)"
+  log "Add-on binaries in $dir"
+}
+phase "Add-on binaries" "waiting for the project images" addons
 
 # Every image is built with buildah from a debootstrapped base and skipped when nothing it
 # copies has changed. The add-ons' (Prometheus, its operator and config reloader, KEDA) wait
 # for the project's: one builder at a time on a machine.
-images_rc=0
-wait "$images_pid" || images_rc=$?
-trap - EXIT
-cat "$images_log" >&2
-rm -f "$images_log"
-if (( images_rc != 0 )); then
-  log "Building the project images failed (exit $images_rc): see the output above"
-  exit "$images_rc"
-fi
-log "Building (or reusing) the add-ons' images"
-.venv/bin/bem-devcluster images --no-import --only addons
+wait_images() {
+  local rc=0
+  wait "$images_pid" || rc=$?
+  trap - EXIT
+  cat "$images_log" >&2
+  rm -f "$images_log"
+  if (( rc != 0 )); then
+    log "Building the project images failed (exit $rc): see the output above"
+    exit "$rc"
+  fi
+}
+phase "Waiting for the project images" "the add-ons' images" wait_images
+phase "Add-ons' images" "" .venv/bin/bem-devcluster images --no-import --only addons
+log "setup done in $(( SECONDS - SETUP_T0 ))s"
