@@ -25,6 +25,7 @@ BINARIES = (
     "kube-proxy",
     "kwok",
     "helm",
+    "registry",
 )
 
 

@@ -12,8 +12,6 @@ KEDA_VERSION="${KEDA_VERSION:-v2.20.2}"
 PROMOP_VERSION="${PROMOP_VERSION:-v0.85.0}"
 # Prometheus releases are published as Go module versions v0.<100*major+minor>.<patch>.
 PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v3.5.0}"
-# The local image registry the node pulls from (devcluster/registry.py): distribution v3.
-DISTRIBUTION_VERSION="${DISTRIBUTION_VERSION:-v3.1.2}"
 PROMETHEUS_MODULE_VERSION="v0.$(( ${PROMETHEUS_VERSION:1:1} * 100 + 10#$(cut -d. -f2 <<<"${PROMETHEUS_VERSION}") )).$(cut -d. -f3 <<<"${PROMETHEUS_VERSION}")"
 CACHE_ROOT="${BEM_DEVCLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bem-devcluster}"
 BIN_DIR="$CACHE_ROOT/addons-keda-${KEDA_VERSION}-promop-${PROMOP_VERSION}-prom-${PROMETHEUS_VERSION}"
@@ -107,39 +105,4 @@ for src in "${modules[@]}"; do
   echo "built ${renames_of[$src]# } in $(( SECONDS - began ))s" >&2
 done
 
-# The registry: distribution's own server with the filesystem storage driver only. Its
-# cmd/registry also links the Azure, GCS and S3 drivers (their SDKs are most of its compile);
-# this main registers what a registry on loopback with a local folder needs, nothing else.
-if [[ "${1:-}" != "--sources" && "$(cat "$BIN_DIR/.registry-version" 2>/dev/null)" != "$DISTRIBUTION_VERSION" ]]; then
-  began=$SECONDS
-  echo "building registry (distribution ${DISTRIBUTION_VERSION}, filesystem storage only)" >&2
-  work="$SRC_DIR/registry"
-  rm -rf "$work" && mkdir -p "$work"
-  cat > "$work/go.mod" <<MOD
-module bemdevcluster/registry
-
-go 1.24.0
-
-require github.com/distribution/distribution/v3 ${DISTRIBUTION_VERSION}
-MOD
-  cat > "$work/main.go" <<'GO'
-package main
-
-import (
-	"github.com/distribution/distribution/v3/registry"
-	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
-)
-
-func main() {
-	if err := registry.RootCmd.Execute(); err != nil {
-		panic(err)
-	}
-}
-GO
-  (cd "$work" && go mod tidy >/dev/null 2>&1 || go mod tidy
-   go build -trimpath -ldflags "-s -w" -o "$BIN_DIR/registry.tmp" .)
-  mv "$BIN_DIR/registry.tmp" "$BIN_DIR/registry"
-  echo "$DISTRIBUTION_VERSION" > "$BIN_DIR/.registry-version"
-  echo "built registry in $(( SECONDS - began ))s" >&2
-fi
 echo "$BIN_DIR"

@@ -9,13 +9,17 @@ set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 KWOK_VERSION="${KWOK_VERSION:-v0.7.0}"
 HELM_VERSION="${HELM_VERSION:-v3.19.5}"
+# The local image registry the node's containerd pulls from (devcluster/registry.py).
+DISTRIBUTION_VERSION="${DISTRIBUTION_VERSION:-v3.1.2}"
 CACHE_ROOT="${BEM_DEVCLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bem-devcluster}"
 BIN_DIR="$CACHE_ROOT/bin-k8s-${K8S_VERSION}-kwok-${KWOK_VERSION}-helm-${HELM_VERSION}"
 # Keep in sync with devcluster/binaries.py (BINARIES).
-WANT=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy kwok helm)
+WANT=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy kwok helm
+      registry)
 
 all_present() {
   for b in "${WANT[@]}"; do [[ -x "$BIN_DIR/$b" ]] || return 1; done
+  [[ "$(cat "$BIN_DIR/.registry-version" 2>/dev/null)" == "$DISTRIBUTION_VERSION" ]]
 }
 
 # --print-dir: say where the binaries live (the single source of the versions),
@@ -116,5 +120,42 @@ if [[ ! -x "$BIN_DIR/helm" ]]; then
   echo "built helm in $(( SECONDS - began ))s" >&2
 fi
 
+# The registry the images reach the node through: distribution's own server with the filesystem
+# storage driver only. Its cmd/registry also links the Azure, GCS and S3 drivers (their SDKs are
+# most of its compile); this main registers what a registry on loopback with a local folder
+# needs, nothing else.
+if [[ "$(cat "$BIN_DIR/.registry-version" 2>/dev/null)" != "$DISTRIBUTION_VERSION" ]]; then
+  began=$SECONDS
+  echo "building registry (distribution ${DISTRIBUTION_VERSION}, filesystem storage only)" >&2
+  work="$CACHE_ROOT/build-registry-${DISTRIBUTION_VERSION}"
+  rm -rf "$work" && mkdir -p "$work"
+  cat > "$work/go.mod" <<MOD
+module bemdevcluster/registry
+
+go 1.24.0
+
+require github.com/distribution/distribution/v3 ${DISTRIBUTION_VERSION}
+MOD
+  cat > "$work/main.go" <<'GO'
+package main
+
+import (
+	"github.com/distribution/distribution/v3/registry"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+)
+
+func main() {
+	if err := registry.RootCmd.Execute(); err != nil {
+		panic(err)
+	}
+}
+GO
+  (cd "$work"
+   go mod tidy >/dev/null 2>&1 || go mod tidy
+   go build -trimpath -ldflags "-s -w" -o "$BIN_DIR/registry.tmp" .)
+  mv "$BIN_DIR/registry.tmp" "$BIN_DIR/registry"
+  echo "$DISTRIBUTION_VERSION" > "$BIN_DIR/.registry-version"
+  echo "built registry in $(( SECONDS - began ))s" >&2
+fi
 all_present
 echo "$BIN_DIR"

@@ -1,11 +1,12 @@
 """The local image registry: how images move from buildah to the node's containerd by layer.
 
-buildah pushes an image to a registry (distribution v3, built by build-addons.sh) that
-listens on 127.0.0.1 only, and containerd pulls it from there. Both sides skip the blobs the
-other end already holds, so a layer crosses once per machine: the runtime image with the toy
-model costs its own layer only, and a change to the code moves the code's layer, never the
-multi-GB dependency layer under it. The registry's storage lives in the user's cache folder
-(it is the transfer medium, kept between runs); the process runs only while images move.
+buildah pushes an image to a registry (distribution v3, built with the node's binaries by
+build-binaries.sh) that listens on 127.0.0.1 only, and containerd pulls it from there. Both
+sides skip the blobs the other end already holds, so a layer crosses once per machine: the
+runtime image with the toy model costs its own layer only, and a change to the code moves the
+code's layer, never the multi-GB dependency layer under it. The registry's storage lives in
+the user's cache folder (it is the transfer medium, kept between runs); the process runs only
+while images move.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from devcluster import binaries
 from devcluster.binaries import cache_root
 from devcluster.health import http_ok, wait_until
 from devcluster.processes import Component, free_port, log_path, spawn, stop
@@ -48,12 +50,7 @@ http:
 @contextlib.contextmanager
 def serving() -> Iterator[str]:
     """Run the registry on a free loopback port for the duration; yields `127.0.0.1:<port>`."""
-    from devcluster import addons  # addons -> images -> registry
-
-    binary = addons.bin_dir() / "registry"
-    if not binary.is_file():
-        raise RuntimeError(f"{binary} is missing: run devcluster/build-addons.sh "
-                           "(scripts/setup.sh does)")
+    binary = binaries.ensure().path("registry")
     state = storage_dir()
     (state / "data").mkdir(parents=True, exist_ok=True)
     addr = f"127.0.0.1:{free_port()}"
