@@ -25,6 +25,10 @@ WANT=(
   "prometheus:github.com/prometheus/prometheus:${PROMETHEUS_MODULE_VERSION}:./cmd/prometheus"
 )
 
+# Go reports every module it fetches ("go: downloading ..."): hundreds of lines on a fresh
+# machine. They are left out; errors still show.
+go() { command go "$@" 2> >(grep -v '^go: downloading' >&2); }
+
 if [[ "${1:-}" == "--print-dir" ]]; then
   echo "$BIN_DIR"
   exit 0
@@ -74,7 +78,7 @@ trim_prometheus_plugins() {
 
 # One `go build` per module: binaries of one module share most packages, and one invocation
 # compiles and links them together. A binary comes out named after its package's directory.
-declare -A pkgs_of ldflags_of renames_of
+declare -A pkgs_of ldflags_of renames_of names_of
 modules=()
 for entry in "${WANT[@]}"; do
   IFS=: read -r bin module version pkg <<<"$entry"
@@ -84,6 +88,7 @@ for entry in "${WANT[@]}"; do
   [[ -n "${pkgs_of[$src]:-}" ]] || modules+=("$src")
   pkgs_of[$src]+=" $pkg"
   renames_of[$src]+=" $(basename "$pkg"):$bin"
+  names_of[$src]+=" $bin"
   ldflags_of[$src]="-s -w"
   if [[ "$bin" == prometheus ]]; then
     trim_prometheus_plugins "$src"
@@ -94,7 +99,7 @@ done
 for src in "${modules[@]}"; do
   began=$SECONDS
   read -r -a pkgs <<<"${pkgs_of[$src]}"
-  echo "building ${renames_of[$src]# } from $(basename "$src")" >&2
+  echo "building${names_of[$src]} from $(basename "$src")" >&2
   out="$BIN_DIR/.out"
   rm -rf "$out" && mkdir -p "$out"
   (cd "$src" && go build -trimpath -ldflags "${ldflags_of[$src]}" -o "$out/" "${pkgs[@]}")
@@ -102,7 +107,7 @@ for src in "${modules[@]}"; do
     mv "$out/${pair%%:*}" "$BIN_DIR/${pair#*:}"
   done
   rm -rf "$out"
-  echo "built ${renames_of[$src]# } in $(( SECONDS - began ))s" >&2
+  echo "built${names_of[$src]} in $(( SECONDS - began ))s" >&2
 done
 
 echo "$BIN_DIR"

@@ -17,6 +17,10 @@ BIN_DIR="$CACHE_ROOT/bin-k8s-${K8S_VERSION}-kwok-${KWOK_VERSION}-helm-${HELM_VER
 WANT=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy kwok helm
       registry)
 
+# Go reports every module it fetches ("go: downloading ..."): hundreds of lines on a fresh
+# machine. They are left out; errors still show.
+go() { command go "$@" 2> >(grep -v '^go: downloading' >&2); }
+
 all_present() {
   for b in "${WANT[@]}"; do [[ -x "$BIN_DIR/$b" ]] || return 1; done
   [[ "$(cat "$BIN_DIR/.registry-version" 2>/dev/null)" == "$DISTRIBUTION_VERSION" ]]

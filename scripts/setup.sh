@@ -64,7 +64,9 @@ install_venv() {
   [[ ! -f "$stamp" ]] || return 0
   log "Installing the project and its pinned dependencies into .venv (torch with its CUDA wheels: a few minutes cold)"
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[dev]'
+  # setuptools warns on every editable install of a package whose folder is mapped
+  # (operator/bem_operator): a notice for its authors, not for whoever runs this.
+  PYTHONWARNINGS="ignore:Editable installation" .venv/bin/pip install -q -e '.[dev]'
   rm -f .venv/.installed-* && touch "$stamp"
 }
 if [[ "$TIER" == unit ]]; then

@@ -12,6 +12,9 @@ import pytest
 from devcluster import addons, binaries
 from devcluster.components import SERVICE_CIDR
 
+# kubectl (kustomize) and the add-ons' module sources come from the Go builds.
+pytestmark = pytest.mark.e2e
+
 LOCAL_REFS = {image.ref for image in addons.IMAGES}
 
 

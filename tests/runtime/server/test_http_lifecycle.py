@@ -38,7 +38,9 @@ def test_full_queue_gives_503_with_retry_after(tight):
     results = asyncio.run(_fire(tight.base_url + "/v1/generate", _bodies(12, 48)))
     statuses = [s for s, _, _ in results]
     assert statuses.count(503) >= 1, statuses
-    assert statuses.count(200) >= 3, statuses  # running + 2 queued always get through
+    # The 2 queued always get through; a third only when the engine took the first one off
+    # the queue before the burst's rest arrived (not so on a busy machine).
+    assert statuses.count(200) >= 2, statuses
     assert set(statuses) <= {200, 503}
     refused = next(h for s, h, _ in results if s == 503)
     assert int(refused["Retry-After"]) >= 1
