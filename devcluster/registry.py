@@ -12,6 +12,8 @@ while images move.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,17 @@ from pathlib import Path
 from devcluster import binaries
 from devcluster.binaries import cache_root
 from devcluster.health import http_ok, wait_until
-from devcluster.processes import Component, free_port, log_path, spawn, stop
+from devcluster.processes import Component, log_path, spawn, stop
+
+
+# One fixed loopback port: buildah remembers which registry holds which layer by its address
+# (its blob-info cache), so the same address on every run is what lets a push skip the layers
+# an earlier run sent. The machine's one builder lock (images.ensure_all) keeps it to one user.
+DEFAULT_PORT = 5055
+
+
+def port() -> int:
+    return int(os.environ.get("BEM_REGISTRY_PORT", DEFAULT_PORT))
 
 
 def storage_dir() -> Path:
@@ -49,21 +61,26 @@ http:
 
 @contextlib.contextmanager
 def serving() -> Iterator[str]:
-    """Run the registry on a free loopback port for the duration; yields `127.0.0.1:<port>`."""
+    """Run the registry on its loopback port for the duration; yields `127.0.0.1:<port>`.
+
+    One user at a time on a machine (a lock file): a second caller waits its turn."""
     binary = binaries.ensure().path("registry")
     state = storage_dir()
     (state / "data").mkdir(parents=True, exist_ok=True)
-    addr = f"127.0.0.1:{free_port()}"
+    addr = f"127.0.0.1:{port()}"
     conf = state / "config.yml"
-    conf.write_text(config(addr, state / "data"))
-    comp: Component = spawn("registry", [str(binary), "serve", str(conf)], state,
-                            die_with_parent=True)
-    try:
-        wait_until(f"the image registry on {addr}", lambda: http_ok(f"http://{addr}/v2/"),
-                   timeout=30, component=comp, log=log_path(state, "registry"))
-        yield addr
-    finally:
-        stop(comp)
+    # The lock is the port's, wherever the storage is.
+    with open(cache_root() / "registry.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        conf.write_text(config(addr, state / "data"))
+        comp: Component = spawn("registry", [str(binary), "serve", str(conf)], state,
+                                die_with_parent=True)
+        try:
+            wait_until(f"the image registry on {addr}", lambda: http_ok(f"http://{addr}/v2/"),
+                       timeout=30, component=comp, log=log_path(state, "registry"))
+            yield addr
+        finally:
+            stop(comp)
 
 
 def pull_into_containerd(ctr, addr: str, name: str, cri_ref: str) -> None:
