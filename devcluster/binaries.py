@@ -112,8 +112,8 @@ def ensure(*, build_if_missing: bool = True) -> Binaries:
             "run `bem-devcluster build` (10-25 minutes cold, seconds when cached)"
         )
     print(
-        f"[devcluster] building control-plane binaries into {found.bin_dir} "
-        "(10-25 minutes cold)",
+        f"[devcluster] building {', '.join(found.missing())} into {found.bin_dir} "
+        "(all of them: 10-25 minutes cold)",
         file=sys.stderr,
     )
     return build()
