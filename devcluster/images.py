@@ -1,18 +1,20 @@
-"""Container images for the real node, built here with buildah and imported into containerd.
+"""Container images for the real node: built here with buildah, moved by layer to containerd.
 
-Nothing is pulled: the base is a Debian bookworm root made with debootstrap from the
-machine's own apt mirror; the pause image is the Kubernetes pause.c compiled
-statically; the project images are `buildah bud` of the project's own Dockerfiles
-with `BASE_IMAGE` set to that base and the wheels downloaded on the host put into a
-staged build context (`OFFLINE=1`: no network inside a build).
+Nothing is pulled from outside: the base is a Debian bookworm root made with debootstrap from
+the machine's own apt mirror; the pause image is the Kubernetes pause.c compiled statically;
+the project images are `buildah bud` of the project's own Dockerfiles with `BASE_IMAGE` set
+to that base and the wheels downloaded on the host put into a staged build context
+(`OFFLINE=1`: no network inside a build).
 
-Caching, so an unchanged tree rebuilds nothing:
-- each image is keyed by the content of what its build copies (wheels by name and
-  size, other files by content) plus its build arguments and base image id; a build
-  whose key is recorded and whose image is still in buildah's storage is skipped;
+Caching, so an unchanged tree rebuilds and moves nothing:
+- each image is keyed by the content of what its build copies (wheels by name and size,
+  other files by content; the README is a stub, tests are not copied) plus its build
+  arguments and base image id; a build whose key is recorded and whose image is still in
+  buildah's storage is skipped;
 - buildah's own layer cache keeps the multi-GB dependency layer across code changes;
-- the containerd image store lives in the user's cache folder (realnode.node_dir()):
-  an image is imported once per machine, again only when its id changes.
+- images reach the node through the local registry (registry.py): buildah pushes the layers
+  it lacks, containerd pulls the layers it lacks, so a code change moves one small layer;
+- the containerd image store lives in the user's cache folder (realnode.node_dir()).
 """
 
 from __future__ import annotations
