@@ -1,9 +1,20 @@
-"""Shared fixtures: the local control plane (`cluster`, `namespace`).
+"""Shared fixtures: the local control plane (`cluster`, `namespace`), and the xdist schedule.
 
-The implementation lives in devcluster/pytest_plugin.py so that a pytest run
-in a subprocess (the teardown tests) can load it with `-p`.
+The fixtures live in devcluster/pytest_plugin.py so that a pytest run in a subprocess (the
+teardown tests) can load them with `-p`.
+
+Under pytest-xdist (`scripts/test.sh` runs two workers with `--dist loadgroup`), every test
+that uses the local cluster or starts its own (one real node per machine) runs in order on one
+worker; the others spread over both. xdist's own grouping (the `xdist_group` mark renames the
+node id) does nothing under this pytest, so the controller is told the cluster tests' ids
+instead: each worker writes the ids it collected to a file the controller names, and the
+scheduler below puts them in one work unit.
 """
 
+from __future__ import annotations
+
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,15 +27,56 @@ from devcluster.pytest_plugin import (  # noqa: F401 - fixtures and hook, by nam
 )
 
 REALPODS = Path(__file__).parent / "realpods"
+CLUSTER_IDS_ENV = "BEM_TEST_CLUSTER_IDS"
+CLUSTER_SCOPE = "local-cluster"
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`--dist loadgroup`, scripts/test.sh), the tests that use the local
-    cluster, or start their own (one real node per machine), run in order on one worker; the
-    others spread over the rest."""
-    for item in items:
-        if (item.get_closest_marker("e2e") or item.get_closest_marker("realpods")
+def uses_the_cluster(item: pytest.Item) -> bool:
+    return bool(item.get_closest_marker("e2e") or item.get_closest_marker("realpods")
                 or REALPODS in Path(item.fspath).parents
-                or NEEDS_CLUSTER & set(getattr(item, "fixturenames", ()))):
-            item.add_marker(pytest.mark.xdist_group("cluster"))
+                or NEEDS_CLUSTER & set(getattr(item, "fixturenames", ())))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if (config.pluginmanager.hasplugin("xdist") and not os.environ.get("PYTEST_XDIST_WORKER")
+            and config.getoption("dist", "no") == "loadgroup"):
+        fd, path = tempfile.mkstemp(prefix="bem-cluster-tests-")
+        os.close(fd)
+        os.environ[CLUSTER_IDS_ENV] = path  # the workers inherit it
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    path = os.environ.get(CLUSTER_IDS_ENV)
+    if path and not os.environ.get("PYTEST_XDIST_WORKER"):
+        for f in (Path(path), *Path(path).parent.glob(f"{Path(path).name}.*")):
+            f.unlink(missing_ok=True)
+
+
+@pytest.hookimpl(trylast=True)  # after the hooks that add markers (tests/install, realpods)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    path, worker = os.environ.get(CLUSTER_IDS_ENV), os.environ.get("PYTEST_XDIST_WORKER")
+    if path and worker:
+        Path(f"{path}.{worker}").write_text(
+            "".join(f"{item.nodeid}\n" for item in items if uses_the_cluster(item)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    if config.getoption("dist", "no") != "loadgroup" or not os.environ.get(CLUSTER_IDS_ENV):
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    base = Path(os.environ[CLUSTER_IDS_ENV])
+
+    class ClusterScheduling(LoadGroupScheduling):
+        """Each test its own work unit, except the cluster tests: one unit, in order."""
+
+        _ids: set[str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self._ids is None:
+                self._ids = {line for f in base.parent.glob(f"{base.name}.*")
+                             for line in f.read_text().splitlines()}
+            return CLUSTER_SCOPE if nodeid in self._ids else nodeid
+
+    return ClusterScheduling(config, log)
