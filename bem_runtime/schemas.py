@@ -16,6 +16,7 @@ MAX_STOP_SEQUENCES = 4
 SEED_MAX = 2**63 - 1
 
 Prompt = Annotated[str, Field(min_length=1)]
+ModelName = Annotated[str, Field(min_length=1, max_length=253)]
 Temperature = Annotated[float, Field(ge=0.0, le=10.0)]
 TopP = Annotated[float, Field(gt=0.0, le=1.0)]
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
@@ -29,6 +30,7 @@ class _Strict(BaseModel):
 
 class GenerateBody(_Strict):
     prompt: Prompt
+    model: ModelName | None = None  # a resident checkpoint; default: --model-name
     max_new_tokens: Annotated[int, Field(ge=1)] = 64
     temperature: Temperature = 1.0
     top_p: TopP = 1.0
@@ -41,12 +43,19 @@ class GenerateBody(_Strict):
 
 class RouteBody(_Strict):
     prompt: Prompt
+    model: ModelName | None = None
+
+
+class CheckpointBody(_Strict):
+    """PUT /v1/checkpoints/{name}: the checkpoint directory (absolute, or under the root)."""
+
+    path: Annotated[str, Field(min_length=1, max_length=4096)]
 
 
 class CompletionBody(_Strict):
     """OpenAI /v1/completions; fields we cannot honour only accept their neutral value."""
 
-    model: Annotated[str, Field(min_length=1)]
+    model: ModelName
     prompt: Prompt
     max_tokens: Annotated[int, Field(ge=1)] = 16
     temperature: Temperature = 1.0
