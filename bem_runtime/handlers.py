@@ -9,7 +9,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bem_runtime import inference, responses, sse
-from bem_runtime.schemas import CompletionBody, GenerateBody, RouteBody, parse_body, stop_tuple
+from bem_runtime.schemas import (ChatBody, CompletionBody, GenerateBody, RouteBody, parse_body,
+                                 stop_tuple)
 from bem_runtime.state import STATE
 
 
@@ -55,6 +56,25 @@ async def completions(request: web.Request) -> web.StreamResponse:
     outcome = await inference.generate(state, req)
     head = responses.completion_head(request["request_id"], ckpt.name)
     return web.json_response(responses.completion(head, outcome))
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    body: ChatBody = await _body(request, ChatBody)
+    asked, tokens_field = body.token_limit()
+    ckpt = _select(request, body.model)
+    engine = inference.require_engine(state)
+    prompt = await inference.render_chat(state, engine, [m.template_input() for m in body.messages])
+    req = await inference.build_request(
+        state, prompt, checkpoint=ckpt,
+        max_new_tokens=await inference.chat_token_limit(state, engine, prompt, asked),
+        temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=stop_tuple(body.stop),
+        tokens_field=tokens_field, prompt_field="messages")
+    if body.stream:
+        return await sse.stream_chat(request, state, req)
+    outcome = await inference.generate(state, req)
+    head = responses.chat_head(request["request_id"], ckpt.name)
+    return web.json_response(responses.chat_completion(head, outcome))
 
 
 async def route(request: web.Request) -> web.Response:

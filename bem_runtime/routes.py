@@ -11,6 +11,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/generate", handlers.generate)  # the seed's path, kept for clients
     app.router.add_post("/v1/route", handlers.route)
     app.router.add_post("/v1/completions", handlers.completions)
+    app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_get("/v1/models", handlers.models)
     app.router.add_get(admin.ADMIN_PREFIX, admin.list_checkpoints)
     app.router.add_put(admin.ADMIN_PREFIX + "/{name}", admin.put_checkpoint)

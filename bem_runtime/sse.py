@@ -1,4 +1,4 @@
-"""Server-sent events for /v1/generate and /v1/completions (stream=true).
+"""Server-sent events for /v1/generate, /v1/completions and /v1/chat/completions (stream=true).
 
 The job is queued before the response starts, so overload and validation still answer with a
 JSON error and the right status. After that, failures arrive as an SSE `error` event.
@@ -104,6 +104,30 @@ async def stream_completion(request: web.Request, state: AppState,
 
     async def end(outcome: inference.Outcome) -> None:
         await _send(response, responses.completion_last_chunk(head, outcome))
+        await _send(response, "[DONE]")
+
+    await _run(response, events, piece, end)
+    return response
+
+
+async def stream_chat(request: web.Request, state: AppState, req: Any) -> web.StreamResponse:
+    response, events = await _events(state, req, request)
+    head = responses.chat_head(request["request_id"], req.checkpoint.name)
+    opened = False
+
+    async def open_turn() -> None:  # OpenAI's first chunk carries the role only
+        nonlocal opened
+        if not opened:
+            opened = True
+            await _send(response, responses.chat_chunk(head, {"role": "assistant", "content": ""}))
+
+    async def piece(text: str) -> None:
+        await open_turn()
+        await _send(response, responses.chat_chunk(head, {"content": text}))
+
+    async def end(outcome: inference.Outcome) -> None:
+        await open_turn()
+        await _send(response, responses.chat_last_chunk(head, outcome))
         await _send(response, "[DONE]")
 
     await _run(response, events, piece, end)

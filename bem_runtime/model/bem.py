@@ -114,6 +114,15 @@ def read_checkpoint(
     allow_qkv: bool = False,
 ) -> Checkpoint:
     """Validate a checkpoint against the model and apply governance; the model is not touched."""
+    try:
+        return _read_checkpoint(model, bem_dir, overrides, name, allow_qkv)
+    except OSError as exc:  # a name too long, a directory not readable, ...
+        raise CheckpointError(f"cannot read BEM checkpoint {bem_dir}: {exc.strerror or exc}") from None
+
+
+def _read_checkpoint(
+    model: nn.Module, bem_dir: Path, overrides: RoutingOverrides | None, name: str, allow_qkv: bool
+) -> Checkpoint:
     cfg = apply_overrides(read_config(bem_dir), overrides)
     sites = resolve_sites(model, cfg.sites, cfg.layers, allow_qkv=allow_qkv)
     router_index = _router_layer_index(cfg, sites)

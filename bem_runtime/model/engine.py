@@ -8,10 +8,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from jinja2 import TemplateError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .bem import BEMPool, Checkpoint, RowGroup, read_checkpoint
-from .errors import CheckpointError, PromptTooLongError
+from .errors import ChatTemplateError, CheckpointError, PromptTooLongError
 from .routing import RoutingState
 from .runner import BatchForward
 from .session import DecodeBatch
@@ -172,6 +173,18 @@ class Engine:
         if not ids and self.tokenizer.bos_token_id is not None:
             ids = [self.tokenizer.bos_token_id]
         return ids
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """The prompt text of a conversation, by the tokenizer's chat template, ending with the
+        assistant's turn to answer."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ChatTemplateError("the base model's tokenizer has no chat template; send a plain "
+                                    "prompt to /v1/completions instead")
+        try:
+            with self._tok_lock:
+                return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except TemplateError as exc:  # e.g. a template that refuses a role order
+            raise ChatTemplateError(f"the chat template refused these messages: {exc}") from None
 
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))

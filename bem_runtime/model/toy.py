@@ -30,6 +30,12 @@ SITES = {"llama": ["self_attn.o_proj", "mlp.down_proj"], "gpt2": ["attn.c_proj",
 NUM_LAYERS, NUM_EXPERTS, RANK, ALPHA = 4, 4, 4, 8.0
 # Next-token fitting on _TEXT: enough for words, short enough for tests that build toys often.
 FIT_STEPS, FIT_LR, FIT_WINDOW, FIT_BATCH = 40, 5e-3, 48, 8
+# A chat template in the common shape (role headers, then the assistant's turn to answer); the
+# markers are plain text to this tokenizer. Jinja, rendered by transformers' apply_chat_template.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
 # Expert delta relative to the base weight: visible in the logits, small enough to keep words.
 EXPERT_STRENGTH = 0.15
 
@@ -44,7 +50,9 @@ def build_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
     )
     tok.train_from_iterator([_TEXT] * 4, trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
 
 
 def build_model(arch: str, vocab_size: int) -> torch.nn.Module:
