@@ -2,6 +2,7 @@
 list (503 + Retry-After while one loads), /v1/models, and every status of the admin API."""
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -156,3 +157,46 @@ def _wait_until_served(server, name: str) -> None:
 def test_the_client_key_still_works_on_the_api(multi):
     assert multi.key == API_KEY
     assert multi.request("POST", "/v1/generate", GEN).status == 200
+
+
+def test_a_request_running_on_a_removed_checkpoint_finishes_on_it(multi):
+    """DELETE lands between decode steps of a long stream on that checkpoint: the stream ends
+    normally with the same text as before, and new requests get 404."""
+    assert admin(multi, "PUT", "/v1/checkpoints/leaving", {"path": "small"}).status in (200, 201)
+    body = {"prompt": "The quick brown fox", "max_new_tokens": 300, "temperature": 0, "model": "leaving"}
+    expected = multi.request("POST", "/v1/generate", body, timeout=120).json()
+    conn = http.client.HTTPConnection("127.0.0.1", multi.port, timeout=120)
+    conn.request("POST", "/v1/generate", body=json.dumps({**body, "stream": True}),
+                 headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json",
+                          "X-Request-ID": "leaving-stream"})
+    stream = conn.getresponse()
+    assert stream.status == 200 and stream.readline().startswith(b"data: ")  # generation runs
+    assert admin(multi, "DELETE", "/v1/checkpoints/leaving").status == 204
+    assert multi.request("POST", "/v1/generate", body).status == 404
+    events = [json.loads(line[6:]) for line in stream.read().splitlines() if line.startswith(b"data: ")]
+    conn.close()
+    done = events[-1]
+    assert done["type"] == "done" and done["model"] == "leaving"
+    assert (done["text"], done["routing"]) == (expected["text"], expected["routing"])
+    # Not vacuous: the checkpoint was removed while the stream was still running (the access
+    # line of the stream is written when it ends).
+    deadline = time.monotonic() + 10
+    while '"request_id": "leaving-stream"' not in multi.log():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    lines = multi.log().splitlines()
+    finished = next(i for i, line in enumerate(lines) if '"request_id": "leaving-stream"' in line)
+    removed = next(i for i, line in enumerate(lines) if "Removed a checkpoint" in line and "leaving" in line)
+    assert removed < finished
+
+
+def test_per_checkpoint_metrics(multi):
+    multi.request("POST", "/v1/generate", {**GEN, "model": "slow"})
+    routed = {e: multi.metric("bem_routing_decisions_total", checkpoint="slow", expert=str(e)) for e in range(4)}
+    assert sum(routed.values()) >= 2
+    assert multi.metric("bem_tokens_total", checkpoint="slow", kind="completion") >= 1
+    assert multi.metric("bem_checkpoint_requests_total", checkpoint="slow", endpoint="/v1/generate",
+                        status="200") >= 1
+    assert multi.metric("bem_checkpoint_load_duration_seconds_count") >= 2
+    assert multi.metric("bem_checkpoint_load_failures_total", reason="capacity") >= 1
+    assert multi.metric("bem_checkpoints_resident") == len(multi.request("GET", "/v1/models").json()["data"])
