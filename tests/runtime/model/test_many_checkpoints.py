@@ -4,13 +4,14 @@ ones do not, and loading, replacing or unloading never changes a row already run
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 
 import pytest
 import torch
 
-from bem_runtime.model import CheckpointError, Engine, GenerationRequest
+from bem_runtime.model import CheckpointError, Engine
 from bem_runtime.model.toy import write_variant
 
 from .conftest import ARCHS, DEVICE
@@ -38,8 +39,6 @@ def variants(toy_dirs, tmp_path_factory):
 
 
 def _last_site(bem_dir) -> str:
-    import json
-
     return json.loads((bem_dir / "bem_config.json").read_text())["sites"][-1]
 
 
