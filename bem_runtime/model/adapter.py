@@ -48,6 +48,29 @@ class GateHolder:
     def __init__(self) -> None:
         self.active: list[ActiveGate] = []
         self.merged: Mapping[str, SiteExperts] | None = None  # folded into each site's w_eff
+        self._dense: dict[tuple[int, ...], tuple[list[ActiveGate], torch.Tensor]] = {}
+
+    def reset(self) -> None:
+        self.active, self.merged, self._dense = [], None, {}
+
+    def dense_gate(self, actives: list[ActiveGate], batch_shape: torch.Size) -> torch.Tensor:
+        """[B, T, sum of E*r]: each row's gate in its own checkpoint's column block, zeros in
+        every other block (and for rows of no checkpoint here). Built once per forward for each
+        set of checkpoints that attach together, which most sites share."""
+        key = tuple(id(a) for a in actives)
+        hit = self._dense.get(key)
+        if hit is None:
+            gate = actives[0].gate.new_zeros((*batch_shape, sum(a.gate.shape[-1] for a in actives)))
+            offset = 0
+            for act in actives:
+                block = gate[..., offset : offset + act.gate.shape[-1]]
+                if act.rows is None:
+                    block.copy_(act.gate)
+                else:
+                    block.index_copy_(0, act.rows, act.gate)
+                offset += act.gate.shape[-1]
+            hit = self._dense[key] = (actives, gate)  # the list keeps the ids in the key unique
+        return hit[1]
 
 
 class BEMLinear(nn.Module):
@@ -59,6 +82,7 @@ class BEMLinear(nn.Module):
         self.base = base
         self.holder = holder
         self.w_eff: torch.Tensor | None = None  # W + sum_e g_e scale B_e A_e, see merge()
+        self._bank: tuple[tuple[SiteExperts, ...], torch.Tensor, torch.Tensor] | None = None
 
     def weight_out_in(self) -> torch.Tensor:
         return self.base.weight if isinstance(self.base, nn.Linear) else self.base.weight.t()
@@ -81,14 +105,26 @@ class BEMLinear(nn.Module):
                 return F.linear(x, self.w_eff, self.base.bias)
             return self.base(x)
         y = self.base(x)
-        for act in holder.active:
-            experts = act.experts.get(self.name)
-            if experts is None:  # this checkpoint does not attach here: nothing for its rows
-                continue
-            if act.rows is None:  # in place into the fresh base output: no extra add
-                u = F.linear(x, experts.a).mul_(act.gate)
-                y.view(-1, y.shape[-1]).addmm_(u.view(-1, u.shape[-1]), experts.b)
-            else:
-                u = F.linear(x.index_select(0, act.rows), experts.a).mul_(act.gate)
-                y.index_add_(0, act.rows, torch.matmul(u, experts.b))
+        here = [act for act in holder.active if self.name in act.experts]
+        if not here:  # no row's checkpoint attaches here: the base projection alone
+            return y
+        if len(here) == 1 and here[0].rows is None:  # every row, one checkpoint
+            experts, gate = here[0].experts[self.name], here[0].gate
+            a, b = experts.a, experts.b
+        else:
+            # Rows of several checkpoints: their experts side by side, one column block each,
+            # and a gate that is zero outside a row's own block, so two GEMMs serve them all
+            # and a row never gets another checkpoint's experts.
+            a, b = self._bank_of([act.experts[self.name] for act in here])
+            gate = holder.dense_gate(here, x.shape[:-1])
+        u = F.linear(x, a).mul_(gate)
+        # In place into the fresh base output: one GEMM, no extra add.
+        y.view(-1, y.shape[-1]).addmm_(u.view(-1, u.shape[-1]), b)
         return y
+
+    def _bank_of(self, experts: list[SiteExperts]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The checkpoints' experts concatenated; kept while the same checkpoints share a batch."""
+        bank = self._bank
+        if bank is None or len(bank[0]) != len(experts) or any(p is not q for p, q in zip(bank[0], experts)):
+            bank = self._bank = (tuple(experts), torch.cat([e.a for e in experts]), torch.cat([e.b for e in experts]))
+        return bank[1], bank[2]

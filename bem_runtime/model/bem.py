@@ -227,8 +227,7 @@ class BEMPool:
 
     def begin(self, plan: ForwardPlan | None) -> None:
         self.plan = plan
-        self.holder.active = []
-        self.holder.merged = None
+        self.holder.reset()
 
     def end(self) -> None:
         self.begin(None)
