@@ -76,12 +76,12 @@ async def guard_middleware(request: web.Request, handler) -> web.StreamResponse:
     admin API checks its own token (admin.py)."""
     if not request.path.startswith(API_PREFIXES) or request.match_info.http_exception:
         return await handler(request)  # unmatched: the precise 404/405 helps more than a 401
-    if is_admin_path(request.path):
-        return await handler(request)
     state = request.app[STATE]
     if state.draining:
         raise errors.ServiceUnavailable("server is shutting down; retry on another replica",
                                         retry_after=1, type_="draining")
+    if is_admin_path(request.path):
+        return await handler(request)
     client = state.keys.check(request) or f"ip:{request.remote}"
     state.buckets.take(client)
     return await handler(request)

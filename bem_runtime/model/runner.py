@@ -15,7 +15,8 @@ class BatchForward:
 
     Rows are left-padded so that every row's newest token sits in the last column; each row gets
     its own position ids, so padding never shifts a row's positions (its output does not depend
-    on the other rows).
+    on the other rows). The rows of each checkpoint form a group with its routing state; a row in
+    no group runs the bare base model. Rows leaving or joining renumber the groups' members.
     """
 
     def __init__(
