@@ -81,7 +81,7 @@ class Registry:
         """The engine is loaded: its start checkpoint is resident."""
         self.engine, self._call = engine, call
         start = engine.bem
-        self.entries[start.name] = Entry(start.name, start.path, EntryState.LOADED, start)
+        self.entries[start.name] = Entry(start.name, Path(start.path).resolve(), EntryState.LOADED, start)
         self._count()
 
     async def load_start_list(self, items: dict[str, Path]) -> None:

@@ -96,6 +96,8 @@ def test_admin_api_needs_its_own_token(multi, server):
     toy = next(c for c in listing.json()["data"] if c["name"] == "toy")
     assert toy["state"] == "loaded" and toy["num_experts"] == 4 and toy["bytes"] > 0
     assert toy["loaded_at"].endswith("Z") and toy["path"].endswith("bem")
+    outside = admin(multi, "PUT", "/v1/checkpoints/toy", {"path": toy["path"]})  # not under the root
+    assert outside.status == 400 and outside.json()["error"]["field"] == "path"
 
 
 def test_put_validates_name_path_and_checkpoint_and_a_failure_changes_nothing(multi, root, toy_assets):
