@@ -138,3 +138,16 @@ def test_a_refused_checkpoint_changes_nothing(toy_dirs, multi, edit_checkpoint):
     assert engine.checkpoints == before and set(engine.pool.wrappers) == wrapped
     request = _assign([mixed_requests()[0]], ["shuffled"])
     assert engine.generate_batch(request)[0].text == engine.generate_batch(request)[0].text
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_merged_decode_with_many_checkpoints_equals_the_unmerged_engine(toy_dirs, variants, multi, arch):
+    """merge_decode folds a gate only when one checkpoint's rows are alone in the step: a mixed
+    batch that thins out to one checkpoint switches to the fold mid-flight, with the same tokens."""
+    merged = Engine.load(*toy_dirs[arch], name="start", device=DEVICE, dtype="float32", merge_decode=True)
+    for name, path in variants[arch].items():
+        merged.load_checkpoint(name, path)
+    requests = _assign(mixed_requests(), ["shuffled", "start", "small", "shuffled"])
+    got = merged.generate_batch(requests)
+    assert [summary(r) for r in got] == [summary(r) for r in multi[arch].generate_batch(requests)]
+    assert any(w.w_eff is not None for w in merged.pool.wrappers.values())  # the fold ran
