@@ -47,12 +47,12 @@ class Entry:
     checkpoint: Any = None  # bem_runtime.model.Checkpoint once loaded
 
     def json(self) -> dict:
+        """The admin API's shape; loaded_at is RFC 3339 UTC, the figures null while loading."""
         ckpt = self.checkpoint
-        loaded_at = None
-        if ckpt is not None:
-            loaded_at = datetime.fromtimestamp(ckpt.loaded_at, timezone.utc).isoformat(timespec="seconds")
+        loaded_at = (datetime.fromtimestamp(ckpt.loaded_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                     if ckpt is not None else None)
         return {"name": self.name, "path": str(self.path), "state": self.state.value,
-                "loaded_at": loaded_at.replace("+00:00", "Z") if loaded_at else None,
+                "loaded_at": loaded_at,
                 "bytes": ckpt.nbytes if ckpt is not None else None,
                 "num_experts": ckpt.num_experts if ckpt is not None else None}
 
