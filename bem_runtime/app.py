@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 from aiohttp import web
@@ -16,21 +17,39 @@ from bem_runtime.middlewares import add_headers, context_middleware, guard_middl
 from bem_runtime.ratelimit import TokenBuckets
 from bem_runtime.routes import setup_routes
 from bem_runtime.scheduler import Scheduler
-from bem_runtime.settings import Settings
+from bem_runtime.registry import Registry
+from bem_runtime.settings import (Settings, checkpoint_root, read_admin_token,
+                                  read_checkpoints_file)
 from bem_runtime.state import STATE, AppState
 
 log = logging.getLogger("bem_runtime.app")
 LOAD_TASK = web.AppKey("bem_load_task", asyncio.Task)
 
 
+def start_list(settings: Settings) -> dict[str, Path]:
+    """--checkpoints-file: name -> directory (relative paths under the checkpoint root)."""
+    if settings.checkpoints_file is None:
+        return {}
+    root = checkpoint_root(settings) or Path(".")
+    return {name: root / raw for name, raw in read_checkpoints_file(settings.checkpoints_file).items()}
+
+
 def create_app(settings: Settings, engine: Any = None) -> web.Application:
     """Build the app; pass `engine` to serve an already loaded model (tests, the bench)."""
     app = web.Application(client_max_size=settings.max_body_bytes,
                           middlewares=[context_middleware, guard_middleware])
-    app[STATE] = AppState(settings=settings, metrics=Metrics(),
+    metrics = Metrics()
+    registry = Registry(settings, metrics)
+    if settings.bem_dir is not None:
+        registry.expect(settings.model_name, settings.bem_dir)
+    for name, path in start_list(settings).items():
+        registry.expect(name, path)
+    admin_token = (read_admin_token(settings.admin_token_file)
+                   if settings.admin_token_file is not None else None)
+    app[STATE] = AppState(settings=settings, metrics=metrics,
                           keys=ApiKeys(settings.all_api_keys()),
                           buckets=TokenBuckets(settings.rate_limit_rps, settings.rate_limit_burst),
-                          engine=engine)
+                          registry=registry, admin_token=admin_token, engine=engine)
     setup_routes(app)
     app.on_response_prepare.append(add_headers)
     app.cleanup_ctx.append(_cache_ctx)
@@ -92,12 +111,14 @@ async def _load_and_warm(state: AppState) -> None:
             "error": str(exc), "error_type": type(exc).__name__,
             "model_dir": str(s.model_dir), "bem_dir": str(s.bem_dir)})
         raise
+    state.registry.attach(state.engine, state.scheduler.call)
     state.ready = True
-    state.created = int(time.time())
     state.metrics.ready.set(1)
     log.info("Loaded and warmed up the model", extra={
         "device": str(state.engine.device), "seconds": round(time.perf_counter() - start, 2),
         "load_report": dict(state.engine.load_report)})
+    # The start list loads after /ready: requests naming one of them get 503 until it has.
+    await state.registry.load_start_list(start_list(s))
 
 
 def _load_engine(s: Settings) -> Any:
@@ -114,8 +135,8 @@ def _load_engine(s: Settings) -> Any:
         top_k=s.top_k, chunk_size=s.chunk_size, hysteresis=s.hysteresis,
         temperature=s.router_temperature, sigma_max=s.sigma_max, trust_region=s.trust_region,
         min_confidence=s.min_confidence)
-    return Engine.load(s.model_dir, s.bem_dir, device=s.device, overrides=overrides,
-                       merge_decode=s.merge_decode)
+    return Engine.load(s.model_dir, s.bem_dir, name=s.model_name, device=s.device,
+                       overrides=overrides, merge_decode=s.merge_decode)
 
 
 async def drain(app: web.Application, deadline: float) -> bool:

@@ -17,6 +17,14 @@ class ApiKeys:
     def enabled(self) -> bool:
         return bool(self._keys)
 
+    def matches(self, given: str) -> bool:
+        """Whether `given` is one of the keys (compared against every key, in constant time)."""
+        raw = given.encode("utf-8")
+        matched = False
+        for key in self._keys:
+            matched |= hmac.compare_digest(raw, key)
+        return matched
+
     def check(self, request: web.Request) -> str | None:
         """Return a stable id of the key (for rate limiting), None when auth is off."""
         if not self._keys:
@@ -25,14 +33,10 @@ class ApiKeys:
         if given is None:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' or "
                                "'X-API-Key: <key>'", field="Authorization")
-        raw = given.encode("utf-8")
-        # Compare against every key so timing does not reveal which one nearly matched.
-        matched = False
-        for key in self._keys:
-            matched |= hmac.compare_digest(raw, key)
-        if not matched:
+        # Compared against every key so timing does not reveal which one nearly matched.
+        if not self.matches(given):
             raise Unauthorized("invalid API key", field="Authorization")
-        return "key:" + hashlib.sha256(raw).hexdigest()[:16]
+        return "key:" + hashlib.sha256(given.encode("utf-8")).hexdigest()[:16]
 
 
 def _presented_key(request: web.Request) -> str | None:

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from bem_runtime.settings import SETTINGS, Setting, Settings, env_only_values, env_raw
+from bem_runtime.settings import (SETTINGS, Setting, Settings, env_only_values, env_raw,
+                                  read_admin_token, read_checkpoints_file)
 
 
 def _dest(s: Setting) -> str:
@@ -44,6 +45,24 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**values)
 
 
+def check_checkpoint_settings(settings: Settings) -> None:
+    """Fail at start (exit 2) on an unreadable admin token or start list, or one that does not
+    fit --max-checkpoints."""
+    if settings.admin_token_file is not None:
+        token = read_admin_token(settings.admin_token_file)
+        if token in settings.all_api_keys():
+            raise ValueError("the admin token must not also be a client API key")
+    if settings.checkpoints_file is not None:
+        names = read_checkpoints_file(settings.checkpoints_file)
+        if settings.model_name in names:
+            raise ValueError(f"checkpoints file {settings.checkpoints_file} names "
+                             f"'{settings.model_name}', the --model-name of --bem-dir")
+        if len(names) + 1 > settings.max_checkpoints:
+            raise ValueError(f"checkpoints file {settings.checkpoints_file} lists {len(names)} "
+                             f"checkpoints; with --bem-dir's that exceeds --max-checkpoints="
+                             f"{settings.max_checkpoints}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "make-toy":
@@ -58,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("--model-dir and --bem-dir (or BEM_MODEL_DIR and "
                              "BEM_CHECKPOINT_DIR) are required")
         settings.all_api_keys()  # fail now on an unreadable or empty key file
+        check_checkpoint_settings(settings)
     except ValueError as exc:
         print(f"bem-runtime: error: {exc}", file=sys.stderr)
         return 2

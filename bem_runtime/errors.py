@@ -33,6 +33,11 @@ class Unauthorized(ApiError):
     type = "unauthorized"
 
 
+class Forbidden(ApiError):
+    status = 403
+    type = "forbidden"
+
+
 class NotFound(ApiError):
     status = 404
     type = "not_found"
@@ -43,6 +48,11 @@ class MethodNotAllowed(ApiError):
     type = "method_not_allowed"
 
 
+class Conflict(ApiError):
+    status = 409
+    type = "conflict"
+
+
 class PayloadTooLarge(ApiError):
     status = 413
     type = "payload_too_large"
@@ -51,6 +61,13 @@ class PayloadTooLarge(ApiError):
 class UnsupportedMediaType(ApiError):
     status = 415
     type = "unsupported_media_type"
+
+
+class InvalidCheckpoint(ApiError):
+    """A checkpoint that is not valid for this base model (the load error says why)."""
+
+    status = 422
+    type = "invalid_checkpoint"
 
 
 class RateLimited(ApiError):

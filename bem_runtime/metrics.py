@@ -1,7 +1,10 @@
 """All Prometheus metrics of the runtime, in one place, on a registry owned by each app.
 
 Names beginning with the seed's (bem_requests_total, ...) are kept because dashboards and the
-HPA's adapter rules use them. Labels stay few and bounded (endpoint, status, type, expert).
+HPA's adapter rules use them. Labels stay few and bounded (endpoint, status, type, expert, and
+checkpoint: at most --max-checkpoints names are resident at once). bem_requests_total keeps its
+two labels, which the autoscaler's query and its contract test pin; the checkpoint of each
+request is counted beside it in bem_checkpoint_requests_total.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import time
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
                                disable_created_metrics, generate_latest)
 
+LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 RPS_WINDOW_S = 60.0
@@ -25,6 +29,10 @@ class Metrics:
         r = self.registry
         self.requests = Counter("bem_requests_total", "HTTP requests handled",
                                 ["endpoint", "status"], registry=r)
+        self.checkpoint_requests = Counter(
+            "bem_checkpoint_requests_total", "HTTP requests that selected a checkpoint (the "
+            "checkpoint label is empty for the bare base model)", ["checkpoint", "endpoint", "status"],
+            registry=r)
         self.request_duration = Histogram("bem_request_duration_seconds",
                                           "HTTP request latency", ["endpoint"],
                                           buckets=LATENCY_BUCKETS, registry=r)
@@ -37,8 +45,18 @@ class Metrics:
         self.safety = Counter("bem_safety_violations_total",
                               "Governance clamps and run-time safety events", ["type"], registry=r)
         self.routing = Counter("bem_routing_decisions_total",
-                               "Chunks routed to each expert", ["expert"], registry=r)
-        self.tokens = Counter("bem_tokens_total", "Tokens processed", ["kind"], registry=r)
+                               "Chunks routed to each expert of each checkpoint",
+                               ["expert", "checkpoint"], registry=r)
+        self.tokens = Counter("bem_tokens_total", "Tokens processed", ["kind", "checkpoint"],
+                              registry=r)
+        self.checkpoints_resident = Gauge("bem_checkpoints_resident",
+                                          "BEM checkpoints resident over the base model", registry=r)
+        self.checkpoint_load_duration = Histogram(
+            "bem_checkpoint_load_duration_seconds", "Time to read, validate and govern a "
+            "checkpoint", buckets=LOAD_BUCKETS, registry=r)
+        self.checkpoint_load_failures = Counter(
+            "bem_checkpoint_load_failures_total", "Checkpoint loads refused, by reason",
+            ["reason"], registry=r)
         self.batch_size = Histogram("bem_batch_size", "Rows in flight per decode step",
                                     buckets=BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge("bem_queue_depth", "Requests waiting for a batch", registry=r)
@@ -57,18 +75,24 @@ class Metrics:
         self.ready = Gauge("bem_ready", "1 when the model is loaded and warm", registry=r)
         self._recent: collections.deque[float] = collections.deque()
 
-    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+    def observe_request(self, endpoint: str, status: int, seconds: float,
+                        checkpoint: str | None = None) -> None:
+        """checkpoint: the name a generating request selected ("" for the bare base model),
+        None for requests that select none."""
         self.requests.labels(endpoint, str(status)).inc()
+        if checkpoint is not None:
+            self.checkpoint_requests.labels(checkpoint, endpoint, str(status)).inc()
         self.request_duration.labels(endpoint).observe(seconds)
         self._recent.append(time.monotonic())
 
     def observe_result(self, result) -> None:
         """Record tokens, routing and safety events of one GenerationResult."""
-        self.tokens.labels("prompt").inc(result.prompt_tokens)
-        self.tokens.labels("completion").inc(result.completion_tokens)
+        name = result.checkpoint or ""
+        self.tokens.labels("prompt", name).inc(result.prompt_tokens)
+        self.tokens.labels("completion", name).inc(result.completion_tokens)
         for decision in result.routing:
             for expert in decision.experts:
-                self.routing.labels(str(expert)).inc()
+                self.routing.labels(str(expert), name).inc()
         for kind, count in result.safety_events.items():
             if count:
                 self.safety.labels(kind).inc(count)

@@ -10,6 +10,7 @@ import uuid
 from aiohttp import web
 
 from bem_runtime import errors
+from bem_runtime.admin import is_admin_path
 from bem_runtime.logs import request_id
 from bem_runtime.state import STATE
 
@@ -62,7 +63,7 @@ async def context_middleware(request: web.Request, handler) -> web.StreamRespons
         elapsed = time.perf_counter() - start
         status = response.status if response is not None else 499  # client went away
         endpoint = _endpoint(request)
-        state.metrics.observe_request(endpoint, status, elapsed)
+        state.metrics.observe_request(endpoint, status, elapsed, request.get("checkpoint"))
         access_log.info("Handled %s %s", request.method, request.path, extra={
             "status": status, "duration_ms": round(elapsed * 1000, 2),
             "client": request.remote, "endpoint": endpoint})
@@ -71,13 +72,16 @@ async def context_middleware(request: web.Request, handler) -> web.StreamRespons
 
 @web.middleware
 async def guard_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """API paths only: refuse while draining, then check the key, then the rate limit."""
+    """API paths only: refuse while draining, then check the key, then the rate limit. The
+    admin API checks its own token (admin.py)."""
     if not request.path.startswith(API_PREFIXES) or request.match_info.http_exception:
         return await handler(request)  # unmatched: the precise 404/405 helps more than a 401
     state = request.app[STATE]
     if state.draining:
         raise errors.ServiceUnavailable("server is shutting down; retry on another replica",
                                         retry_after=1, type_="draining")
+    if is_admin_path(request.path):
+        return await handler(request)
     client = state.keys.check(request) or f"ip:{request.remote}"
     state.buckets.take(client)
     return await handler(request)

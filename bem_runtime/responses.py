@@ -1,6 +1,6 @@
 """The JSON shapes the runtime answers with, for plain and streamed (SSE) responses alike:
-/v1/generate (body, token event, done event) and /v1/completions (body, chunk, last chunk), plus
-the usage block and the cacheable form of an engine result.
+/v1/generate (body, token event, done event), /v1/completions and /v1/chat/completions (body,
+chunk, last chunk), plus the usage block and the cacheable form of an engine result.
 
 Plain data in, dicts out: no aiohttp here, so handlers.py and sse.py both build on this module
 instead of on each other.
@@ -95,4 +95,35 @@ def completion_last_chunk(head: dict, outcome: Any) -> dict:
     """The stream's last chunk: no text, the finish reason and the usage."""
     r = outcome.result
     return {**head, "choices": [completion_choice("", r.finish_reason)],
+            "usage": usage(r.prompt_tokens, r.completion_tokens)}
+
+
+# /v1/chat/completions (the OpenAI chat.completion shape)
+
+
+def chat_head(request_id: str, model_name: str) -> dict:
+    return {"id": "chatcmpl-" + request_id, "object": "chat.completion",
+            "created": int(time.time()), "model": model_name}
+
+
+def chat_completion(head: dict, outcome: Any) -> dict:
+    """The plain /v1/chat/completions body."""
+    data = outcome_json(outcome)
+    choice = {"index": 0, "message": {"role": "assistant", "content": data["text"]},
+              "logprobs": None, "finish_reason": data["finish_reason"]}
+    return {**head, "choices": [choice],
+            "usage": usage(data["prompt_tokens"], data["completion_tokens"])}
+
+
+def chat_chunk(head: dict, delta: dict, finish_reason: str | None = None) -> dict:
+    """One streamed piece: the first carries the role, the others content."""
+    return {**head, "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                         "finish_reason": finish_reason}]}
+
+
+def chat_last_chunk(head: dict, outcome: Any) -> dict:
+    """The stream's last chunk: an empty delta, the finish reason and the usage."""
+    r = outcome.result
+    return {**chat_chunk(head, {}, r.finish_reason),
             "usage": usage(r.prompt_tokens, r.completion_tokens)}

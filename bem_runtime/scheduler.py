@@ -29,8 +29,7 @@ TokenSink = Callable[[str], None]
 
 @dataclass(eq=False)
 class Job:
-    request: Any  # bem_runtime.model.GenerationRequest
-    use_bem: bool
+    request: Any  # bem_runtime.model.GenerationRequest (its checkpoint, or the bare base model)
     future: asyncio.Future
     on_token: TokenSink | None = None
     enqueued: float = field(default_factory=time.perf_counter)
@@ -77,8 +76,7 @@ class Scheduler:
         # Never wait here for a step in progress: the drain deadline is already accounted for.
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def submit(self, request: Any, *, use_bem: bool = True,
-               on_token: TokenSink | None = None) -> Job:
+    def submit(self, request: Any, *, on_token: TokenSink | None = None) -> Job:
         if self._closed:
             raise ServiceUnavailable("server is shutting down; retry on another replica",
                                      type_="draining")
@@ -89,7 +87,7 @@ class Scheduler:
             raise ServiceUnavailable(
                 f"request queue is full ({self.max_queue} waiting); retry later",
                 retry_after=wait, type_="overloaded")
-        job = Job(request, use_bem, asyncio.get_running_loop().create_future(), on_token)
+        job = Job(request, asyncio.get_running_loop().create_future(), on_token)
         self._queue.append(job)
         self._wake.set()
         self._set_depth()
@@ -136,7 +134,7 @@ class Scheduler:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        batches = self._open_batches()
+        batch = self._open_batch()
         while True:
             if not self._running:
                 await self._wait_for_work()
@@ -146,19 +144,21 @@ class Scheduler:
                 continue
             try:
                 events, gone = await loop.run_in_executor(
-                    self._executor, self._iterate, batches, admit, cancel)
+                    self._executor, self._iterate, batch, admit, cancel)
             except Exception as exc:  # the engine failed: every row in flight gets the error
                 log.warning("Engine step with %d rows failed: %s", len(self._running), exc)
                 for job in self._running:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 self._running.clear()
-                batches = self._open_batches()
+                batch = self._open_batch()
                 continue
             self._deliver(events, gone)
 
-    def _open_batches(self) -> dict[bool, Any]:
-        return {use_bem: self.engine.open_batch(use_bem, hold=self.hold) for use_bem in (True, False)}
+    def _open_batch(self) -> Any:
+        """One batch for every request: rows of different checkpoints (and of the bare base
+        model) share each decode step."""
+        return self.engine.open_batch(hold=self.hold)
 
     async def _wait_for_work(self) -> None:
         """Idle: wait for a job; static batching then waits up to window_s for more. Continuous
@@ -194,19 +194,15 @@ class Scheduler:
         self._set_depth()
         return admit
 
-    def _iterate(self, batches: dict[bool, Any], admit: list[Job],
+    def _iterate(self, batch: Any, admit: list[Job],
                  cancel: set[Job]) -> tuple[list[Any], list[Any]]:
         """Engine thread: drop cancelled rows, one step for the others, then prefill new rows."""
-        events: list[Any] = []
-        gone: list[Any] = []
-        for use_bem, batch in batches.items():
-            gone += batch.cancel({j for j in cancel if j.use_bem is use_bem})
-            events += batch.step()
-            new = [(j, j.request) for j in admit if j.use_bem is use_bem]
-            if new:
-                events += batch.admit(new)
-        if self.metrics is not None and (rows := sum(len(b) for b in batches.values())):
-            self.metrics.batch_size.observe(rows)
+        gone = batch.cancel(cancel)
+        events = batch.step()
+        if admit:
+            events += batch.admit([(j, j.request) for j in admit])
+        if self.metrics is not None and len(batch):
+            self.metrics.batch_size.observe(len(batch))
         return events, gone
 
     def _deliver(self, events: list[Any], gone: list[Any]) -> None:

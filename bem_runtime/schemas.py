@@ -13,9 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bem_runtime.errors import InvalidInput, UnsupportedMediaType
 
 MAX_STOP_SEQUENCES = 4
+MAX_MESSAGES = 256
+MAX_MESSAGE_CHARS = 1 << 20  # the body limit (--max-body-bytes) bounds it first
 SEED_MAX = 2**63 - 1
 
 Prompt = Annotated[str, Field(min_length=1)]
+ModelName = Annotated[str, Field(min_length=1, max_length=253)]
 Temperature = Annotated[float, Field(ge=0.0, le=10.0)]
 TopP = Annotated[float, Field(gt=0.0, le=1.0)]
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
@@ -29,6 +32,7 @@ class _Strict(BaseModel):
 
 class GenerateBody(_Strict):
     prompt: Prompt
+    model: ModelName | None = None  # a resident checkpoint; default: --model-name
     max_new_tokens: Annotated[int, Field(ge=1)] = 64
     temperature: Temperature = 1.0
     top_p: TopP = 1.0
@@ -41,12 +45,19 @@ class GenerateBody(_Strict):
 
 class RouteBody(_Strict):
     prompt: Prompt
+    model: ModelName | None = None
+
+
+class CheckpointBody(_Strict):
+    """PUT /v1/checkpoints/{name}: the checkpoint directory (absolute, or under the root)."""
+
+    path: Annotated[str, Field(min_length=1, max_length=4096)]
 
 
 class CompletionBody(_Strict):
     """OpenAI /v1/completions; fields we cannot honour only accept their neutral value."""
 
-    model: Annotated[str, Field(min_length=1)]
+    model: ModelName
     prompt: Prompt
     max_tokens: Annotated[int, Field(ge=1)] = 16
     temperature: Temperature = 1.0
@@ -61,6 +72,56 @@ class CompletionBody(_Strict):
     presence_penalty: Literal[0, 0.0] = 0
     frequency_penalty: Literal[0, 0.0] = 0
     user: str | None = None
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: (Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
+              | Annotated[list[TextPart], Field(min_length=1, max_length=64)])
+    name: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+    def template_input(self) -> dict[str, str]:
+        """What the chat template reads: role and the text (parts joined)."""
+        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        return {"role": self.role, "content": text}
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class ChatBody(_Strict):
+    """OpenAI /v1/chat/completions; fields we cannot honour only accept their neutral value."""
+
+    model: ModelName
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Temperature = 1.0
+    top_p: TopP = 1.0
+    seed: Seed | None = None
+    stop: Stop = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: Literal[1] = 1
+    logprobs: Literal[False] | None = None
+    presence_penalty: Literal[0, 0.0] = 0
+    frequency_penalty: Literal[0, 0.0] = 0
+    user: str | None = None
+
+    def token_limit(self) -> tuple[int | None, str]:
+        """The requested completion length and the field it came from."""
+        if self.max_tokens is not None and self.max_completion_tokens is not None:
+            raise InvalidInput("send max_completion_tokens or max_tokens, not both",
+                               field="max_completion_tokens")
+        if self.max_tokens is not None:
+            return self.max_tokens, "max_tokens"
+        return self.max_completion_tokens, "max_completion_tokens"
 
 
 def stop_tuple(stop: str | list[str] | None) -> tuple[str, ...]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +80,24 @@ class Settings:
         None, "BEM_CHECKPOINT_DIR", "BEM checkpoint directory", "--bem-dir", cache_key=BEM_DIR)
     model_name: str = _setting(
         "bem", "BEM_MODEL_NAME", "model id served in /v1/models", "--model-name", cache_key=MODEL)
+    max_checkpoints: int = _setting(
+        8, "BEM_MAX_CHECKPOINTS",
+        "BEM checkpoints resident at once over the one base model (the --bem-dir one counts)",
+        "--max-checkpoints")
+    checkpoints_file: Path | None = _setting(
+        None, "BEM_CHECKPOINTS_FILE",
+        'JSON {"<name>": "<path>", ...}: more checkpoints loaded at start, after --bem-dir',
+        "--checkpoints-file")
+    checkpoint_root: Path | None = _setting(
+        None, "BEM_CHECKPOINT_ROOT",
+        "directory the admin API may load checkpoints from (symlinks resolved); relative paths "
+        "are taken under it (default: the directory above --bem-dir)",
+        "--checkpoint-root")
+    admin_token_file: Path | None = _setting(
+        None, "BEM_ADMIN_TOKEN_FILE",
+        "file holding the bearer token of the admin API (/v1/checkpoints); without it the admin "
+        "API answers 403",
+        "--admin-token-file")
     host: str = _setting("127.0.0.1", "BEM_HOST", "bind address (0.0.0.0 in a pod)", "--host")
     port: int = _setting(8080, "BEM_PORT", "TCP port", "--port")
     api_key_file: Path | None = _setting(
@@ -163,7 +183,7 @@ class Settings:
         if self.log_level not in LOG_LEVELS:
             problems.append(f"log level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         for name in ("max_batch_size", "max_queue", "max_new_tokens_limit", "max_body_bytes",
-                     "rate_limit_burst"):
+                     "rate_limit_burst", "max_checkpoints"):
             if getattr(self, name) < 1:
                 problems.append(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("request_timeout", "drain_timeout", "cache_ttl", "rate_limit_rps"):
@@ -244,6 +264,49 @@ def cache_identity(settings: Settings) -> dict[str, Any]:
         elif s.cache_key is not None:
             out[s.cache_key] = str(getattr(settings, s.name))
     return out
+
+
+def checkpoint_root(settings: Settings) -> Path | None:
+    """Where the admin API may load from: --checkpoint-root, else the directory above --bem-dir."""
+    if settings.checkpoint_root is not None:
+        return settings.checkpoint_root
+    return settings.bem_dir.parent if settings.bem_dir is not None else None
+
+
+def read_admin_token(path: Path) -> str:
+    """The first non-blank line of the token file (Secrets often end with a newline)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read admin token file {path}: {exc}") from exc
+    token = next((line.strip() for line in lines if line.strip()), "")
+    if len(token) < 16:
+        raise ValueError(f"admin token file {path} must hold a token of at least 16 characters")
+    return token
+
+
+def read_checkpoints_file(path: Path) -> dict[str, str]:
+    """The start list: a JSON object of checkpoint name -> directory."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read checkpoints file {path}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"checkpoints file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict) or not all(isinstance(v, str) and v for v in raw.values()):
+        raise ValueError(f'checkpoints file {path} must hold a JSON object {{"<name>": "<path>", ...}}')
+    bad = [name for name in raw if not is_checkpoint_name(name)]
+    if bad:
+        raise ValueError(f"checkpoints file {path}: names {bad} are not DNS-1123 labels "
+                         "(lower-case letters, digits and '-', at most 63)")
+    return raw
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def is_checkpoint_name(name: str) -> bool:
+    return isinstance(name, str) and _DNS_LABEL.fullmatch(name) is not None
 
 
 def read_key_file(path: Path) -> list[str]:

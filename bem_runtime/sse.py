@@ -1,4 +1,4 @@
-"""Server-sent events for /v1/generate and /v1/completions (stream=true).
+"""Server-sent events for /v1/generate, /v1/completions and /v1/chat/completions (stream=true).
 
 The job is queued before the response starts, so overload and validation still answer with a
 JSON error and the right status. After that, failures arrive as an SSE `error` event.
@@ -20,11 +20,11 @@ log = logging.getLogger("bem_runtime.sse")
 _DONE = object()
 
 
-async def _events(state: AppState, req: Any, use_bem: bool,
+async def _events(state: AppState, req: Any,
                   request: web.Request) -> tuple[web.StreamResponse, AsyncIterator]:
     pieces: asyncio.Queue = asyncio.Queue()
     start = time.perf_counter()
-    job = state.scheduler.submit(req, use_bem=use_bem, on_token=pieces.put_nowait)
+    job = state.scheduler.submit(req, on_token=pieces.put_nowait)
     # Token callbacks are scheduled before the future resolves, so _DONE always comes last.
     job.future.add_done_callback(lambda _f: pieces.put_nowait(_DONE))
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
@@ -78,15 +78,15 @@ async def _run(response: web.StreamResponse, events: AsyncIterator, on_piece, on
     await response.write_eof()
 
 
-async def stream_generate(request: web.Request, state: AppState, req: Any, use_bem: bool,
+async def stream_generate(request: web.Request, state: AppState, req: Any,
                           profile: bool) -> web.StreamResponse:
-    response, events = await _events(state, req, use_bem, request)
+    response, events = await _events(state, req, request)
 
     async def piece(text: str) -> None:
         await _send(response, responses.generate_token(text))
 
     async def end(outcome: inference.Outcome) -> None:
-        body = responses.generate(request["request_id"], state.settings.model_name, outcome,
+        body = responses.generate(request["request_id"], req.checkpoint.name, outcome,
                                   profile)  # the plain response's shape
         await _send(response, responses.generate_done(body))
 
@@ -96,14 +96,38 @@ async def stream_generate(request: web.Request, state: AppState, req: Any, use_b
 
 async def stream_completion(request: web.Request, state: AppState,
                             req: Any) -> web.StreamResponse:
-    response, events = await _events(state, req, True, request)
-    head = responses.completion_head(request["request_id"], state.settings.model_name)
+    response, events = await _events(state, req, request)
+    head = responses.completion_head(request["request_id"], req.checkpoint.name)
 
     async def piece(text: str) -> None:
         await _send(response, responses.completion_chunk(head, text))
 
     async def end(outcome: inference.Outcome) -> None:
         await _send(response, responses.completion_last_chunk(head, outcome))
+        await _send(response, "[DONE]")
+
+    await _run(response, events, piece, end)
+    return response
+
+
+async def stream_chat(request: web.Request, state: AppState, req: Any) -> web.StreamResponse:
+    response, events = await _events(state, req, request)
+    head = responses.chat_head(request["request_id"], req.checkpoint.name)
+    opened = False
+
+    async def open_turn() -> None:  # OpenAI's first chunk carries the role only
+        nonlocal opened
+        if not opened:
+            opened = True
+            await _send(response, responses.chat_chunk(head, {"role": "assistant", "content": ""}))
+
+    async def piece(text: str) -> None:
+        await open_turn()
+        await _send(response, responses.chat_chunk(head, {"content": text}))
+
+    async def end(outcome: inference.Outcome) -> None:
+        await open_turn()
+        await _send(response, responses.chat_last_chunk(head, outcome))
         await _send(response, "[DONE]")
 
     await _run(response, events, piece, end)

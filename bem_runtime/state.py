@@ -10,6 +10,7 @@ from aiohttp import web
 from bem_runtime.auth import ApiKeys
 from bem_runtime.metrics import Metrics
 from bem_runtime.ratelimit import TokenBuckets
+from bem_runtime.registry import Registry
 from bem_runtime.scheduler import Scheduler
 from bem_runtime.settings import Settings
 
@@ -23,6 +24,8 @@ class AppState:
     metrics: Metrics
     keys: ApiKeys
     buckets: TokenBuckets
+    registry: Registry
+    admin_token: str | None = None  # None: the admin API is off
     engine: Any = None  # bem_runtime.model.Engine once loaded
     scheduler: Scheduler | None = None
     cache: ResponseCache | None = None
@@ -31,7 +34,6 @@ class AppState:
     load_error: BaseException | None = None
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
-    created: int = 0  # unix time the model became ready (for /v1/models)
 
     def enter(self) -> None:
         self.inflight += 1

@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from bem_runtime.model import Engine, GenerationRequest, SamplingParams
-from bem_runtime.model.bem import load_bem
+from bem_runtime.model.bem import BEMPool, read_checkpoint
 from bem_runtime.model.engine import resolve_device, resolve_dtype
 from bem_runtime.model.toy import build_tokenizer
 
@@ -110,7 +110,7 @@ def measure(engine: Engine, clock: StepClock, requests: list[GenerationRequest],
     modes = ["base", "bem"] + (["bem_merged"] if args.merge_decode else [])
 
     def once(mode: str) -> list[float]:
-        engine.bem.merge_decode = mode == "bem_merged"
+        engine.pool.merge_decode = mode == "bem_merged"
         return clock.step_times(engine, requests, use_bem=mode != "base")
 
     for _ in range(args.warmup):
@@ -147,8 +147,8 @@ def run(args: argparse.Namespace) -> dict:
     model = build_model(size, device, dtype)
     with tempfile.TemporaryDirectory() as tmp:
         write_checkpoint(Path(tmp), size, args.experts, args.rank, args.chunk_size, args.top_k)
-        bem = load_bem(model, Path(tmp), None)
-    engine = Engine(model, build_tokenizer(), bem, device)
+        start = read_checkpoint(model, Path(tmp), None)
+    engine = Engine(model, build_tokenizer(), BEMPool(model), device, start)
     engine.eos_ids = set()  # fixed-length generations: a random model may emit EOS at any step
     prompt_ids = (engine.encode(TEXT * 64))[: args.prompt_tokens]
     prompt = engine.tokenizer.decode(prompt_ids[1:])

@@ -1,20 +1,23 @@
-"""A BEM checkpoint attached to a base model: strict validation, governance, router hook."""
+"""BEM checkpoints over one base model: strict validation and governance at load (Checkpoint),
+and the pool that wraps the base model's projections once for all checkpoints and routes each
+row of a forward with its own checkpoint's router (BEMPool)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import functools
+import hashlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load as load_tensors
 from torch import nn
 
-from .adapter import BEMLinear, GateHolder
-from .config import TENSORS_FILE, BEMConfig, apply_overrides, read_config
+from .adapter import ActiveGate, BEMLinear, GateHolder, SiteExperts
+from .config import CONFIG_FILE, TENSORS_FILE, BEMConfig, apply_overrides, read_config
 from .errors import CheckpointError
 from .governance import govern
 from .routing import RoutingPolicy, RoutingState
@@ -24,15 +27,6 @@ from .types import RoutingOverrides
 
 class RoutingDone(Exception):
     """Raised by the router hook to stop a routing-only forward once the gates are known."""
-
-
-@dataclass
-class ForwardPlan:
-    """What the router hook needs for the forward in flight."""
-
-    state: RoutingState
-    counts: list[int]  # real (non-padding) tokens of each row, right-aligned
-    stop_after_routing: bool = False
 
 
 def expected_shapes(cfg: BEMConfig, sites: list[Site], d_model: int) -> dict[str, tuple[int, ...]]:
@@ -67,75 +61,6 @@ def check_tensors(tensors: dict[str, torch.Tensor], shapes: dict[str, tuple[int,
         raise CheckpointError("BEM checkpoint does not match the base model: " + "; ".join(problems[:5]) + more)
 
 
-@dataclass
-class AttachedBEM:
-    config: BEMConfig
-    policy: RoutingPolicy
-    sites: list[Site]
-    router_layer: nn.Module
-    router_weight: torch.Tensor  # [E, d_model] float32
-    router_bias: torch.Tensor  # [E] float32
-    wrappers: dict[str, BEMLinear]
-    load_report: dict[str, int]
-    holder: GateHolder
-    dtype: torch.dtype
-    merge_decode: bool = False  # fold a batch-wide gate into the weights for decode steps
-    plan: ForwardPlan | None = None
-    _hook: object = field(default=None, repr=False)
-    _cache: tuple[torch.Tensor, torch.Tensor, bool] | None = field(default=None, repr=False)
-
-    def _parent(self, model: nn.Module, name: str) -> tuple[nn.Module, str]:
-        parent, _, child = name.rpartition(".")
-        return model.get_submodule(parent), child
-
-    def attach(self, model: nn.Module) -> None:
-        for site in self.sites:
-            parent, child = self._parent(model, site.name)
-            setattr(parent, child, self.wrappers[site.name])
-        self._hook = self.router_layer.register_forward_pre_hook(self._route, with_kwargs=True)
-
-    def detach(self, model: nn.Module) -> None:
-        """Put the original projections back: the model is then exactly the bare base model."""
-        for site in self.sites:
-            parent, child = self._parent(model, site.name)
-            setattr(parent, child, site.module)
-        if self._hook is not None:
-            self._hook.remove()  # type: ignore[attr-defined]
-            self._hook = None
-
-    @contextlib.contextmanager
-    def bare(self, model: nn.Module) -> Iterator[None]:
-        self.detach(model)
-        try:
-            yield
-        finally:
-            self.attach(model)
-
-    def _route(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        plan = self.plan
-        if plan is None:
-            self.holder.gate = None
-            return
-        hidden = args[0] if args else kwargs["hidden_states"]
-        logits = F.linear(hidden.float(), self.router_weight, self.router_bias)
-        gates = plan.state.feed(self.policy.probabilities(logits), plan.counts)
-        if plan.stop_after_routing:
-            raise RoutingDone
-        if self._cache is None or self._cache[0] is not gates:  # decode steps reuse an unchanged gate
-            scaled = (gates * self.config.scale).repeat_interleave(self.config.rank, dim=-1).to(self.dtype)
-            self._cache = (gates, scaled, self._merge(scaled, plan))
-        _, self.holder.gate, self.holder.merged = self._cache
-
-    def _merge(self, scaled: torch.Tensor, plan: ForwardPlan) -> bool:
-        """Fold the gate into the weights when this is a decode step and all fed rows share it."""
-        if not self.merge_decode or scaled.shape[1] != 1 or not plan.state.uniform(plan.counts):
-            return False
-        row = next(i for i, n in enumerate(plan.counts) if n)
-        for wrapper in self.wrappers.values():
-            wrapper.merge(scaled[row, 0])
-        return True
-
-
 def _router_layer_index(cfg: BEMConfig, sites: list[Site]) -> int:
     first = min(s.layer for s in sites)
     index = first if cfg.router_layer is None else cfg.router_layer
@@ -147,31 +72,74 @@ def _router_layer_index(cfg: BEMConfig, sites: list[Site]) -> int:
     return index
 
 
-def load_bem(
+
+@dataclass(eq=False)
+class Checkpoint:
+    """One loaded BEM checkpoint: validated against the base, governed, not yet in any batch.
+
+    Compared by identity: a checkpoint replaced under the same name is another object, and the
+    rows still running on the old one keep it (and its tensors) alive until they finish."""
+
+    name: str
+    path: Path
+    config: BEMConfig
+    policy: RoutingPolicy
+    sites: list[Site]
+    router_index: int
+    router_weight: torch.Tensor  # [E, d_model] float32
+    router_bias: torch.Tensor  # [E] float32
+    experts: dict[str, SiteExperts]  # by site name
+    load_report: dict[str, int]
+    digest: str  # sha256 over the config and tensor files
+    dtype: torch.dtype
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def num_experts(self) -> int:
+        return self.config.num_experts
+
+    @property
+    def nbytes(self) -> int:
+        """Device memory the checkpoint adds to the base model."""
+        router = sum(t.numel() * t.element_size() for t in (self.router_weight, self.router_bias))
+        return router + sum(e.nbytes for e in self.experts.values())
+
+
+def read_checkpoint(
     model: nn.Module,
     bem_dir: Path,
     overrides: RoutingOverrides | None,
     *,
+    name: str = "bem",
     allow_qkv: bool = False,
-    merge_decode: bool = False,
-) -> AttachedBEM:
-    """Validate the checkpoint against the model, apply governance and attach it (all or nothing)."""
+) -> Checkpoint:
+    """Validate a checkpoint against the model and apply governance; the model is not touched."""
+    try:
+        return _read_checkpoint(model, bem_dir, overrides, name, allow_qkv)
+    except OSError as exc:  # a name too long, a directory not readable, ...
+        raise CheckpointError(f"cannot read BEM checkpoint {bem_dir}: {exc.strerror or exc}") from None
+
+
+def _read_checkpoint(
+    model: nn.Module, bem_dir: Path, overrides: RoutingOverrides | None, name: str, allow_qkv: bool
+) -> Checkpoint:
     cfg = apply_overrides(read_config(bem_dir), overrides)
     sites = resolve_sites(model, cfg.sites, cfg.layers, allow_qkv=allow_qkv)
     router_index = _router_layer_index(cfg, sites)
     path = bem_dir / TENSORS_FILE
-    if not path.is_file():
+    if not path.exists() or path.is_dir():  # a pipe is fine (tests hold a load open with one)
         raise CheckpointError(f"BEM checkpoint {bem_dir} has no {TENSORS_FILE}")
     try:
-        tensors = load_file(str(path))
+        raw = path.read_bytes()
+        tensors = load_tensors(raw)
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"cannot read {path}: {exc}") from exc
+    digest = hashlib.sha256((bem_dir / CONFIG_FILE).read_bytes() + b"\0" + raw).hexdigest()
     check_tensors(tensors, expected_shapes(cfg, sites, hidden_size(model)))
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
-    holder = GateHolder()
     report = {"spectral_clamp": 0, "trust_region": 0}
-    wrappers = {}
+    experts = {}
     for site in sites:
         a = tensors[f"A.{site.name}"].double()
         w_fro = torch.linalg.matrix_norm(site.weight_out_in().detach().double(), ord="fro").item()
@@ -180,22 +148,124 @@ def load_bem(
         )
         report["spectral_clamp"] += n_spec
         report["trust_region"] += n_trust
-        wrappers[site.name] = BEMLinear(site.module, a.to(device, dtype), b.to(device, dtype), holder)
+        experts[site.name] = SiteExperts.stack(a.to(device, dtype), b.to(device, dtype))
     policy = RoutingPolicy(
         cfg.num_experts, cfg.chunk_size, cfg.top_k, cfg.hysteresis, cfg.temperature, cfg.min_confidence
     )
-    bem = AttachedBEM(
+    return Checkpoint(
+        name=name,
+        path=bem_dir,
         config=cfg,
         policy=policy,
         sites=sites,
-        router_layer=find_layers(model)[1][router_index],
+        router_index=router_index,
         router_weight=tensors["router.weight"].float().to(device),
         router_bias=tensors["router.bias"].float().to(device),
-        wrappers=wrappers,
+        experts=experts,
         load_report=report,
-        holder=holder,
+        digest=digest,
         dtype=dtype,
-        merge_decode=merge_decode,
     )
-    bem.attach(model)
-    return bem
+
+
+@dataclass(eq=False)
+class RowGroup:
+    """The rows of one batch that use one checkpoint, with their routing state (row i of the
+    state is batch row members[i])."""
+
+    checkpoint: Checkpoint
+    state: RoutingState
+    members: list[int]
+    rows: torch.Tensor | None = None  # members on the device; None when they are every row in order
+    _scaled: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+
+    def scaled(self, gates: torch.Tensor) -> torch.Tensor:
+        """[n, T, E] gates -> [n, T, E*r] with alpha/r folded in; decode steps reuse an unchanged gate."""
+        if self._scaled is None or self._scaled[0] is not gates:
+            cfg = self.checkpoint.config
+            scaled = (gates * cfg.scale).repeat_interleave(cfg.rank, dim=-1).to(self.checkpoint.dtype)
+            self._scaled = (gates, scaled)
+        return self._scaled[1]
+
+
+@dataclass
+class ForwardPlan:
+    """What the router hooks need for the forward in flight."""
+
+    groups: list[RowGroup]
+    counts: list[int]  # real (non-padding) tokens of each batch row, right-aligned
+    stop_after_routing: bool = False
+    routed: int = 0
+
+
+class BEMPool:
+    """The base model's projections, each wrapped once for every checkpoint that attaches there,
+    and a router hook on each layer some checkpoint routes at. A forward with no plan (or a row
+    in no group) runs the bare base model."""
+
+    def __init__(self, model: nn.Module, *, merge_decode: bool = False) -> None:
+        self.model = model
+        self.holder = GateHolder()
+        self.wrappers: dict[str, BEMLinear] = {}
+        self.merge_decode = merge_decode  # fold a decode step's shared gate into the weights
+        self.plan: ForwardPlan | None = None
+        self._hooks: dict[int, object] = {}
+        self._merged: torch.Tensor | None = None  # the scaled gate the wrappers' w_eff hold
+
+    def install(self, ckpt: Checkpoint) -> None:
+        """Wrap the checkpoint's sites and hook its router layer (what is there already stays)."""
+        for site in ckpt.sites:
+            if site.name not in self.wrappers:
+                parent, _, child = site.name.rpartition(".")
+                wrapper = BEMLinear(site.name, site.module, self.holder)
+                setattr(self.model.get_submodule(parent), child, wrapper)
+                self.wrappers[site.name] = wrapper
+        if ckpt.router_index not in self._hooks:
+            layer = find_layers(self.model)[1][ckpt.router_index]
+            hook = functools.partial(self._route, ckpt.router_index)
+            self._hooks[ckpt.router_index] = layer.register_forward_pre_hook(hook, with_kwargs=True)
+
+    def begin(self, plan: ForwardPlan | None) -> None:
+        self.plan = plan
+        self.holder.reset()
+
+    def end(self) -> None:
+        self.begin(None)
+
+    def _route(self, index: int, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        plan = self.plan
+        if plan is None:
+            return
+        hidden = args[0] if args else kwargs["hidden_states"]
+        for group in plan.groups:
+            ckpt = group.checkpoint
+            if ckpt.router_index != index:
+                continue
+            h = hidden if group.rows is None else hidden.index_select(0, group.rows)
+            logits = F.linear(h.float(), ckpt.router_weight, ckpt.router_bias)
+            counts = [plan.counts[m] for m in group.members]
+            gates = group.state.feed(ckpt.policy.probabilities(logits), counts)
+            plan.routed += 1
+            if plan.stop_after_routing:
+                if plan.routed == len(plan.groups):
+                    raise RoutingDone
+                continue
+            scaled = group.scaled(gates)
+            if self._can_merge(plan, group, scaled, counts):
+                self.holder.merged = ckpt.experts
+                continue
+            self.holder.active.append(ActiveGate(ckpt.experts, scaled, group.rows))
+
+    def _can_merge(self, plan: ForwardPlan, group: RowGroup, scaled: torch.Tensor, counts: list[int]) -> bool:
+        """Fold the gate into the weights when this is a decode step of one checkpoint whose fed
+        rows all share one gate (the fold is redone only when that gate changes)."""
+        if not self.merge_decode or len(plan.groups) != 1 or group.rows is not None:
+            return False
+        if scaled.shape[1] != 1 or not group.state.uniform(counts):
+            return False
+        if self._merged is not scaled:
+            row = next(i for i, n in enumerate(counts) if n)
+            for name, experts in group.checkpoint.experts.items():
+                self.wrappers[name].merge(experts, scaled[row, 0])
+            self._merged = scaled
+        return True

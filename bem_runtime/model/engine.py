@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from jinja2 import TemplateError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .bem import AttachedBEM, load_bem
-from .errors import CheckpointError, PromptTooLongError
+from .bem import BEMPool, Checkpoint, RowGroup, read_checkpoint
+from .errors import ChatTemplateError, CheckpointError, PromptTooLongError
 from .routing import RoutingState
 from .runner import BatchForward
 from .session import DecodeBatch
@@ -62,22 +62,32 @@ def load_base(model_dir: Path, device: torch.device, dtype: torch.dtype):
 
 
 class Engine:
-    """Blocking engine; the server calls it from one worker thread (a lock serialises callers)."""
+    """Blocking engine; the server calls it from one worker thread (a lock serialises callers).
 
-    def __init__(self, model, tokenizer, bem: AttachedBEM, device: torch.device) -> None:
+    One frozen base model and any number of resident BEM checkpoints by name; the one it was
+    loaded with is the start checkpoint (`default`). Loading or removing a checkpoint never
+    changes a row already running: a row holds its Checkpoint object until it finishes."""
+
+    def __init__(
+        self, model, tokenizer, pool: BEMPool, device: torch.device, start: Checkpoint,
+        overrides: RoutingOverrides | None = None, allow_qkv: bool = False,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.bem = bem
+        self.pool = pool
         self.device = device
+        self.overrides = overrides  # deployment overrides: applied to every checkpoint loaded
+        self.allow_qkv = allow_qkv
+        self.checkpoints: dict[str, Checkpoint] = {}
+        self.default = start.name
         self.max_context = int(getattr(model.config, "max_position_embeddings", 2048))
-        self.num_experts = bem.config.num_experts
-        self.load_report = dict(bem.load_report)
         self.lock = threading.RLock()  # one forward at a time: adapters share one gate holder
         self._tok_lock = threading.Lock()  # fast tokenizers may fail when encoding from two threads
         eos = {tokenizer.eos_token_id, *_as_list(model.generation_config.eos_token_id)}
         self.eos_ids = {i for i in eos if i is not None}
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad) if pad is not None else 0
+        self.add_checkpoint(start)
 
     @classmethod
     def load(
@@ -85,6 +95,7 @@ class Engine:
         model_dir: str | Path,
         bem_dir: str | Path,
         *,
+        name: str = "bem",
         device: str = "auto",
         overrides: RoutingOverrides | None = None,
         dtype: str = "auto",
@@ -92,16 +103,69 @@ class Engine:
         merge_decode: bool = False,
     ) -> Engine:
         """allow_qkv: accept Q/K/V sites. merge_decode: on decode steps where every row shares
-        one gate, fold it into the weights (per-token cost of the base model; extra memory of one
-        weight copy per attached site; results equal up to float rounding)."""
+        one checkpoint and gate, fold it into the weights (per-token cost of the base model; extra
+        memory of one weight copy per attached site; results equal up to float rounding)."""
         dev = resolve_device(device)
         model, tokenizer = load_base(Path(model_dir), dev, resolve_dtype(dtype, dev))
-        bem = load_bem(model, Path(bem_dir), overrides, allow_qkv=allow_qkv, merge_decode=merge_decode)
+        start = read_checkpoint(model, Path(bem_dir), overrides, name=name, allow_qkv=allow_qkv)
+        engine = cls(model, tokenizer, BEMPool(model, merge_decode=merge_decode), dev, start, overrides, allow_qkv)
         log.info(
             "Loaded %s with %d BEM experts on %d sites (%s, %s); clamps %s",
-            type(model).__name__, bem.config.num_experts, len(bem.sites), dev, model.dtype, bem.load_report,
+            type(model).__name__, start.num_experts, len(start.sites), dev, model.dtype, start.load_report,
         )  # fmt: skip
-        return cls(model, tokenizer, bem, dev)
+        return engine
+
+    @property
+    def bem(self) -> Checkpoint:
+        """The start checkpoint."""
+        return self.checkpoints[self.default]
+
+    @property
+    def num_experts(self) -> int:
+        return self.bem.num_experts
+
+    @property
+    def load_report(self) -> dict[str, int]:
+        return dict(self.bem.load_report)
+
+    def read_checkpoint(self, name: str, bem_dir: str | Path) -> Checkpoint:
+        """Validate and govern a checkpoint for this base; nothing changes (CheckpointError)."""
+        with self.lock, torch.inference_mode():
+            return read_checkpoint(self.model, Path(bem_dir), self.overrides, name=name, allow_qkv=self.allow_qkv)
+
+    def add_checkpoint(self, ckpt: Checkpoint) -> Checkpoint | None:
+        """Make a read checkpoint resident under its name; returns the one it replaces."""
+        with self.lock:
+            self.pool.install(ckpt)
+            old = self.checkpoints.get(ckpt.name)
+            self.checkpoints[ckpt.name] = ckpt
+            return old
+
+    def load_checkpoint(self, name: str, bem_dir: str | Path) -> Checkpoint:
+        ckpt = self.read_checkpoint(name, bem_dir)
+        self.add_checkpoint(ckpt)
+        return ckpt
+
+    def remove_checkpoint(self, name: str) -> Checkpoint:
+        """New requests no longer find it; rows running on it finish (KeyError when unknown)."""
+        if name == self.default and len(self.checkpoints) == 1:
+            raise ValueError(f"'{name}' is the only resident checkpoint")
+        with self.lock:
+            return self.checkpoints.pop(name)
+
+    def checkpoint(self, name: str | None = None) -> Checkpoint:
+        """A resident checkpoint by name (None: the start checkpoint); KeyError when unknown."""
+        key = self.default if name is None else name
+        if key not in self.checkpoints:
+            raise KeyError(f"no checkpoint named '{key}'; resident: {sorted(self.checkpoints)}")
+        return self.checkpoints[key]
+
+    def checkpoint_for(self, request: GenerationRequest) -> Checkpoint | None:
+        if not request.use_bem:
+            return None
+        if isinstance(request.checkpoint, Checkpoint):
+            return request.checkpoint
+        return self.checkpoint(request.checkpoint)
 
     def encode(self, text: str) -> list[int]:
         with self._tok_lock:
@@ -109,6 +173,18 @@ class Engine:
         if not ids and self.tokenizer.bos_token_id is not None:
             ids = [self.tokenizer.bos_token_id]
         return ids
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """The prompt text of a conversation, by the tokenizer's chat template, ending with the
+        assistant's turn to answer."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ChatTemplateError("the base model's tokenizer has no chat template; send a plain "
+                                    "prompt to /v1/completions instead")
+        try:
+            with self._tok_lock:
+                return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except TemplateError as exc:  # e.g. a template that refuses a role order
+            raise ChatTemplateError(f"the chat template refused these messages: {exc}") from None
 
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
@@ -122,17 +198,19 @@ class Engine:
                 f"exceeds the model context of {self.max_context} tokens; shorten the prompt or lower max_new_tokens"
             )
 
-    def route(self, prompt: str) -> list[RoutingDecision]:
+    def route(self, prompt: str, checkpoint: str | Checkpoint | None = None) -> list[RoutingDecision]:
         """Routing decisions for the prompt's positions; runs the model only up to the router layer."""
         ids = self.encode(prompt)
         self.check_fits(0, ids, SamplingParams(max_new_tokens=1))
+        ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else self.checkpoint(checkpoint)
         with self.lock, torch.inference_mode():
-            state = RoutingState(self.bem.policy, [len(ids)], self.device)
-            BatchForward(self.model, [ids], self.pad_id, self.bem, state).route_only()
+            state = RoutingState(ckpt.policy, [len(ids)], self.device)
+            BatchForward(self.model, [ids], self.pad_id, self.pool, [RowGroup(ckpt, state, [0])]).route_only()
             return state.finish(0, len(ids))
 
     def score(
-        self, ids: list[int], prompt_len: int, *, incremental: bool = False, use_bem: bool = True
+        self, ids: list[int], prompt_len: int, *, incremental: bool = False, use_bem: bool = True,
+        checkpoint: str | None = None,
     ) -> tuple[torch.Tensor, list[RoutingDecision]]:
         """Teacher forcing: logits [len(ids), V] (float32, CPU) and routing decisions of a sequence.
 
@@ -141,11 +219,12 @@ class Engine:
         """
         if not 0 < prompt_len <= len(ids):
             raise ValueError(f"prompt_len must be in [1, {len(ids)}], got {prompt_len}")
-        bare = self.bem.bare(self.model) if not use_bem else contextlib.nullcontext()
-        with self.lock, bare, torch.inference_mode():
-            state = RoutingState(self.bem.policy, [prompt_len], self.device) if use_bem else None
+        ckpt = self.checkpoint(checkpoint)
+        with self.lock, torch.inference_mode():
+            state = RoutingState(ckpt.policy, [prompt_len], self.device) if use_bem else None
             first = ids[:prompt_len] if incremental else ids
-            batch = BatchForward(self.model, [first], self.pad_id, self.bem if use_bem else None, state)
+            groups = [RowGroup(ckpt, state, [0])] if state is not None else []
+            batch = BatchForward(self.model, [first], self.pad_id, self.pool, groups)
             parts = [batch.prefill(keep=0)[0]]
             if incremental:
                 parts += [batch.step([t], [True]) for t in ids[prompt_len:]]

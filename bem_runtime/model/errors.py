@@ -11,3 +11,7 @@ class NonFiniteLogitsError(RuntimeError):
 
 class PromptTooLongError(ValueError):
     """Prompt plus requested new tokens do not fit the model's context window."""
+
+
+class ChatTemplateError(ValueError):
+    """Messages the tokenizer's chat template cannot render (or a tokenizer without one)."""

@@ -6,7 +6,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from .bem import AttachedBEM, ForwardPlan, RoutingDone
+from .bem import BEMPool, ForwardPlan, RoutingDone, RowGroup
 from .routing import RoutingState
 
 
@@ -15,7 +15,8 @@ class BatchForward:
 
     Rows are left-padded so that every row's newest token sits in the last column; each row gets
     its own position ids, so padding never shifts a row's positions (its output does not depend
-    on the other rows).
+    on the other rows). The rows of each checkpoint form a group with its routing state; a row in
+    no group runs the bare base model. Rows leaving or joining renumber the groups' members.
     """
 
     def __init__(
@@ -23,12 +24,12 @@ class BatchForward:
         model: torch.nn.Module,
         rows: list[list[int]],
         pad_id: int,
-        bem: AttachedBEM | None = None,
-        routing: RoutingState | None = None,
+        pool: BEMPool | None = None,
+        groups: list[RowGroup] | None = None,
     ) -> None:
         self.model = model
-        self.bem = bem
-        self.routing = routing
+        self.pool = pool
+        self.groups = list(groups or [])  # rows in no group run the bare base model
         self.device = next(model.parameters()).device
         self.lengths = [len(r) for r in rows]
         width = max(self.lengths)
@@ -42,10 +43,24 @@ class BatchForward:
         self.cache = DynamicCache(config=model.config)
         self.cache.layers = [_AppendLayer() if type(layer) is DynamicLayer else layer for layer in self.cache.layers]
         self.pad_id = pad_id
+        self._index_groups()
+
+    def routing_of(self, row: int) -> tuple[RoutingState, int] | None:
+        """The routing state of a batch row and the row's index in it (None: a bare row)."""
+        for group in self.groups:
+            if row in group.members:
+                return group.state, group.members.index(row)
+        return None
+
+    def _index_groups(self) -> None:
+        every = list(range(len(self.lengths)))
+        for group in self.groups:
+            group.rows = None if group.members == every else torch.tensor(
+                group.members, dtype=torch.long, device=self.device)
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, counts: list[int], keep: int, stop: bool = False):
-        if self.bem is not None and self.routing is not None:
-            self.bem.plan = ForwardPlan(self.routing, counts, stop_after_routing=stop)
+        if self.pool is not None:
+            self.pool.begin(ForwardPlan(self.groups, counts, stop_after_routing=stop) if self.groups else None)
         try:
             out = self.model(
                 input_ids=ids,
@@ -56,10 +71,8 @@ class BatchForward:
                 logits_to_keep=keep,
             )
         finally:
-            if self.bem is not None:
-                self.bem.plan = None
-                self.bem.holder.gate = None
-                self.bem.holder.merged = False
+            if self.pool is not None:
+                self.pool.end()
         return out.logits
 
     def _prefill_positions(self) -> torch.Tensor:
@@ -75,7 +88,7 @@ class BatchForward:
             self._forward(self.input_ids, self._prefill_positions(), list(self.lengths), 1, stop=True)
         except RoutingDone:
             return
-        raise RuntimeError("the router hook did not run: is the BEM checkpoint attached?")
+        raise RuntimeError("the router hook did not run: is the BEM checkpoint installed?")
 
     def step(self, tokens: list[int], active: list[bool]) -> torch.Tensor:
         """Feed one token per row (finished rows feed padding that nobody reads); logits [B, V]."""
@@ -98,8 +111,7 @@ class BatchForward:
                 layer.keys, layer.values = layer.keys[idx], layer.values[idx]
         self.mask = self.mask[torch.tensor(keep, dtype=torch.long, device=self.device)]
         self.lengths = [self.lengths[i] for i in keep]
-        if self.routing is not None:
-            self.routing.select(keep)
+        self._select_groups(keep)
         used = self.mask.any(0).nonzero()
         first = int(used[0]) if len(used) else self.mask.shape[1]
         if first > 0:
@@ -120,9 +132,32 @@ class BatchForward:
                 mine.keys = torch.cat([_pad_left(mine.keys, width, 2), _pad_left(theirs.keys, width, 2)])
                 mine.values = torch.cat([_pad_left(mine.values, width, 2), _pad_left(theirs.values, width, 2)])
         self.mask = torch.cat([_pad_left(self.mask, width, 1), _pad_left(other.mask, width, 1)])
+        offset = len(self.lengths)
         self.lengths = self.lengths + other.lengths
-        if self.routing is not None and other.routing is not None:
-            self.routing.join(other.routing)
+        for theirs in other.groups:
+            theirs.members = [m + offset for m in theirs.members]
+            mine = next((g for g in self.groups if g.checkpoint is theirs.checkpoint), None)
+            if mine is None:
+                self.groups.append(theirs)
+            else:
+                mine.state.join(theirs.state)
+                mine.members += theirs.members
+        self._index_groups()
+
+    def _select_groups(self, keep: list[int]) -> None:
+        """Each group keeps its rows that stay, renumbered; a group left empty goes."""
+        new_row = {old: new for new, old in enumerate(keep)}
+        groups = []
+        for group in self.groups:
+            local = [i for i, m in enumerate(group.members) if m in new_row]
+            if not local:
+                continue
+            if len(local) < len(group.members):
+                group.state.select(local)
+            group.members = [new_row[group.members[i]] for i in local]
+            groups.append(group)
+        self.groups = groups
+        self._index_groups()
 
 
 class _AppendLayer(DynamicLayer):

@@ -14,14 +14,13 @@ finished, so each step costs what the batch's widest moment cost.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 
-from .bem import AttachedBEM
+from .bem import BEMPool, Checkpoint, RowGroup
 from .errors import NonFiniteLogitsError
 from .routing import RoutingState
 from .runner import BatchForward
@@ -34,15 +33,17 @@ class BatchEngine(Protocol):
     """What a DecodeBatch uses of the engine that opens it (engine.Engine). Declared here, where
     it is used, so that this module never imports the engine: the engine imports this one."""
 
-    model: Any  # the causal LM, BEM adapters attached
+    model: Any  # the causal LM, its projections wrapped by the pool
     tokenizer: Any
-    bem: AttachedBEM
+    pool: BEMPool
     device: torch.device
     lock: Any  # held around every forward pass (a threading.RLock)
     eos_ids: set[int]
     pad_id: int
 
     def encode(self, text: str) -> list[int]: ...
+
+    def checkpoint_for(self, request: GenerationRequest) -> Checkpoint | None: ...
 
     def check_fits(self, index: int, ids: list[int], params: SamplingParams) -> None: ...
 
@@ -55,6 +56,7 @@ class _Row:
     key: Any
     out: RowOutput
     gen: torch.Generator
+    checkpoint: Checkpoint | None  # None: the bare base model
     prompt_len: int
     tok_time: float
     start: float
@@ -82,20 +84,18 @@ class Cancelled:
 
 @dataclass
 class DecodeBatch:
-    """The rows in flight for one mode (with BEM, or the bare base model). Not thread-safe: one
-    engine thread drives it, each call under the engine's lock."""
+    """The rows in flight, whatever checkpoint each uses (or the bare base model): one forward
+    pass carries them all, each row with its own checkpoint's router and experts. Not
+    thread-safe: one engine thread drives it, each call under the engine's lock."""
 
     engine: BatchEngine
-    use_bem: bool = True
+    use_bem: bool = True  # False: every row runs the bare base model
     hold: bool = False  # finished rows stay in the forward pass until all have finished
     rows: list[_Row] = field(default_factory=list)
     forward: BatchForward | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    def _mode(self):
-        return contextlib.nullcontext() if self.use_bem else self.engine.bem.bare(self.engine.model)
 
     def admit(self, items: list[tuple[Any, GenerationRequest]]) -> list[StepEvent]:
         """Prefill new rows together and sample their first token; unfinished rows join."""
@@ -105,19 +105,19 @@ class DecodeBatch:
             try:
                 ids = eng.encode(req.prompt)
                 eng.check_fits(index, ids, req.params)
-            except ValueError as exc:  # PromptTooLongError is a ValueError
+                ckpt = eng.checkpoint_for(req) if self.use_bem else None
+            except (ValueError, KeyError) as exc:  # PromptTooLongError is a ValueError
                 events.append(StepEvent(key, error=exc))
                 continue
             gen = make_generator(req.params)
             out = RowOutput(eng.tokenizer, req.params, eng.eos_ids)
-            rows.append(_Row(key, out, gen, len(ids), time.perf_counter() - t0, t0))
+            rows.append(_Row(key, out, gen, ckpt, len(ids), time.perf_counter() - t0, t0))
             encoded.append(ids)
         if not rows:
             return events
-        with eng.lock, self._mode(), torch.inference_mode():
+        with eng.lock, torch.inference_mode():
             began = time.perf_counter()
-            state = RoutingState(eng.bem.policy, [len(x) for x in encoded], eng.device) if self.use_bem else None
-            fwd = BatchForward(eng.model, encoded, eng.pad_id, eng.bem if self.use_bem else None, state)
+            fwd = BatchForward(eng.model, encoded, eng.pad_id, eng.pool, _groups(rows, eng.device))
             logits = fwd.prefill()[:, -1]
             ended = time.perf_counter()
             for row in rows:
@@ -138,7 +138,7 @@ class DecodeBatch:
         if not self.rows:
             return []
         events: list[StepEvent] = []
-        with self.engine.lock, self._mode(), torch.inference_mode():
+        with self.engine.lock, torch.inference_mode():
             assert self.forward is not None
             logits = self.forward.step([self.engine.pad_id if r.spent else r.token for r in self.rows],
                                        [not r.spent for r in self.rows])
@@ -197,7 +197,7 @@ class DecodeBatch:
                 events.append(StepEvent(row.key, error=exc))
                 continue
             if row.out.done:
-                events.append(StepEvent(row.key, delta, result=self._result(i, row, fwd.routing)))
+                events.append(StepEvent(row.key, delta, result=self._result(i, row, fwd)))
             else:
                 if delta:
                     events.append(StepEvent(row.key, delta))
@@ -205,9 +205,10 @@ class DecodeBatch:
         return keep
 
     @staticmethod
-    def _result(i: int, row: _Row, state: RoutingState | None) -> GenerationResult:
+    def _result(i: int, row: _Row, fwd: BatchForward) -> GenerationResult:
         done = time.perf_counter()
-        routing = state.finish(i, row.prompt_len + row.out.sampled) if state is not None else []
+        found = fwd.routing_of(i)
+        routing = found[0].finish(found[1], row.prompt_len + row.out.sampled) if found is not None else []
         low = sum(d.used_base_only for d in routing)
         return GenerationResult(
             text=row.out.text,
@@ -222,7 +223,22 @@ class DecodeBatch:
                 "total": done - row.start,
             },
             safety_events={"low_confidence": low} if low else {},
+            checkpoint=row.checkpoint.name if row.checkpoint is not None else None,
         )
+
+
+def _groups(rows: list[_Row], device: torch.device) -> list[RowGroup]:
+    """One routing group per checkpoint among the new rows (bare rows are in none)."""
+    members: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        if row.checkpoint is not None:
+            members.setdefault(id(row.checkpoint), []).append(i)
+    groups = []
+    for idx in members.values():
+        ckpt = rows[idx[0]].checkpoint
+        state = RoutingState(ckpt.policy, [rows[i].prompt_len for i in idx], device)
+        groups.append(RowGroup(ckpt, state, idx))
+    return groups
 
 
 def _fill_holes(keep: list[int]) -> list[int]:

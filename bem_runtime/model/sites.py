@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from .adapter import BEMLinear
 from .errors import CheckpointError
 
 # Suffixes that name query/key/value projections (fused or not). Adapting them changes what
@@ -74,6 +75,8 @@ def resolve_sites(
         layer_modules = dict(layer_list[i].named_modules())
         for suffix in sites:
             module = layer_modules.get(suffix)
+            if isinstance(module, BEMLinear):  # wrapped for another checkpoint: the same projection
+                module = module.base
             name = f"{prefix}.{i}.{suffix}"
             if module is None:
                 linear = sorted(k for k, m in layer_modules.items() if isinstance(m, (nn.Linear, Conv1D)))

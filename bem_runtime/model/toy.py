@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -29,6 +30,12 @@ SITES = {"llama": ["self_attn.o_proj", "mlp.down_proj"], "gpt2": ["attn.c_proj",
 NUM_LAYERS, NUM_EXPERTS, RANK, ALPHA = 4, 4, 4, 8.0
 # Next-token fitting on _TEXT: enough for words, short enough for tests that build toys often.
 FIT_STEPS, FIT_LR, FIT_WINDOW, FIT_BATCH = 40, 5e-3, 48, 8
+# A chat template in the common shape (role headers, then the assistant's turn to answer); the
+# markers are plain text to this tokenizer. Jinja, rendered by transformers' apply_chat_template.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
 # Expert delta relative to the base weight: visible in the logits, small enough to keep words.
 EXPERT_STRENGTH = 0.15
 
@@ -43,7 +50,9 @@ def build_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
     )
     tok.train_from_iterator([_TEXT] * 4, trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
 
 
 def build_model(arch: str, vocab_size: int) -> torch.nn.Module:
@@ -138,3 +147,49 @@ def write_toy_assets(out_dir: Path, arch: str = "llama", seed: int = 0) -> tuple
     (bem / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(bem / TENSORS_FILE))
     return base, bem
+
+
+def write_variant(
+    src: Path,
+    out: Path,
+    seed: int,
+    *,
+    num_experts: int | None = None,
+    rank: int | None = None,
+    sites: list[str] | None = None,
+    layers: list[int] | None = None,
+    router_layer: int | None = None,
+) -> Path:
+    """Another checkpoint for the same base, derived from `src`: the router's rows are shuffled
+    and each expert's B re-signed (by `seed`), so it routes and answers differently with the same
+    norms; optionally fewer experts, a lower rank, fewer sites or layers, another router layer.
+    For tests and the benchmark of many checkpoints on one base."""
+    src, out = Path(src), Path(out)
+    cfg = json.loads((src / CONFIG_FILE).read_text(encoding="utf-8"))
+    tensors = load_file(str(src / TENSORS_FILE))
+    gen = torch.Generator().manual_seed(seed)
+    e = num_experts or cfg["num_experts"]
+    r = rank or cfg["rank"]
+    keep_sites = sites or cfg["sites"]
+    keep_layers = layers or cfg["layers"]
+    perm = torch.randperm(cfg["num_experts"], generator=gen)
+    signs = torch.randint(0, 2, (cfg["num_experts"], 1, 1), generator=gen) * 2 - 1
+    new: dict[str, torch.Tensor] = {
+        "router.weight": tensors["router.weight"][perm][:e],
+        "router.bias": tensors["router.bias"][perm][:e],
+    }
+    for name, t in tensors.items():
+        kind, _, module = name.partition(".")
+        if kind not in ("A", "B"):
+            continue
+        layer = int(re.search(r"\.(\d+)\.", module).group(1))
+        if layer not in keep_layers or not any(module.endswith("." + s) for s in keep_sites):
+            continue
+        new[name] = t[:e, :r] if kind == "A" else (t * signs)[:e, :, :r]
+    cfg.update(num_experts=e, rank=r, sites=keep_sites, layers=keep_layers)
+    cfg["router_layer"] = cfg["router_layer"] if router_layer is None else router_layer
+    cfg["routing"]["top_k"] = min(cfg["routing"]["top_k"], e)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    save_file({k: v.contiguous() for k, v in new.items()}, str(out / TENSORS_FILE))
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,10 @@ class SamplingParams:
 class GenerationRequest:
     prompt: str
     params: SamplingParams = field(default_factory=SamplingParams)
+    # A checkpoint's name, or the loaded checkpoint itself (so that a request keeps the one it
+    # was accepted for even if the name is replaced meanwhile); None: the engine's start checkpoint.
+    checkpoint: Any = None
+    use_bem: bool = True  # False: the bare base model
 
 
 @dataclass
@@ -56,6 +61,7 @@ class GenerationResult:
     routing: list[RoutingDecision]
     timings: dict[str, float]  # seconds: "tokenize", "prefill", "decode", "total"
     safety_events: dict[str, int]  # e.g. {"low_confidence": 2}
+    checkpoint: str | None = None  # the checkpoint's name; None for the bare base model
 
 
 @dataclass(frozen=True)

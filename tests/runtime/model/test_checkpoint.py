@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 from bem_runtime.model import CheckpointError, RoutingOverrides
 from bem_runtime.model.adapter import BEMLinear
-from bem_runtime.model.bem import load_bem
+from bem_runtime.model.bem import read_checkpoint
 
 O_PROJ = "model.layers.2.self_attn.o_proj"
 
@@ -105,7 +105,7 @@ def test_a_refused_checkpoint_leaves_the_model_untouched(toy_dirs, edit_checkpoi
     model = AutoModelForCausalLM.from_pretrained(toy_dirs["llama"][0], local_files_only=True)
     bad = edit_checkpoint(tensors=lambda t: t.pop("B.model.layers.3.mlp.down_proj"))
     with pytest.raises(CheckpointError):
-        load_bem(model, bad, None)
+        read_checkpoint(model, bad, None)
     assert not any(isinstance(m, BEMLinear) for m in model.modules())
     assert not model.model.layers[1]._forward_pre_hooks
 

@@ -15,10 +15,9 @@ def effective_deltas(engine) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     cfg = engine.bem.config
     out = {}
     for site in engine.bem.sites:
-        wrapper = engine.bem.wrappers[site.name]
-        a_cat = wrapper.w_cat[wrapper.d_out :] if wrapper.fused else wrapper.a_cat
-        a = a_cat.double().cpu().view(cfg.num_experts, cfg.rank, -1)
-        b = wrapper.b_stack.double().cpu().view(cfg.num_experts, cfg.rank, -1).transpose(1, 2)
+        experts = engine.bem.experts[site.name]
+        a = experts.a.double().cpu().view(cfg.num_experts, cfg.rank, -1)
+        b = experts.b.double().cpu().view(cfg.num_experts, cfg.rank, -1).transpose(1, 2)
         out[site.name] = (cfg.scale * b @ a, site.weight_out_in().double().cpu())
     return out
 

@@ -102,7 +102,7 @@ def test_merged_decode_keeps_the_invariant(toy_dirs, engines, arch):
     ids = _sequence(merged, 5, 40, seed=11)
     full, full_routes = engines[arch].score(ids, 5)
     step, step_routes = merged.score(ids, 5, incremental=True)
-    assert all(w.w_eff is not None for w in merged.bem.wrappers.values())  # the merged path ran
+    assert all(w.w_eff is not None for w in merged.pool.wrappers.values())  # the merged path ran
     torch.testing.assert_close(step, full, atol=ATOL, rtol=RTOL)
     assert_same_routing(step_routes, full_routes)
     requests = [GenerationRequest(p, SamplingParams(max_new_tokens=20, temperature=0.0)) for p in ("Sea", "The fox")]

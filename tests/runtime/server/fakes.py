@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from bem_runtime.model.session import Cancelled, StepEvent
 from bem_runtime.model.types import GenerationResult, RoutingDecision
@@ -22,8 +23,8 @@ class _Row:
 
 
 class FakeBatch:
-    def __init__(self, engine: "FakeEngine", use_bem: bool) -> None:
-        self.engine, self.use_bem, self.rows = engine, use_bem, []
+    def __init__(self, engine: "FakeEngine") -> None:
+        self.engine, self.rows = engine, []
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -61,7 +62,7 @@ class FakeBatch:
         p = row.request.params
         words = [f"w{(p.seed or 0) + k}" for k in range(p.max_new_tokens)]
         return GenerationResult(
-            text=" ".join(words) + ("" if self.use_bem else " base"),
+            text=" ".join(words) + ("" if row.request.use_bem else " base"),
             prompt_tokens=self.engine.count_tokens(row.request.prompt),
             completion_tokens=len(words), finish_reason="length",
             routing=[RoutingDecision(0, 0, 4, [i % self.engine.num_experts], [1.0], False)],
@@ -69,7 +70,18 @@ class FakeBatch:
             safety_events={"low_confidence": 1})
 
 
+@dataclass
+class FakeCheckpoint:
+    name: str = "bem"
+    path: Path = Path("/fake/bem")
+    loaded_at: float = 0.0
+    nbytes: int = 1024
+    num_experts: int = 4
+    digest: str = "0" * 64
+
+
 class FakeEngine:
+    bem = FakeCheckpoint()
     device = "cpu"
     max_context = 64
     num_experts = 4
@@ -106,4 +118,4 @@ class FakeEngine:
 
     def open_batch(self, use_bem: bool = True, hold: bool = False) -> FakeBatch:
         self.held = hold  # the fake computes nothing, so holding finished rows costs nothing
-        return FakeBatch(self, use_bem)
+        return FakeBatch(self)

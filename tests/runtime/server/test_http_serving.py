@@ -101,7 +101,9 @@ def test_completions_stream_is_openai_shaped(server):
 def test_metrics_move_with_traffic(server):
     before = {
         "req": server.metric("bem_requests_total", endpoint="/v1/generate", status="200"),
-        "tok": server.metric("bem_tokens_total", kind="completion"),
+        "tok": server.metric("bem_tokens_total", checkpoint="toy", kind="completion"),
+        "ckpt": server.metric("bem_checkpoint_requests_total", checkpoint="toy",
+                              endpoint="/v1/generate", status="200"),
         "inf": server.metric("bem_inference_duration_seconds_count"),
         "bad": server.metric("bem_requests_total", endpoint="/v1/generate", status="400"),
     }
@@ -109,7 +111,9 @@ def test_metrics_move_with_traffic(server):
     server.request("POST", "/v1/generate", {"prompt": 1})
     assert server.metric("bem_requests_total", endpoint="/v1/generate",
                          status="200") == before["req"] + 1
-    assert server.metric("bem_tokens_total", kind="completion") == before["tok"] + 5
+    assert server.metric("bem_tokens_total", checkpoint="toy", kind="completion") == before["tok"] + 5
+    assert server.metric("bem_checkpoint_requests_total", checkpoint="toy",
+                         endpoint="/v1/generate", status="200") == before["ckpt"] + 1
     assert server.metric("bem_inference_duration_seconds_count") >= before["inf"] + 1
     assert server.metric("bem_requests_total", endpoint="/v1/generate",
                          status="400") == before["bad"] + 1
@@ -117,9 +121,11 @@ def test_metrics_move_with_traffic(server):
     for name in ("bem_request_duration_seconds", "bem_active_connections",
                  "bem_memory_usage_bytes", "bem_gpu_utilization_percent",
                  "bem_safety_violations_total", "bem_routing_decisions_total",
-                 "bem_batch_size", "bem_requests_per_second"):
+                 "bem_batch_size", "bem_requests_per_second", "bem_checkpoints_resident",
+                 "bem_checkpoint_load_duration_seconds", "bem_checkpoint_load_failures_total"):
         assert f"# TYPE {name} " in text, name
     assert server.metric("bem_memory_usage_bytes", kind="rss") > 1e6
+    assert server.metric("bem_checkpoints_resident") == 1
 
 
 def test_request_id_travels_in_and_out_and_into_the_log(server):

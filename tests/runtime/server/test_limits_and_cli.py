@@ -105,3 +105,34 @@ def test_a_tiny_temperature_samples_like_greedy():
     for t in (1e-300, 5e-324):
         params = [SamplingParams(temperature=t, top_p=0.9, seed=1), SamplingParams(temperature=t, seed=2)]
         assert select_tokens(logits, params, [make_generator(p) for p in params]) == [1, 0]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("not json", "is not valid JSON"),
+    ('["a"]', "must hold a JSON object"),
+    ('{"Bad_Name": "x"}', "not DNS-1123 labels"),
+    ('{"toy": "x"}', "names 'toy', the --model-name"),
+    ('{"a": "x", "b": "y", "c": "z"}', "exceeds --max-checkpoints=3"),
+])
+def test_a_bad_start_list_exits_2_naming_the_problem(tmp_path, capsys, content, message):
+    from bem_runtime.cli import main
+
+    listing = tmp_path / "start.json"
+    listing.write_text(content)
+    code = main(["serve", "--model-dir", str(tmp_path), "--bem-dir", str(tmp_path), "--model-name",
+                 "toy", "--checkpoints-file", str(listing), "--max-checkpoints", "3"])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("token, message", [
+    ("short", "at least 16 characters"),
+    ("client-key-0123456789", "must not also be a client API key"),
+])
+def test_a_bad_admin_token_exits_2(tmp_path, capsys, monkeypatch, token, message):
+    from bem_runtime.cli import main
+
+    monkeypatch.setenv("BEM_API_KEYS", "client-key-0123456789")
+    (tmp_path / "token").write_text(token + "\n")
+    code = main(["serve", "--model-dir", str(tmp_path), "--bem-dir", str(tmp_path),
+                 "--admin-token-file", str(tmp_path / "token")])
+    assert code == 2 and message in capsys.readouterr().err

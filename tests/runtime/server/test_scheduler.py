@@ -230,6 +230,7 @@ def test_the_model_loads_on_the_thread_that_runs_every_forward_pass(monkeypatch)
     from bem_runtime import app as app_module
     from bem_runtime.auth import ApiKeys
     from bem_runtime.ratelimit import TokenBuckets
+    from bem_runtime.registry import Registry
     from bem_runtime.settings import Settings
     from bem_runtime.state import AppState
 
@@ -242,8 +243,9 @@ def test_the_model_loads_on_the_thread_that_runs_every_forward_pass(monkeypatch)
     monkeypatch.setattr(app_module, "_load_engine", load)
 
     async def main():
-        state = AppState(settings=Settings(), metrics=Metrics(), keys=ApiKeys([]),
-                         buckets=TokenBuckets(1000.0, 1000))
+        metrics = Metrics()
+        state = AppState(settings=Settings(), metrics=metrics, keys=ApiKeys([]),
+                         buckets=TokenBuckets(1000.0, 1000), registry=Registry(Settings(), metrics))
         await app_module._load_and_warm(state)
         await state.scheduler.result(state.scheduler.submit(_req(0, n=3)), 5)
         await state.scheduler.stop()
