@@ -11,7 +11,7 @@ from bem_operator.builders.keda import rate_window, threshold
 
 KEDA = {"provider": "KEDA", "minReplicas": 2, "maxReplicas": 8, "targetRequestsPerSecond": 25}
 QUERY = ('sum(rate(bem_requests_total{namespace="team-a",service="demo",'
-         'exported_endpoint=~"/v1/generate|/api/generate|/v1/completions"}[120s]))')
+         'exported_endpoint=~"/v1/generate|/api/generate|/v1/completions|/v1/chat/completions"}[120s]))')
 
 
 def test_scaled_object_scales_the_deployment_on_the_pods_request_rate():

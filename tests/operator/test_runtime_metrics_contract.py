@@ -18,7 +18,8 @@ def test_generation_endpoints_are_the_runtime_generation_routes() -> None:
     app = web.Application()
     setup_routes(app)
     generating = {route.resource.canonical for route in app.router.routes()
-                  if route.handler in (handlers.generate, handlers.completions)}
+                  if route.handler in (handlers.generate, handlers.completions,
+                                          handlers.chat_completions)}
     assert set(GENERATION_ENDPOINTS) == generating
     assert len(GENERATION_ENDPOINTS) == len(generating)
 

@@ -20,7 +20,7 @@ from bem_operator.builders.spec_types import BEMServiceSpec
 # The runtime's routes that generate (bem_runtime/routes.py; a cross test checks them): the
 # load the autoscaler follows. Probes (/health, /ready), scrapes (/metrics) and the light
 # /v1/route and /v1/models calls are counted by the runtime too, and left out here.
-GENERATION_ENDPOINTS = ("/v1/generate", "/api/generate", "/v1/completions")
+GENERATION_ENDPOINTS = ("/v1/generate", "/api/generate", "/v1/completions", "/v1/chat/completions")
 # Prometheus keeps at least four samples of each series in a rate() window this long.
 RATE_WINDOW_SCRAPES = 4
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
