@@ -3,12 +3,14 @@
 The fixtures live in devcluster/pytest_plugin.py so that a pytest run in a subprocess (the
 teardown tests) can load them with `-p`.
 
-Under pytest-xdist (`scripts/test.sh` runs two workers with `--dist loadgroup`), every test
-that uses the local cluster or starts its own (one real node per machine) runs in order on one
-worker; the others spread over both. xdist's own grouping (the `xdist_group` mark renames the
-node id) does nothing under this pytest, so the controller is told the cluster tests' ids
-instead: each worker writes the ids it collected to a file the controller names, and the
-scheduler below puts them in one work unit.
+Under pytest-xdist (`scripts/test.sh` runs two workers with `--dist loadgroup`), the cluster
+tests run as two chains, each in order on one worker: the tests that start the machine's one
+real node (the real-pod tier, devcluster's real-node tests) and the tests on control planes
+with kwok nodes only (the session's `cluster`, devcluster's own). The other tests spread over
+both workers. xdist's own grouping (the `xdist_group` mark renames the node id) does nothing
+under this pytest, so the controller is told the chains instead: each worker writes the ids it
+collected, with their chain, to a file the controller names, and the scheduler below makes each
+chain one work unit.
 """
 
 from __future__ import annotations
@@ -28,13 +30,16 @@ from devcluster.pytest_plugin import (  # noqa: F401 - fixtures and hook, by nam
 
 REALPODS = Path(__file__).parent / "realpods"
 CLUSTER_IDS_ENV = "BEM_TEST_CLUSTER_IDS"
-CLUSTER_SCOPE = "local-cluster"
 
 
-def uses_the_cluster(item: pytest.Item) -> bool:
-    return bool(item.get_closest_marker("e2e") or item.get_closest_marker("realpods")
-                or REALPODS in Path(item.fspath).parents
-                or NEEDS_CLUSTER & set(getattr(item, "fixturenames", ())))
+def chain(item: pytest.Item) -> str | None:
+    """The chain of cluster tests the item belongs to, or None when it needs no cluster."""
+    if (item.get_closest_marker("realpods") or item.get_closest_marker("realnode")
+            or REALPODS in Path(item.fspath).parents):
+        return "real-node"
+    if item.get_closest_marker("e2e") or NEEDS_CLUSTER & set(getattr(item, "fixturenames", ())):
+        return "control-plane"
+    return None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -56,8 +61,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     path, worker = os.environ.get(CLUSTER_IDS_ENV), os.environ.get("PYTEST_XDIST_WORKER")
     if path and worker:
-        Path(f"{path}.{worker}").write_text(
-            "".join(f"{item.nodeid}\n" for item in items if uses_the_cluster(item)))
+        Path(f"{path}.{worker}").write_text("".join(
+            f"{item.nodeid}\t{name}\n" for item in items if (name := chain(item))))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -69,14 +74,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     base = Path(os.environ[CLUSTER_IDS_ENV])
 
     class ClusterScheduling(LoadGroupScheduling):
-        """Each test its own work unit, except the cluster tests: one unit, in order."""
+        """Each test its own work unit, except each chain of cluster tests: one unit, in order."""
 
-        _ids: set[str] | None = None
+        _chains: dict[str, str] | None = None
 
         def _split_scope(self, nodeid: str) -> str:
-            if self._ids is None:
-                self._ids = {line for f in base.parent.glob(f"{base.name}.*")
-                             for line in f.read_text().splitlines()}
-            return CLUSTER_SCOPE if nodeid in self._ids else nodeid
+            if self._chains is None:
+                self._chains = dict(line.split("\t") for f in base.parent.glob(f"{base.name}.*")
+                                    for line in f.read_text().splitlines())
+            return self._chains.get(nodeid, nodeid)
 
     return ClusterScheduling(config, log)

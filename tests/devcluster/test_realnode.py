@@ -25,7 +25,7 @@ from devcluster.cluster import DevCluster
 from devcluster.health import wait_until
 from devcluster.nodes import REAL_NODE
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
 
 REPO = Path(__file__).resolve().parents[2]
 PAUSE_POD = {
