@@ -17,6 +17,21 @@ def _drain(batch, events, results, deltas) -> None:
             results[ev.key] = ev.result
 
 
+def run_with_joins(batch, requests, joins: dict[int, list[int]], after_step=None):
+    """Step the batch until it empties, admitting requests[i] for i in joins[step] at each
+    step; returns (results, streamed text) by request index."""
+    results, deltas = {}, {}
+    step = 0
+    while step in joins or batch:
+        if step in joins:
+            _drain(batch, batch.admit([(i, requests[i]) for i in joins[step]]), results, deltas)
+        _drain(batch, batch.step(), results, deltas)
+        step += 1
+        if after_step is not None:
+            after_step(batch)
+    return results, deltas
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 @pytest.mark.parametrize("use_bem", [True, False])
 def test_rows_joining_mid_flight_equal_the_request_alone(engines, arch, use_bem):
@@ -24,17 +39,14 @@ def test_rows_joining_mid_flight_equal_the_request_alone(engines, arch, use_bem)
     requests = mixed_requests()
     alone = [engine.generate_batch([r], use_bem=use_bem)[0] for r in requests]
     batch = engine.open_batch(use_bem)
-    results, deltas = {}, {}
-    # Row 1 (longest prompt) runs alone for a while, 0 and 3 join at step 3, 2 at step 7.
-    joins = {0: [1], 3: [0, 3], 7: [2]}
-    step = 0
-    while step in joins or batch:
-        if step in joins:
-            _drain(batch, batch.admit([(i, requests[i]) for i in joins[step]]), results, deltas)
-        _drain(batch, batch.step(), results, deltas)
-        step += 1
+
+    def leaving_trims_the_cache(batch) -> None:
         assert batch.forward is None or batch.forward.mask.shape[1] <= max(
-            r.prompt_len + r.out.sampled for r in batch.rows)  # leaving trims the cache
+            r.prompt_len + r.out.sampled for r in batch.rows)
+
+    # Row 1 (longest prompt) runs alone for a while, 0 and 3 join at step 3, 2 at step 7.
+    results, deltas = run_with_joins(batch, requests, {0: [1], 3: [0, 3], 7: [2]},
+                                     leaving_trims_the_cache)
     assert [summary(results[i]) for i in range(4)] == [summary(r) for r in alone]
     assert [deltas[i] for i in range(4)] == [r.text for r in alone]  # streamed text adds up
 

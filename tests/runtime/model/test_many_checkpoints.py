@@ -15,7 +15,7 @@ from bem_runtime.model import CheckpointError, Engine
 from bem_runtime.model.toy import write_variant
 
 from .conftest import ARCHS, DEVICE
-from .test_continuous import _drain
+from .test_continuous import _drain, run_with_joins
 from .test_generation import mixed_requests, summary
 
 
@@ -91,15 +91,7 @@ def test_rows_joining_mid_flight_with_other_checkpoints_equal_the_request_alone(
     engine = multi[arch]
     requests = _assign(mixed_requests(), ["small", "start", "shuffled", "small"])
     alone = [engine.generate_batch([r])[0] for r in requests]
-    batch = engine.open_batch()
-    results, deltas = {}, {}
-    joins = {0: [1], 2: [0, 3], 5: [2]}
-    step = 0
-    while step in joins or batch:
-        if step in joins:
-            _drain(batch, batch.admit([(i, requests[i]) for i in joins[step]]), results, deltas)
-        _drain(batch, batch.step(), results, deltas)
-        step += 1
+    results, _ = run_with_joins(engine.open_batch(), requests, {0: [1], 2: [0, 3], 5: [2]})
     assert [summary(results[i]) for i in range(4)] == [summary(r) for r in alone]
 
 
