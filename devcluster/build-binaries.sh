@@ -39,10 +39,62 @@ if all_present; then
 fi
 
 mkdir -p "$BIN_DIR"
-WORK="$CACHE_ROOT/build-k8s-${K8S_VERSION}"
-mkdir -p "$WORK"
+# One build per machine at a time: a second caller (the images built in the background by
+# setup.sh, a test session) waits, then finds the binaries there.
+exec 9>"$BIN_DIR/.lock"
+flock 9
 export GOFLAGS="${GOFLAGS:-} -mod=mod"
 export CGO_ENABLED=0
+
+# The registry the images reach the node through: distribution's own server with the filesystem
+# storage driver only. Its cmd/registry also links the Azure, GCS and S3 drivers (their SDKs are
+# most of its compile); this main registers what a registry on loopback with a local folder
+# needs, nothing else.
+build_registry() {
+  [[ "$(cat "$BIN_DIR/.registry-version" 2>/dev/null)" != "$DISTRIBUTION_VERSION" ]] || return 0
+  local began=$SECONDS work
+  echo "building registry (distribution ${DISTRIBUTION_VERSION}, filesystem storage only)" >&2
+  work="$CACHE_ROOT/build-registry-${DISTRIBUTION_VERSION}"
+  rm -rf "$work" && mkdir -p "$work"
+  cat > "$work/go.mod" <<MOD
+module bemdevcluster/registry
+
+go 1.24.0
+
+require github.com/distribution/distribution/v3 ${DISTRIBUTION_VERSION}
+MOD
+  cat > "$work/main.go" <<'GO'
+package main
+
+import (
+	"github.com/distribution/distribution/v3/registry"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+)
+
+func main() {
+	if err := registry.RootCmd.Execute(); err != nil {
+		panic(err)
+	}
+}
+GO
+  (cd "$work"
+   go mod tidy >/dev/null 2>&1 || go mod tidy
+   go build -trimpath -ldflags "-s -w" -o "$BIN_DIR/registry.tmp" .)
+  mv "$BIN_DIR/registry.tmp" "$BIN_DIR/registry"
+  echo "$DISTRIBUTION_VERSION" > "$BIN_DIR/.registry-version"
+  echo "built registry in $(( SECONDS - began ))s" >&2
+}
+
+# The registry first, and alone with --registry: the images built in the background by
+# setup.sh push to it while the Kubernetes build below takes minutes.
+build_registry
+if [[ "${1:-}" == "--registry" ]]; then
+  echo "$BIN_DIR"
+  exit 0
+fi
+
+WORK="$CACHE_ROOT/build-k8s-${K8S_VERSION}"
+mkdir -p "$WORK"
 
 minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
 staging_version="v0.${K8S_VERSION#v1.}"
@@ -124,42 +176,5 @@ if [[ ! -x "$BIN_DIR/helm" ]]; then
   echo "built helm in $(( SECONDS - began ))s" >&2
 fi
 
-# The registry the images reach the node through: distribution's own server with the filesystem
-# storage driver only. Its cmd/registry also links the Azure, GCS and S3 drivers (their SDKs are
-# most of its compile); this main registers what a registry on loopback with a local folder
-# needs, nothing else.
-if [[ "$(cat "$BIN_DIR/.registry-version" 2>/dev/null)" != "$DISTRIBUTION_VERSION" ]]; then
-  began=$SECONDS
-  echo "building registry (distribution ${DISTRIBUTION_VERSION}, filesystem storage only)" >&2
-  work="$CACHE_ROOT/build-registry-${DISTRIBUTION_VERSION}"
-  rm -rf "$work" && mkdir -p "$work"
-  cat > "$work/go.mod" <<MOD
-module bemdevcluster/registry
-
-go 1.24.0
-
-require github.com/distribution/distribution/v3 ${DISTRIBUTION_VERSION}
-MOD
-  cat > "$work/main.go" <<'GO'
-package main
-
-import (
-	"github.com/distribution/distribution/v3/registry"
-	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
-)
-
-func main() {
-	if err := registry.RootCmd.Execute(); err != nil {
-		panic(err)
-	}
-}
-GO
-  (cd "$work"
-   go mod tidy >/dev/null 2>&1 || go mod tidy
-   go build -trimpath -ldflags "-s -w" -o "$BIN_DIR/registry.tmp" .)
-  mv "$BIN_DIR/registry.tmp" "$BIN_DIR/registry"
-  echo "$DISTRIBUTION_VERSION" > "$BIN_DIR/.registry-version"
-  echo "built registry in $(( SECONDS - began ))s" >&2
-fi
 all_present
 echo "$BIN_DIR"

@@ -64,7 +64,7 @@ def serving() -> Iterator[str]:
     """Run the registry on its loopback port for the duration; yields `127.0.0.1:<port>`.
 
     One user at a time on a machine (a lock file): a second caller waits its turn."""
-    binary = binaries.ensure().path("registry")
+    binary = binaries.ensure_registry()
     state = storage_dir()
     (state / "data").mkdir(parents=True, exist_ok=True)
     addr = f"127.0.0.1:{port()}"

@@ -74,19 +74,26 @@ if [[ "$TIER" == unit ]]; then
   log "unit tier ready in $(( SECONDS - SETUP_T0 ))s"
   exit 0
 fi
-phase "Python virtualenv" "the images (in the background) and the Go builds" install_venv
+phase "Python virtualenv" "the local image registry's binary" install_venv
 
-# The project's images (operator, runtime, runtime with the toy model) need no Go build: they
-# are built in the background while the Go builds below take the CPUs (debootstrap, wheel
-# downloads and the 6 GB runtime image are mostly disk and network). The add-ons' images need
-# the add-on binaries, so they follow.
+# The project's images (operator, runtime, runtime with the toy model) need only the local
+# registry's binary (a small Go build, first): they are built and pushed in the background while
+# the other Go builds take the CPUs (debootstrap, wheel downloads and the 6 GB runtime image are
+# mostly disk and network). The add-ons' images need the add-on binaries, so they follow.
+registry_binary() { bash devcluster/build-binaries.sh --registry >/dev/null; }
+phase "The local image registry's binary" "the images (in the background) and the Go builds" \
+  registry_binary
 log "Building (or reusing) the project images (buildah), beside the Go builds"
 images_log="$(mktemp)"
+# Its own process group (job control on for this one job), so that a failing setup stops the
+# job's buildah processes too, not only its shell.
+set -m
 ( began=$SECONDS
   .venv/bin/bem-devcluster images --no-import --only project
   echo "[images] project images: done in $(( SECONDS - began ))s" >&2 ) >"$images_log" 2>&1 &
 images_pid=$!
-trap 'kill "$images_pid" 2>/dev/null || true' EXIT
+set +m
+trap 'kill -- -"$images_pid" 2>/dev/null || true' EXIT
 
 control_plane() {
   local bindir
