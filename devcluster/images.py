@@ -344,12 +344,17 @@ def _remote_name(cri_ref: str) -> str:
     return cri_ref.rsplit("/", 1)[-1]
 
 
-def push_image(addr: str, source_ref: str, cri_ref: str) -> bool:
-    """Put the image into the local registry unless it already holds this id there; only
-    the layers the registry lacks are sent."""
+def _built_id(source_ref: str) -> str:
     wanted = image_id(source_ref)
     if wanted is None:
         raise RuntimeError(f"{source_ref} is not built")
+    return wanted
+
+
+def push_image(addr: str, source_ref: str, cri_ref: str, wanted: str | None = None) -> bool:
+    """Put the image (id `wanted`, looked up when not given) into the local registry unless it
+    already holds this id there; only the layers the registry lacks are sent."""
+    wanted = wanted or _built_id(source_ref)
     name = _remote_name(cri_ref)
     pushed = _read_json(_pushed_file())
     if pushed.get(name) == wanted:
@@ -367,14 +372,12 @@ def import_image(lay, addr: str, source_ref: str, cri_ref: str) -> bool:
     pushed to the local registry (what it lacks), then pulled by containerd (what it lacks)."""
     from devcluster.realnode import ctr
 
-    wanted = image_id(source_ref)
-    if wanted is None:
-        raise RuntimeError(f"{source_ref} is not built")
+    wanted = _built_id(source_ref)
     imported = _read_json(_imported_file())
     listed = ctr(lay, "images", "ls", "-q", f"name=={cri_ref}", check=False).stdout.split()
     if imported.get(cri_ref) == wanted and cri_ref in listed:
         return False
-    push_image(addr, source_ref, cri_ref)
+    push_image(addr, source_ref, cri_ref, wanted)
     began = time.monotonic()
     # The pull moves the name: the previous image's content is unreferenced afterwards.
     previous = f"{cri_ref}-gc"
@@ -450,7 +453,7 @@ def _ensure(image: Image, base: str, lay, addr: str) -> dict:
     if lay is not None:
         imported = import_image(lay, addr, source, image.cri_ref)
     else:
-        push_image(addr, source, image.cri_ref)
+        push_image(addr, source, image.cri_ref, iid)
         imported = False
     return {"id": iid.removeprefix("sha256:")[:12], "bytes": image_size(f"localhost/{image.ref}"),
             "seconds": round(time.monotonic() - began, 1), "built": built, "imported": imported}

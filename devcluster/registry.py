@@ -40,7 +40,7 @@ def storage_dir() -> Path:
 
 def config(addr: str, storage: Path) -> str:
     """distribution's configuration: loopback only, local folder, no auth (nothing else can
-    reach it), deletes allowed so that stale manifests can be dropped."""
+    reach it), deletes allowed (an operator can drop a stale manifest by hand)."""
     return f"""version: 0.1
 log:
   level: warn

@@ -28,14 +28,13 @@ from devcluster.pytest_plugin import (  # noqa: F401 - fixtures and hook, by nam
     pytest_collection_finish,
 )
 
-REALPODS = Path(__file__).parent / "realpods"
 CLUSTER_IDS_ENV = "BEM_TEST_CLUSTER_IDS"
 
 
 def chain(item: pytest.Item) -> str | None:
     """The chain of cluster tests the item belongs to, or None when it needs no cluster."""
-    if (item.get_closest_marker("realpods") or item.get_closest_marker("realnode")
-            or REALPODS in Path(item.fspath).parents):
+    # tests/realpods/conftest.py marks its tests realpods before this runs (trylast below).
+    if item.get_closest_marker("realpods") or item.get_closest_marker("realnode"):
         return "real-node"
     if item.get_closest_marker("e2e") or NEEDS_CLUSTER & set(getattr(item, "fixturenames", ())):
         return "control-plane"
