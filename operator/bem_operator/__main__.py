@@ -6,6 +6,7 @@ in-cluster service account, else from $KUBECONFIG / ~/.kube/config.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -13,8 +14,8 @@ import sys
 import kopf
 from kubernetes.config import ConfigException
 
-from bem_operator.bridge import KopfBridge
 from bem_operator.builders.kinds import CHILD_REGISTRY
+from bem_operator.controller import Controller
 from bem_operator.handlers import register
 from bem_operator.k8s import ApiError, KubeApi
 from bem_operator.outage import ConnectionErrorFilter
@@ -67,14 +68,14 @@ def main(argv: list[str] | None = None) -> int:
         # "Handler succeeded" for every child event drowns the operator's own log lines.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # every liveness probe
-    bridge = KopfBridge(api, settings)
+    controller = Controller(api, settings)
     # Outages: one WARNING when the API server goes away, one INFO when it is back, no
     # tracebacks for what is only a lost connection (kopf's own lines included).
-    calm = ConnectionErrorFilter(bridge.connection)
+    calm = ConnectionErrorFilter(controller.connection, verbose=settings.log_level == "DEBUG")
     for handler in logging.getLogger().handlers:
         handler.addFilter(calm)
     try:
-        bridge.metrics.serve(settings.metrics_port, settings.bind_address)
+        controller.metrics.serve(settings.metrics_port, settings.bind_address)
     except OSError as exc:
         print(f"bem-operator: cannot serve metrics on {settings.bind_address}:"
               f"{settings.metrics_port} ({exc}): free the port or set BEM_OPERATOR_METRICS_PORT",
@@ -89,10 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bem-operator: cannot reach the API server ({exc}): check KUBECONFIG or the "
               "pod's network and service account", file=sys.stderr)
         return 2
-    register(registry, bridge, unserved_kinds=unserved)
+
+    async def lead() -> None:
+        await controller.start_leading()
+        await asyncio.Event().wait()  # until the operator stops (cancelled at cleanup)
+
+    register(registry, controller, lead, unserved_kinds=unserved)
     kopf.run(
         registry=registry,
-        standalone=True,  # one replica, no peering objects to manage
+        standalone=True,  # no kopf peering objects: leader election is ours (leader.py)
         clusterwide=settings.clusterwide,
         namespaces=settings.namespaces,
         liveness_endpoint=f"http://{settings.bind_address}:{settings.health_port}/healthz",

@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 
 from bem_operator.metrics import OperatorMetrics
-from bem_operator.reconcile import InvalidSpec, RetryableError
 
 
 def value(metrics: OperatorMetrics, name: str, **labels: str) -> float:
@@ -14,21 +13,23 @@ def value(metrics: OperatorMetrics, name: str, **labels: str) -> float:
 
 def test_results_are_counted_and_timed() -> None:
     metrics = OperatorMetrics()
-    with metrics.timed("create"):
+    with metrics.timed("spec"):
         pass
-    for exc, kind in ((InvalidSpec("bad"), "invalid_spec"), (RetryableError("503"), "api"),
-                      (RuntimeError("bug"), "unexpected")):
-        with pytest.raises(type(exc)), metrics.timed("timer"):
-            raise exc
+    for result, kind in (("invalid_spec", "invalid_spec"), ("retry", "api")):
+        with metrics.timed("resync") as outcome:
+            outcome[0] = result
         assert value(metrics, "bem_operator_errors_total", kind=kind) == 1
-    assert value(metrics, "bem_operator_reconciles_total", result="success", trigger="create") == 1
+    with pytest.raises(RuntimeError), metrics.timed("resync"):
+        raise RuntimeError("bug")
+    assert value(metrics, "bem_operator_errors_total", kind="unexpected") == 1
+    assert value(metrics, "bem_operator_reconciles_total", result="success", trigger="spec") == 1
     for result in ("invalid_spec", "retry", "error"):
-        assert value(metrics, "bem_operator_reconciles_total", result=result, trigger="timer") == 1
-    assert value(metrics, "bem_operator_reconcile_duration_seconds_count", trigger="timer") == 3
+        assert value(metrics, "bem_operator_reconciles_total", result=result, trigger="resync") == 1
+    assert value(metrics, "bem_operator_reconcile_duration_seconds_count", trigger="resync") == 3
 
 
 def test_registries_are_isolated() -> None:
     first, second = OperatorMetrics(), OperatorMetrics()
-    with first.timed("update"):
+    with first.timed("spec"):
         pass
-    assert value(second, "bem_operator_reconciles_total", result="success", trigger="update") == 0
+    assert value(second, "bem_operator_reconciles_total", result="success", trigger="spec") == 0
