@@ -20,7 +20,6 @@ Settings (environment, see `LeaderSettings.from_env`):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import dataclasses
 import inspect
@@ -185,8 +184,7 @@ class LeaderElector:
         self._set_leading(False, cancelled)
         if work is not None and not work.done():
             work.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await work
+            await asyncio.wait({work})  # its end, whatever it was; our own cancel propagates
         on_stopped_leading()
 
     def _set_leading(self, leading: bool, graceful: bool = False) -> None:
@@ -205,7 +203,10 @@ class LeaderElector:
     # ---- one attempt (client-go's tryAcquireOrRenew) -------------------------------------
     async def _try_acquire_or_renew(self) -> bool:
         try:
-            result = await asyncio.wait_for(self._attempt(), timeout=self.renew_deadline)
+            # asyncio.timeout, not wait_for: 3.11's wait_for loses a cancellation that arrives
+            # as the attempt completes, and a cancelled leader must stop.
+            async with asyncio.timeout(self.renew_deadline):
+                result = await self._attempt()
         except (ApiError, TimeoutError) as exc:
             # Outages are logged once by the client; a refusal (RBAC, a missing namespace)
             # is logged when it first appears, not every retry period.
@@ -274,21 +275,34 @@ class LeaderElector:
         return True
 
     async def _release(self) -> None:
-        """Clears the holder (leaseDurationSeconds 1, as client-go) so a standby takes over now."""
-        if self._lease is None or self._holder() != self.identity:
-            return
-        body = copy.deepcopy(self._lease)
-        stamp = _now_micro()
-        body["spec"] = {**body.get("spec", {}), "holderIdentity": "", "leaseDurationSeconds": 1,
-                        "acquireTime": stamp, "renewTime": stamp}
+        """Clears the holder (leaseDurationSeconds 1, as client-go) so a standby takes over now.
+        A renewal still in flight when the loop was cancelled may have moved the Lease on: on
+        a conflict the Lease is read again and released if it is still ours."""
+        lease = self._lease
         try:
-            await asyncio.wait_for(self._call("PUT", self._path(self.name), body),
-                                   timeout=self.renew_deadline)
+            async with asyncio.timeout(self.renew_deadline):
+                for _ in range(3):
+                    if lease is None or (lease.get("spec") or {}).get(
+                            "holderIdentity") != self.identity:
+                        return
+                    body = copy.deepcopy(lease)
+                    stamp = _now_micro()
+                    body["spec"] = {**body.get("spec", {}), "holderIdentity": "",
+                                    "leaseDurationSeconds": 1, "acquireTime": stamp,
+                                    "renewTime": stamp}
+                    try:
+                        await self._call("PUT", self._path(self.name), body)
+                    except ApiError as exc:
+                        if exc.status != 409:
+                            raise
+                        lease = await self._call("GET", self._path(self.name))
+                        continue
+                    logger.info("Released Lease %s/%s", self.namespace, self.name)
+                    return
+                raise ApiError(409, "the Lease kept changing")
         except (ApiError, TimeoutError) as exc:  # the standby waits for the lease to run out
             logger.warning("Could not release Lease %s/%s (%s): a standby takes over when it "
                            "expires", self.namespace, self.name, exc)
-            return
-        logger.info("Released Lease %s/%s", self.namespace, self.name)
 
     # ---- I/O -----------------------------------------------------------------------------
     def _path(self, name: str | None = None) -> str:

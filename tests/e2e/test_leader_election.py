@@ -127,10 +127,13 @@ def lease_of(cluster: Any, namespace: str, name: str = LEASE) -> dict[str, Any]:
 
 
 async def stop(*candidates: Candidate) -> None:
-    for c in candidates:
-        if c.task and not c.task.done():
-            c.task.cancel()
-    await asyncio.gather(*(c.task for c in candidates if c.task), return_exceptions=True)
+    """Cancels the candidates' loops; a loop that does not end (a lost cancellation) fails."""
+    tasks = {c.task for c in candidates if c.task}
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        _, running = await asyncio.wait(tasks, timeout=WAIT)
+        assert not running, "an elector kept running after it was cancelled"
 
 
 async def leading_pair(cluster: Any, namespace: str) -> tuple[Candidate, Candidate, list[str]]:
