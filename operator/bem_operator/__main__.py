@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 
 import kopf
 from kubernetes.config import ConfigException
@@ -18,6 +19,9 @@ from bem_operator.builders.kinds import CHILD_REGISTRY
 from bem_operator.controller import Controller
 from bem_operator.handlers import register
 from bem_operator.k8s import ApiError, KubeApi
+from bem_operator.leader import (LeaderElector, LeaderSettings, LeaderSettingsError,
+                                 client_user_agent)
+from bem_operator.metrics import LeaderMetrics
 from bem_operator.outage import ConnectionErrorFilter
 from bem_operator.settings import OperatorSettings, SettingsError
 
@@ -34,6 +38,9 @@ _SETTINGS_HELP = """settings (environment variables):
   BEM_OPERATOR_PROMETHEUS_ADDRESS  Prometheus that KEDA queries for autoscaling provider KEDA
                                (default http://prometheus-operated.monitoring.svc:9090)
   BEM_OPERATOR_LOG_LEVEL       DEBUG, INFO, WARNING or ERROR (default INFO)
+  BEM_OPERATOR_LEADER_ELECTION true: only the holder of a coordination.k8s.io Lease writes
+  BEM_OPERATOR_LEASE_NAME      the Lease (default bem-operator)
+  BEM_OPERATOR_LEASE_NAMESPACE its namespace (default $POD_NAMESPACE)
 credentials: the pod's service account, else $KUBECONFIG or ~/.kube/config"""
 
 
@@ -53,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     _parse_args(argv)
     try:
         settings = OperatorSettings.from_env(os.environ)
-    except SettingsError as exc:
+        election = LeaderSettings.from_env(os.environ)
+    except (SettingsError, LeaderSettingsError) as exc:
         print(f"bem-operator: {exc}", file=sys.stderr)
         return 2
     try:
@@ -91,11 +99,8 @@ def main(argv: list[str] | None = None) -> int:
               "pod's network and service account", file=sys.stderr)
         return 2
 
-    async def lead() -> None:
-        await controller.start_leading()
-        await asyncio.Event().wait()  # until the operator stops (cancelled at cleanup)
-
-    register(registry, controller, lead, unserved_kinds=unserved)
+    register(registry, controller, _leading(controller, api, election),
+             unserved_kinds=unserved)
     kopf.run(
         registry=registry,
         standalone=True,  # no kopf peering objects: leader election is ours (leader.py)
@@ -104,6 +109,31 @@ def main(argv: list[str] | None = None) -> int:
         liveness_endpoint=f"http://{settings.bind_address}:{settings.health_port}/healthz",
     )
     return 0
+
+
+def _leading(controller: Controller, api: KubeApi,
+             election: LeaderSettings) -> Callable[[], Awaitable[None]]:
+    """What runs beside kopf's watches for the life of the process: the workers, at once
+    without leader election; with it, only while this replica holds the Lease. Every write
+    asks the elector first, so a leader that lost the Lease writes nothing from that moment,
+    even from a reconcile already running; the cache stays warm on a standby."""
+    async def work() -> None:
+        await controller.start_leading()
+        try:
+            await asyncio.Event().wait()  # until leadership or the process ends
+        finally:
+            await controller.stop_leading()
+
+    if not election.enabled:
+        return work
+    api.identify(election.identity, client_user_agent(election.identity))
+    elector = LeaderElector(api, election.lease_namespace, election.lease_name,
+                            election.identity, metrics=LeaderMetrics(controller.metrics.registry))
+    api.may_write = lambda: elector.is_leader
+
+    async def campaign() -> None:
+        await elector.run(work, lambda: None)  # a lost Lease: campaign again, cache warm
+    return campaign
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from bem_operator.outage import ConnectionState, error_kind
 __all__ = ["ApiError", "KubeApi", "NotLeading", "object_path"]
 logger = logging.getLogger(__name__)
 EVENT_MESSAGE_LIMIT = 1024
+# Leader election's own writes (the Lease) are the only ones a standby sends.
+_ELECTION_PATH = "/apis/coordination.k8s.io/"
 # A list of metadata only (names, uids, versions): what a check of presence needs.
 _METADATA_LIST = ("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,"
                   "application/json")
@@ -73,6 +75,11 @@ class KubeApi:
         self.on_apply: Callable[[str], None] = lambda kind: None  # counts child applies
         self.identity = "bem-operator"  # reportingInstance of the events it posts
 
+    def identify(self, identity: str, user_agent: str) -> None:
+        """Names this replica in the events it posts and in every request (the audit log)."""
+        self.identity = identity
+        self._api.user_agent = user_agent
+
     @classmethod
     def from_environment(cls, request_timeout: float = 30.0) -> KubeApi:
         """In-cluster credentials in a pod, the kubeconfig ($KUBECONFIG) elsewhere."""
@@ -87,7 +94,7 @@ class KubeApi:
                 query: list[tuple[str, str]] | None = None,
                 content_type: str = "application/json",
                 accept: str = "application/json") -> tuple[int, dict[str, Any] | None]:
-        if method != "GET" and not self.may_write():
+        if method != "GET" and not self.may_write() and not path.startswith(_ELECTION_PATH):
             raise NotLeading()
         headers = {"Accept": accept, "Content-Type": content_type}
         method, url, headers, body, _ = self._api.param_serialize(

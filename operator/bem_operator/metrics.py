@@ -71,3 +71,20 @@ class OperatorMetrics:
 
     def serve(self, port: int, address: str) -> None:
         start_http_server(port, addr=address, registry=self.registry)
+
+
+class LeaderMetrics:
+    """Leader election (bem_operator.leader): whether this replica leads, and how often that
+    changed. In the operator's registry, or a fresh one (tests)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.leader = Gauge("bem_operator_leader",
+                            "1 while this replica holds the leader Lease and may write, else 0",
+                            registry=self.registry)
+        self.transitions = Counter(
+            "bem_operator_leader_transitions_total",
+            "Times this replica gained or lost leadership, by change", ["change"],
+            registry=self.registry)
+        for change in ("gained", "lost"):
+            self.transitions.labels(change=change)
