@@ -149,6 +149,7 @@ class Reconciler:
                 continue
             applied += 1
             self.cache.store(written)
+            _warn_if_rewritten(written, child)
             if created and _spec_unchanged(bems) and not _was_refused(bems):
                 events.append(("Normal", "Recreated",
                                f"Recreated {child['kind']} {child_meta['name']}, "
@@ -282,27 +283,59 @@ def _mark(child: dict[str, Any]) -> None:
     annotations[APPLIED_ANNOTATION] = digest
 
 
-def holds(live: Any, desired: Any, path: tuple[str, ...] = ()) -> bool:
+def holds(live: Any, desired: Any) -> bool:
     """Whether the live object already has every field the desired one declares (what server-
     side apply would write), after the API server's own rewriting: defaults it added, empty
     values it omits, quantities in canonical form ("1024Mi" is "1Gi")."""
+    return difference(live, desired) is None
+
+
+def difference(live: Any, desired: Any, path: tuple[str, ...] = ()) -> str | None:
+    """The first field (dotted path) where `live` lacks what `desired` declares, or None."""
     if isinstance(desired, Mapping):
         if not isinstance(live, Mapping):
-            return False
-        return all(holds(live[key], value, (*path, key)) if key in live else _empty(value)
-                   for key, value in desired.items())
+            return ".".join(path) or "."
+        for key, value in desired.items():
+            if key not in live:
+                if not _empty(value):
+                    return ".".join((*path, key))
+                continue
+            found = difference(live[key], value, (*path, key))
+            if found is not None:
+                return found
+        return None
     if isinstance(desired, list):
-        return isinstance(live, list) and len(live) == len(desired) and all(
-            holds(item, wanted, path) for item, wanted in zip(live, desired))
+        if not isinstance(live, list) or len(live) != len(desired):
+            return ".".join(path)
+        for index, (item, wanted) in enumerate(zip(live, desired)):
+            found = difference(item, wanted, path)
+            if found is not None:
+                return found.replace(".".join(path), f"{'.'.join(path)}[{index}]", 1)
+        return None
     if live == desired:
-        return True
-    if isinstance(desired, str) and isinstance(live, str | int | float) \
-            and _quantity_path(path):
-        try:
-            return parse_quantity(desired) == parse_quantity(live)
+        return None
+    if isinstance(desired, str | int | float) and isinstance(live, str | int | float) \
+            and not isinstance(desired, bool) and _quantity_path(path):
+        try:  # e.g. nvidia.com/gpu: 1 comes back as "1", memory: 1024Mi as "1Gi"
+            if parse_quantity(str(desired)) == parse_quantity(str(live)):
+                return None
         except ValueError:
-            return False
-    return False
+            pass
+    return ".".join(path)
+
+
+_REWRITTEN: set[tuple[str, str]] = set()  # (kind, field) already warned about
+
+
+def _warn_if_rewritten(written: Mapping[str, Any], desired: Mapping[str, Any]) -> None:
+    """An apply whose answer still lacks what was declared means the API server rewrites that
+    field in a way `holds` does not know: every check would apply it again. Said once."""
+    field = difference(written, desired)
+    if field is not None and (desired["kind"], field) not in _REWRITTEN:
+        _REWRITTEN.add((desired["kind"], field))
+        logger.warning("The API server rewrote %s of %s %s/%s, so every periodic check "
+                       "applies it again; please report this", field, desired["kind"],
+                       desired["metadata"]["namespace"], desired["metadata"]["name"])
 
 
 def _empty(value: Any) -> bool:

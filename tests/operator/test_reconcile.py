@@ -16,7 +16,8 @@ from builders_factory import make_bems
 from bem_operator.builders.kinds import SCALED_OBJECT, ChildKind
 from bem_operator.controller import Cache
 from bem_operator.k8s import FIELD_MANAGER, HANDOVER_MANAGER, ApiError
-from bem_operator.reconcile import Reconciler, Result, RetryableError, holds, owns_field
+from bem_operator.reconcile import (Reconciler, Result, RetryableError, difference, holds,
+                                    owns_field)
 
 Key = tuple[str, str, str, str]
 
@@ -395,6 +396,7 @@ def test_drift_and_a_dropped_field_are_applied_again() -> None:
     ({"limits": {"memory": "1Gi", "cpu": "2"}}, {"limits": {"memory": "1024Mi", "cpu": "2000m"}},
      True),  # quantities in canonical form
     ({"limits": {"memory": "1Gi"}}, {"limits": {"memory": "2Gi"}}, False),
+    ({"limits": {"nvidia.com/gpu": "1"}}, {"limits": {"nvidia.com/gpu": 1}}, True),
     ({"env": [{"name": "A", "value": "1.0"}]}, {"env": [{"name": "A", "value": "1"}]}, False),
     ({"ports": [{"port": 80, "protocol": "TCP"}]}, {"ports": [{"port": 80}]}, True),
     ({"ports": [{"port": 80}, {"port": 81}]}, {"ports": [{"port": 80}]}, False),
@@ -402,6 +404,13 @@ def test_drift_and_a_dropped_field_are_applied_again() -> None:
 def test_holds_compares_after_the_servers_rewriting(live: Any, desired: Any,
                                                      expected: bool) -> None:
     assert holds(live, desired) is expected
+
+
+def test_difference_names_the_first_field_that_differs() -> None:
+    live = {"spec": {"ports": [{"port": 80}, {"port": 81, "name": "b"}]}}
+    assert difference(live, {"spec": {"ports": [{"port": 80}, {"port": 82}]}}) == \
+        "spec.ports[1].port"
+    assert difference(live, {"spec": {"selector": {"app": "x"}}}) == "spec.selector"
 
 
 def test_terminating_namespace_is_not_a_failure() -> None:
