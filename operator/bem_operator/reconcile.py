@@ -291,9 +291,13 @@ def holds(live: Any, desired: Any) -> bool:
 
 
 def difference(live: Any, desired: Any, path: tuple[str, ...] = ()) -> str | None:
-    """The first field (dotted path) where `live` lacks what `desired` declares, or None."""
-    if isinstance(desired, Mapping):
-        if not isinstance(live, Mapping):
+    """The first field (dotted path) where `live` lacks what `desired` declares, or None.
+    (On the periodic check's path for every child: plain dict and list checks, and equal
+    subtrees compared by C's == at once.)"""
+    if live == desired:
+        return None
+    if isinstance(desired, dict):
+        if not isinstance(live, dict):
             return ".".join(path) or "."
         for key, value in desired.items():
             if key not in live:
@@ -311,8 +315,6 @@ def difference(live: Any, desired: Any, path: tuple[str, ...] = ()) -> str | Non
             found = difference(item, wanted, path)
             if found is not None:
                 return found.replace(".".join(path), f"{'.'.join(path)}[{index}]", 1)
-        return None
-    if live == desired:
         return None
     if isinstance(desired, str | int | float) and isinstance(live, str | int | float) \
             and not isinstance(desired, bool) and _quantity_path(path):
