@@ -102,3 +102,12 @@ def test_model_paths_with_another_spelling_are_refused(path):
     """Each directory has one spelling, so comparing the strings (the CRD's CEL rules on
     basePath and checkpointPath) compares the directories."""
     assert not re.match(MODEL_PATH, path)
+
+
+def test_any_mapping_parses_like_a_dict():
+    """kopf hands over read-only views, not dicts: the strict parse must take them."""
+    from types import MappingProxyType
+    spec = {"model": MappingProxyType({"claimName": "m"}), "tolerations": (MappingProxyType({"operator": "Exists"}),)}
+    view = MappingProxyType({**make_bems(), "spec": MappingProxyType(spec)})
+    parsed = parse_bemservice(view)
+    assert parsed.model.claim_name == "m" and parsed.tolerations == [{"operator": "Exists"}]

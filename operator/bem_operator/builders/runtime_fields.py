@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from annotated_types import Ge
 
 from bem_operator.builders.runtime_contract import RUNTIME_FLAGS
-from bem_operator.builders.spec_types import RuntimeEnv, Section, Spec, get_path, walk_fields
+from bem_operator.builders.spec_schema import RuntimeEnv, Section, get_path, walk_fields
+from bem_operator.builders.spec_types import Spec
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bem_operator.builders.spec_types import BEMServiceSpec, Spec, crd_defaults
+from bem_operator.builders.spec_schema import crd_defaults
+from bem_operator.builders.spec_types import BEMServiceSpec, Spec
 
 __all__ = ["DEFAULTS", "SpecError", "BEMServiceSpec", "parse_bemservice"]
 
@@ -51,9 +52,18 @@ def parse_bemservice(bems: Mapping[str, Any]) -> BEMServiceSpec:
     if not isinstance(spec, Mapping):
         raise SpecError("spec", "is required")
     try:
-        return BEMServiceSpec.model_validate({**spec, **identity})
+        return BEMServiceSpec.model_validate({**_plain(spec), **identity})
     except ValidationError as exc:
         raise spec_error(exc) from None
+
+
+def _plain(value: Any) -> Any:
+    """Plain dicts and lists (the strict parse refuses other mappings, such as kopf's views)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 _UNION_TAGS = frozenset({"int", "str", "float", "bool", "dict", "list", "none"})

@@ -6,20 +6,20 @@ operator validates an object that never went through the API server against the 
 (spec.py turns the errors into SpecError). Cross-field rules exist only as CEL: the API server
 enforces them and nothing here checks them a second time.
 
-Markers the generator reads: `core(...)` replaces a field's schema by a Kubernetes type from the
-Kubernetes OpenAPI (core_v1.py), `RuntimeEnv` names the runtime setting a field becomes (the pod's
-env var; runtime_fields.py derives the table), `BUILDER_DEFAULT` keeps a Python default out of the
-CRD. Integers are int32 unless their schema says otherwise.
+Markers (spec_schema.py): `core(...)` makes a field's schema a Kubernetes type from the
+Kubernetes OpenAPI (crdgen/core_v1.py), `RuntimeEnv` names the runtime setting a field becomes
+(runtime_fields.py derives the table), `BUILDER_DEFAULT` keeps a Python default out of the CRD.
+Integers are int32 unless their schema says otherwise.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import AfterValidator, ConfigDict, Field
+
+from bem_operator.builders.spec_schema import BUILDER_DEFAULT, RuntimeEnv, Section, cel, core, rules
 
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
@@ -32,39 +32,6 @@ PERCENT = r"^(100|[1-9]?[0-9])%$"
 # so comparing the strings compares the directories.
 _SEGMENT = r"([A-Za-z0-9_-][A-Za-z0-9_.-]*|\.[A-Za-z0-9_-][A-Za-z0-9_.-]*|\.\.[A-Za-z0-9_.-]+)"
 MODEL_PATH = rf"^{_SEGMENT}(/{_SEGMENT})*$"
-
-
-def cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, str]:
-    """One x-kubernetes-validations entry."""
-    out = {"rule": rule, "message": message}
-    if field_path:
-        out["fieldPath"] = field_path
-    if reason:
-        out["reason"] = reason
-    return out
-
-
-def rules(*entries: dict[str, str], **schema: Any) -> dict[str, Any]:
-    """Schema additions for a field or class: CEL rules plus plain keys (maxItems, ...)."""
-    return {**schema, **({"x-kubernetes-validations": list(entries)} if entries else {})}
-
-
-def core(type_name: str, **schema: Any) -> dict[str, Any]:
-    """This field's schema is the Kubernetes type `type_name` (e.g. core.v1.Affinity), read
-    from the Kubernetes OpenAPI with this project's limits (core_v1.py); `schema` adds keys on
-    top (maxItems, a description)."""
-    return {"x-bem-core": type_name, **schema}
-
-
-def BUILDER_DEFAULT(schema: dict[str, Any]) -> None:  # noqa: N802 (a marker, used like a constant)
-    """json_schema_extra for a field whose Python default is the builders' only: not in the CRD."""
-    schema.pop("default", None)
-
-
-@dataclass(frozen=True)
-class RuntimeEnv:
-    """Annotated marker: the field is handed to the runtime as this env var (and its flag)."""
-    env: str
 
 
 def _int_or_percent(value: int | str) -> int | str:
@@ -82,16 +49,11 @@ DnsName = Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN)]
 ModelPath = Annotated[str, Field(max_length=512, pattern=MODEL_PATH)]
 
 
-class Section(BaseModel):
-    """Base of every spec class: camelCase names, no type coercion ("3" is not 3), read-only."""
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, strict=True,
-                              frozen=True, extra="ignore")
-
-
 class Routing(Section):
     """Overrides of the checkpoint's routing settings; unset fields keep the checkpoint's values."""
     top_k: Annotated[int | None, RuntimeEnv("BEM_TOP_K")] = Field(
-        None, ge=1, le=64, description="Experts mixed per chunk (at most the checkpoint's number of experts).")
+        None, ge=1, le=64,
+        description="Experts mixed per chunk (at most the checkpoint's number of experts).")
     chunk_size: Annotated[int | None, RuntimeEnv("BEM_CHUNK_SIZE")] = Field(
         None, ge=1, le=8192,
         description="Tokens per routing chunk; a chunk's experts are decided once, before it starts.")
@@ -106,7 +68,8 @@ class Routing(Section):
 class Governance(Section):
     """Overrides of the checkpoint's governance bounds on the expert weight deltas."""
     sigma_max: Annotated[float | None, RuntimeEnv("BEM_SIGMA_MAX")] = Field(
-        None, gt=0, description="Largest singular value an expert delta may have; larger ones are scaled down at load.")
+        None, gt=0, description=(
+            "Largest singular value an expert delta may have; larger ones are scaled down at load."))
     trust_region: Annotated[float | None, RuntimeEnv("BEM_TRUST_REGION")] = Field(
         None, gt=0, description=(
             "Largest Frobenius norm of an expert delta, as a fraction of the frozen weight's "
@@ -157,7 +120,8 @@ class ModelSpec(Section):
         "/models (default bem)."))
     served_name: str | None = Field(
         None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$",
-        description="Model id served in /v1/models and accepted in requests. Defaults to the BEMService name.")
+        description=("Model id served in /v1/models and accepted in requests. Defaults to the "
+                     "BEMService name."))
     routing: Routing | None = None
     governance: Governance | None = None
 
@@ -190,12 +154,14 @@ class Autoscaling(Section):
         description="Average requests per second per pod the autoscaler aims for (default 10).")
     target_cpu_utilization: int | None = Field(
         None, alias="targetCPUUtilization", ge=1, le=100,
-        description="Optional average CPU use as a percentage of the CPU request (needs spec.resources.requests.cpu).")
+        description=("Optional average CPU use as a percentage of the CPU request (needs "
+                     "spec.resources.requests.cpu)."))
     target_memory_utilization: int | None = Field(
         None, alias="targetMemoryUtilization", ge=1, le=100, description=(
             "Optional average memory use as a percentage of the memory request (needs "
             "spec.resources.requests.memory)."))
-    behavior: dict[str, Any] | None = Field(None, json_schema_extra=core("autoscaling.v2.HorizontalPodAutoscalerBehavior"), description=(
+    behavior: dict[str, Any] | None = Field(
+        None, json_schema_extra=core("autoscaling.v2.HorizontalPodAutoscalerBehavior"), description=(
         "Scaling speed limits, passed as they are to the HorizontalPodAutoscaler's spec.behavior "
         "(provider KEDA: to the ScaledObject's advanced.horizontalPodAutoscalerConfig.behavior)."))
 
@@ -216,7 +182,8 @@ class Gpu(Section):
 
     count: int = Field(0, ge=0, le=16, json_schema_extra=BUILDER_DEFAULT,
                        description="GPUs per pod; 0 runs on CPU.")
-    product: str | None = Field(None, max_length=63, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", description=(
+    product: str | None = Field(
+        None, max_length=63, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", description=(
         "Value of the nvidia.com/gpu.product node label to schedule on, e.g. NVIDIA-H100-80GB-HBM3."))
 
 
@@ -236,7 +203,8 @@ class Rollout(Section):
         "RollingUpdate (default) replaces pods a few at a time; Recreate stops every old pod "
         "first (no extra GPUs needed)."))
     max_surge: IntOrPercent | None = Field(None, description=(
-        'Pods (or percent of replicas, e.g. "25%") that may be created above the desired count during a rollout.'))
+        'Pods (or percent of replicas, e.g. "25%") that may be created above the desired count '
+        "during a rollout."))
     max_unavailable: IntOrPercent | None = Field(
         None, description="Pods (or percent of replicas) that may be unavailable during a rollout.")
 
@@ -305,7 +273,8 @@ class Cache(Section):
         "FieldValueRequired")))
 
     redis_url_secret_ref: RedisUrlSecretRef
-    ttl_seconds: int = Field(300, ge=1, le=604800, description="How long a cached response lives, in seconds (default 300).")
+    ttl_seconds: int = Field(300, ge=1, le=604800,
+                             description="How long a cached response lives, in seconds (default 300).")
 
 
 class Runtime(Section):
@@ -317,8 +286,10 @@ class Runtime(Section):
         description="Runtime image; defaults to the operator's configured runtime image.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
         None, description="Image pull policy of the runtime container.")
-    image_pull_secrets: list[Annotated[DnsName, Field(description="Name of a docker-registry Secret.")]] = Field(
-        default_factory=list, max_length=8, description="Names of Secrets in this namespace used to pull the image.")
+    image_pull_secrets: list[Annotated[DnsName, Field(
+        description="Name of a docker-registry Secret.")]] = Field(
+        default_factory=list, max_length=8,
+        description="Names of Secrets in this namespace used to pull the image.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Runtime log level (default info).")
     max_batch_size: Annotated[int | None, RuntimeEnv("BEM_MAX_BATCH_SIZE")] = Field(
@@ -335,7 +306,8 @@ class Runtime(Section):
             'Extra arguments appended to "bem-runtime serve". Flags the operator sets from spec '
             "fields (--model-dir, --bem-dir, --port, --log-level, ...) are refused: set the field instead."))
     env: list[dict[str, Any]] = Field(default_factory=list, json_schema_extra=core(
-        "core.v1.EnvVar", maxItems=64, **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}),
+        "core.v1.EnvVar", maxItems=64,
+        **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}),
         description=("Extra environment variables of the runtime container, e.g. BEM_RATE_LIMIT_RPS. "
                      "The BEM_* variables that mirror spec fields are refused (set the field)."))
 
@@ -351,13 +323,15 @@ class Spec(Section):
             "(ours, or KEDA's) owns the replica count while spec.autoscaling is set (so kubectl "
             "scale is refused); remove one of them.", ".replicas", "FieldValueForbidden"),
         *(cel(f"!has(self.autoscaling) || !has(self.autoscaling.target{pct}Utilization) || "
-              f"(has(self.resources) && ((has(self.resources.requests) && '{res}' in self.resources.requests) || "
+              f"(has(self.resources) && ((has(self.resources.requests) && "
+              f"'{res}' in self.resources.requests) || "
               f"(has(self.resources.limits) && '{res}' in self.resources.limits)))",
               f"spec.autoscaling.target{pct}Utilization is a percentage of the {what} request: set "
               f"spec.resources.requests.{res} too.", f".autoscaling.target{pct}Utilization")
           for pct, res, what in (("CPU", "cpu", "CPU"), ("Memory", "memory", "memory"))),
-        cel("!has(self.autoscaling) || !has(self.autoscaling.provider) || self.autoscaling.provider != 'KEDA' "
-            "|| !has(self.monitoring) || !has(self.monitoring.serviceMonitor) || self.monitoring.serviceMonitor",
+        cel("!has(self.autoscaling) || !has(self.autoscaling.provider) || "
+            "self.autoscaling.provider != 'KEDA' || !has(self.monitoring) || "
+            "!has(self.monitoring.serviceMonitor) || self.monitoring.serviceMonitor",
             "spec.monitoring.serviceMonitor must be true with spec.autoscaling.provider KEDA: its "
             "Prometheus query selects the series by the labels our ServiceMonitor gives them.",
             ".monitoring.serviceMonitor")))
@@ -369,7 +343,8 @@ class Spec(Section):
     autoscaling: Autoscaling | None = None
     resources: dict[str, dict[str, int | str]] = Field(default_factory=dict, json_schema_extra=core(
         "core.v1.ResourceRequirements"), description=(
-            "CPU, memory and other resources of the runtime container. GPUs are set with spec.gpu, not here."))
+            "CPU, memory and other resources of the runtime container. GPUs are set with "
+            "spec.gpu, not here."))
     gpu: Gpu = Field(default_factory=Gpu)
     node_selector: dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]] = Field(
         default_factory=dict, max_length=32, json_schema_extra=rules(cel(
@@ -386,7 +361,8 @@ class Spec(Section):
         "it is and checked with core/v1's own schema and rules, so a misspelt field or operator "
         "is refused here instead of being ignored by the scheduler."))
     rollout: Rollout = Field(default_factory=Rollout, json_schema_extra=SECTION_DEFAULT)
-    disruption_budget: DisruptionBudget = Field(default_factory=DisruptionBudget, json_schema_extra=SECTION_DEFAULT)
+    disruption_budget: DisruptionBudget = Field(default_factory=DisruptionBudget,
+                                                json_schema_extra=SECTION_DEFAULT)
     service: ServiceSpec = Field(default_factory=ServiceSpec, json_schema_extra=SECTION_DEFAULT)
     monitoring: Monitoring = Field(default_factory=Monitoring, json_schema_extra=SECTION_DEFAULT)
     auth: Auth | None = None
@@ -407,42 +383,3 @@ class BEMServiceSpec(Spec):
     @property
     def api_keys(self) -> ApiKeySecretRef | None:
         return self.auth.api_key_secret_ref if self.auth is not None else None
-
-
-def walk_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any]]:
-    """(dotted camelCase path, FieldInfo) of every field under `model`, sections before their
-    fields, in declaration order."""
-    out: list[tuple[str, Any]] = []
-    for name, info in model.model_fields.items():
-        path = f"{prefix}{info.alias or name}"
-        out.append((path, info))
-        nested = _section_class(info.annotation)
-        if nested is not None:
-            out += walk_fields(nested, f"{path}.")
-    return out
-
-
-def _section_class(annotation: Any) -> type[Section] | None:
-    for candidate in (annotation, *getattr(annotation, "__args__", ())):
-        if isinstance(candidate, type) and issubclass(candidate, Section):
-            return candidate
-    return None
-
-
-def get_path(spec: Section, path: str) -> Any:
-    """The value at a dotted camelCase path (None when a section on the way is unset)."""
-    node: Any = spec
-    for part in path.split("."):
-        if node is None:
-            return None
-        fields = type(node).model_fields
-        node = getattr(node, next(n for n, f in fields.items() if (f.alias or n) == part))
-    return node
-
-
-def crd_defaults(model: type[BaseModel] = Spec) -> dict[str, Any]:
-    """Field path -> the default the CRD gives it (sections defaulted as a whole left out)."""
-    return {path: info.default for path, info in walk_fields(model)
-            if not info.is_required() and info.default_factory is None and info.default is not None
-            and info.json_schema_extra is not BUILDER_DEFAULT}
-

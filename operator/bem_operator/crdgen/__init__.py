@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from bem_operator.builders.runtime_fields import OPERATOR_FLAGS, RESERVED_ENV
-from bem_operator.builders.spec_types import Spec, cel, rules
+from bem_operator.builders.spec_schema import cel, rules
+from bem_operator.builders.spec_types import Spec
 from bem_operator.constants import GROUP, KIND, PLURAL, VERSION
 from bem_operator.crdgen.core_v1 import kubernetes_type
 from bem_operator.crdgen.structural import from_pydantic
@@ -45,9 +46,11 @@ class AutoscalingStatus(_Status):
         "Name of the HorizontalPodAutoscaler that scales the Deployment: the BEMService's name "
         "(HPA), or keda-hpa-NAME, which KEDA creates (KEDA)."))
     scaled_object: str | None = Field(None, description="Name of the KEDA ScaledObject (provider KEDA only).")
-    active: bool | None = Field(None, description="KEDA's Active condition of the ScaledObject (the trigger sees load).")
+    active: bool | None = Field(None,
+        description="KEDA's Active condition of the ScaledObject (the trigger sees load).")
     current_replicas: int | None = Field(None, description="Replicas the HorizontalPodAutoscaler last saw.")
-    desired_replicas: int | None = Field(None, description="Replicas the HorizontalPodAutoscaler last asked for.")
+    desired_replicas: int | None = Field(None,
+        description="Replicas the HorizontalPodAutoscaler last asked for.")
     current_requests_per_second: float | None = Field(
         None, description="Requests per second per pod the HorizontalPodAutoscaler last read.")
     last_scale_time: str | None = Field(None, json_schema_extra={"format": "date-time"}, description=(
@@ -58,11 +61,15 @@ class Status(_Status):
     """Observed state, written by the operator."""
     observed_generation: int | None = Field(None, json_schema_extra={"format": "int64"}, description=(
         "metadata.generation of the BEMService that this status describes."))
-    phase: str | None = Field(None, description="Summary of the conditions. Pending, Progressing, Ready or Degraded.")
+    phase: str | None = Field(None,
+        description="Summary of the conditions. Pending, Progressing, Ready or Degraded.")
     replicas: int | None = Field(None, description="Runtime pods that exist (from the Deployment).")
-    ready_replicas: int | None = Field(None, description="Runtime pods that are ready to serve (model loaded and warm).")
-    selector: str | None = Field(None, description="Label selector of the runtime pods, for the scale subresource.")
-    endpoint: str | None = Field(None, description="In-cluster URL of the service, e.g. http://NAME.NAMESPACE.svc:8080.")
+    ready_replicas: int | None = Field(None,
+        description="Runtime pods that are ready to serve (model loaded and warm).")
+    selector: str | None = Field(None,
+        description="Label selector of the runtime pods, for the scale subresource.")
+    endpoint: str | None = Field(None,
+        description="In-cluster URL of the service, e.g. http://NAME.NAMESPACE.svc:8080.")
     autoscaling: AutoscalingStatus | None = None
     conditions: list[Condition] | None = Field(None, json_schema_extra={
         "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
@@ -92,11 +99,13 @@ class BEMService(BaseModel):
 
 # (name, type, JSON path, description, shown only with -o wide)
 PRINTER_COLUMNS = (
-    ("Ready", "integer", ".status.readyReplicas", "Pods that passed their readiness probe (model loaded and warm).", False),
+    ("Ready", "integer", ".status.readyReplicas",
+     "Pods that passed their readiness probe (model loaded and warm).", False),
     ("Replicas", "integer", ".status.replicas", "Pods that exist for this service.", False),
     ("Phase", "string", ".status.phase", "Summary of the conditions.", False),
     ("Endpoint", "string", ".status.endpoint", "In-cluster URL of the service.", False),
-    ("Autoscaler", "string", ".status.autoscaling.provider", "HPA or KEDA, when spec.autoscaling is set.", True),
+    ("Autoscaler", "string", ".status.autoscaling.provider",
+     "HPA or KEDA, when spec.autoscaling is set.", True),
     ("Desired", "integer", ".status.autoscaling.desiredReplicas", "Replicas the autoscaler asks for.", True),
     ("RPS/Pod", "number", ".status.autoscaling.currentRequestsPerSecond",
      "Requests per second per pod the autoscaler last read.", True),

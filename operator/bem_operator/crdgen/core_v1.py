@@ -27,7 +27,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bem_operator.builders.spec_types import DNS_SUBDOMAIN, LABEL_KEY, LABEL_VALUE, SECRET_KEY, cel
+from bem_operator.builders.spec_schema import cel
+from bem_operator.builders.spec_types import DNS_SUBDOMAIN, LABEL_KEY, LABEL_VALUE, SECRET_KEY
 from bem_operator.crdgen.structural import INT_OR_STRING, KUBERNETES_EXTENSIONS, ordered
 
 KUBERNETES_SCHEMA = "v1.34.0-local-strict"
@@ -46,7 +47,8 @@ _KEYWORDS = frozenset({"description", "required", "enum", "pattern", "minimum", 
                        "x-kubernetes-validations"})
 
 _LABEL_KEY = {"maxLength": 317, "pattern": LABEL_KEY}
-_LABEL_VALUE = {"description": "A label value (at most 63 characters).", "maxLength": 63, "pattern": LABEL_VALUE}
+_LABEL_VALUE = {"description": "A label value (at most 63 characters).", "maxLength": 63,
+                "pattern": LABEL_VALUE}
 _LABEL_VALUES = {"maxItems": 32, "[]": _LABEL_VALUE}
 _LABEL_KEYS = {"maxItems": 16, "[]": {"description": "A pod label key.", **_LABEL_KEY}}
 _WEIGHT = {"minimum": 1, "maximum": 100}
@@ -86,7 +88,8 @@ OVERLAYS: dict[str, dict[str, Any]] = {
         "matchExpressions": {"maxItems": 16, "[]": {
             "x-kubernetes-validations": [cel(
                 "self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0) : "
-                "self.operator in ['Exists', 'DoesNotExist'] ? (!has(self.values) || size(self.values) == 0) : "
+                "self.operator in ['Exists', 'DoesNotExist'] ? "
+                "(!has(self.values) || size(self.values) == 0) : "
                 "(has(self.values) && size(self.values) == 1 && self.values[0].matches('^-?[0-9]+$'))",
                 "operators In and NotIn need at least one value, Exists and DoesNotExist take none, "
                 "Gt and Lt take exactly one integer.", ".values", "FieldValueInvalid")],
@@ -128,10 +131,12 @@ OVERLAYS: dict[str, dict[str, Any]] = {
         "x-kubernetes-validations": [
             cel("!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits) || "
                 "quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)",
-                "every spec.resources.requests value must be at most the matching spec.resources.limits value.",
+                "every spec.resources.requests value must be at most the matching "
+                "spec.resources.limits value.",
                 ".requests"),
             cel("!has(self.requests) || self.requests.all(k, !k.contains('/') || (has(self.limits) && "
-                "k in self.limits && quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) == 0))",
+                "k in self.limits && "
+                "quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) == 0))",
                 "an extended resource (a name with '/') cannot be overcommitted; set the same value in "
                 "spec.resources.limits as in spec.resources.requests.", ".limits", "FieldValueInvalid")],
         "requests": _resource_map("requests"), "limits": _resource_map("limits"),
@@ -142,7 +147,8 @@ OVERLAYS: dict[str, dict[str, Any]] = {
         "name": {"minLength": 1, "maxLength": 256, "pattern": "^[-._a-zA-Z][-._a-zA-Z0-9]*$"},
         "value": {"maxLength": 32768},
         "valueFrom": {"pick": ["secretKeyRef", "configMapKeyRef", "fieldRef"], "x-kubernetes-validations": [
-            cel("[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef)].filter(x, x).size() == 1",
+            cel("[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef)]"
+                ".filter(x, x).size() == 1",
                 "set exactly one of secretKeyRef, configMapKeyRef and fieldRef.")]},
     },
     "core.v1.SecretKeySelector": _KEY_SELECTOR,
