@@ -1,7 +1,7 @@
 """The BEMService spec, typed once: each field with its type, bounds, enum, default, description
 and the CEL rules (x-kubernetes-validations) the API server enforces.
 
-The CRD's schema is generated from these classes (bem_operator/crd.py, `make crds`); the
+The CRD's schema is generated from these classes (bem_operator/crdgen, `make crds`); the
 operator validates an object that never went through the API server against the same classes
 (spec.py turns the errors into SpecError). Cross-field rules exist only as CEL: the API server
 enforces them and nothing here checks them a second time.
