@@ -17,8 +17,10 @@ from typing import Any
 from bem_operator.builders.autoscaling import REQUEST_RATE_METRIC
 
 KEDA_NOT_INSTALLED = "KEDANotInstalled"
-_QUANTITY = re.compile(r"^([0-9.]+)(n|u|m|k|M|G)?$")
-_SUFFIX = {None: 1.0, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9}
+_QUANTITY = re.compile(r"^([0-9.]+)(n|u|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_SUFFIX = {None: 1.0, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9,
+           "T": 1e12, "P": 1e15, "E": 1e18, "Ki": 2.0 ** 10, "Mi": 2.0 ** 20, "Gi": 2.0 ** 30,
+           "Ti": 2.0 ** 40, "Pi": 2.0 ** 50, "Ei": 2.0 ** 60}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +105,7 @@ def _request_rate(provider: str, metrics: list[Mapping[str, Any]]) -> float | No
 
 
 def parse_quantity(value: Any) -> float | None:
-    """A Kubernetes quantity as the HPA writes metric values ("1500m", "20"), as a number."""
+    """A Kubernetes quantity ("1500m", "20", "1Gi") as a number; None when it is none."""
     match = _QUANTITY.match(str(value)) if value is not None else None
     if match is None:
         return None

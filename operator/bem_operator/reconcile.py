@@ -15,11 +15,9 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from kubernetes.utils.quantity import parse_quantity
-
-from bem_operator.autoscaler import AutoscalerObserved
+from bem_operator.autoscaler import AutoscalerObserved, parse_quantity
 from bem_operator.builders import (CHILD_KINDS, BuildOptions, SpecError, children_from_spec,
                                    parse_bemservice, selector_string)
 from bem_operator.builders import endpoint as service_endpoint
@@ -33,8 +31,20 @@ from bem_operator.references import Reference, required_references
 from bem_operator.status import Observed, Problem, Reason, compute_status, status_events, \
     status_changed
 
-if TYPE_CHECKING:
-    from bem_operator.controller import Cache, Key
+Key = tuple[str, str]  # namespace, name
+
+
+class Cache(Protocol):
+    """What the reconcile reads and writes of the controller's cache (controller.Cache)."""
+
+    def bemservice(self, key: Key) -> Mapping[str, Any] | None: ...
+    def get(self, kind: tuple[str, str], namespace: str, parent: str,
+            name: str) -> Mapping[str, Any] | None: ...
+    def children(self, namespace: str, parent: str) -> list[Mapping[str, Any]]: ...
+    def pods(self, namespace: str, parent: str) -> list[Mapping[str, Any]]: ...
+    def store(self, body: Mapping[str, Any]) -> None: ...
+    def forget(self, body: Mapping[str, Any]) -> None: ...
+
 
 logger = logging.getLogger(__name__)
 Event = tuple[str, str, str]  # type, reason, message
@@ -318,11 +328,10 @@ def difference(live: Any, desired: Any, path: tuple[str, ...] = ()) -> str | Non
         return None
     if isinstance(desired, str | int | float) and isinstance(live, str | int | float) \
             and not isinstance(desired, bool) and _quantity_path(path):
-        try:  # e.g. nvidia.com/gpu: 1 comes back as "1", memory: 1024Mi as "1Gi"
-            if parse_quantity(str(desired)) == parse_quantity(str(live)):
-                return None
-        except ValueError:
-            pass
+        # e.g. nvidia.com/gpu: 1 comes back as "1", memory: 1024Mi as "1Gi"
+        wanted = parse_quantity(desired)
+        if wanted is not None and wanted == parse_quantity(live):
+            return None
     return ".".join(path)
 
 
