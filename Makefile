@@ -1,12 +1,13 @@
 # Developer shortcuts. The test entry point is scripts/test.sh (see README).
 PYTHON ?= .venv/bin/python
 
-.PHONY: sync-crd check-crd
+.PHONY: crds check-crds
 
-# Copy crds/bemservice.yaml (the single source) into the Helm chart and manifests/.
-sync-crd:
-	$(PYTHON) scripts/sync_crd.py
+# Generate the CRD from the typed spec (operator/bem_operator/builders/spec_types.py) into
+# crds/, the Helm chart and manifests/, and the runtime contract the operator reads.
+crds:
+	$(PYTHON) scripts/gen_crds.py
 
-# Fail when a CRD copy is stale (what CI and the consistency test check).
-check-crd:
-	$(PYTHON) scripts/sync_crd.py --check
+# Fail with a diff when a generated file is stale (what the unit test checks).
+check-crds:
+	$(PYTHON) scripts/gen_crds.py --check

@@ -1,47 +1,13 @@
-"""One source of truth: the CRD copies, the RBAC rules and the operator pod spec agree."""
+"""One source of truth: the RBAC rules and the operator pod spec agree (the CRD and its copies are
+generated: tests/operator/test_crd_generated.py)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
-from .support import CHART, MANIFESTS, ROOT, Helm, by_kind, load_yaml_docs, rule_set
+from .support import MANIFESTS, Helm, by_kind, load_yaml_docs, rule_set
 
-CRD_SOURCE = ROOT / "crds" / "bemservice.yaml"
-CRD_COPIES = [CHART / "crds" / "bemservice.yaml", MANIFESTS / "crd.yaml"]
 LEASE_ROLE = "bem-operator-leader-election"
-
-
-def _sync_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("sync_crd", ROOT / "scripts" / "sync_crd.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.mark.parametrize("copy", CRD_COPIES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_crd_copy_is_byte_identical_to_the_source(copy: Path) -> None:
-    assert CRD_SOURCE.is_file(), f"{CRD_SOURCE.relative_to(ROOT)} is missing"
-    assert copy.is_file(), f"{copy.relative_to(ROOT)} is missing; run `make sync-crd`"
-    assert copy.read_bytes() == CRD_SOURCE.read_bytes(), (
-        f"{copy.relative_to(ROOT)} differs from crds/bemservice.yaml; run `make sync-crd`")
-
-
-def test_sync_crd_finds_and_fixes_stale_copies(tmp_path: Path) -> None:
-    sync = _sync_module()
-    (tmp_path / "crds").mkdir()
-    (tmp_path / "crds" / "bemservice.yaml").write_bytes(b"kind: CustomResourceDefinition\n")
-    (tmp_path / "manifests").mkdir()
-    (tmp_path / "manifests" / "crd.yaml").write_bytes(b"kind: Old\n")
-    assert sorted(map(str, sync.stale_copies(tmp_path))) == sorted(map(str, sync.COPIES))
-    assert sorted(map(str, sync.sync(tmp_path))) == sorted(map(str, sync.COPIES))
-    assert sync.stale_copies(tmp_path) == []
-    for copy in sync.COPIES:
-        assert (tmp_path / copy).read_bytes() == b"kind: CustomResourceDefinition\n"
 
 
 def test_chart_cluster_role_grants_exactly_the_manifest_rules(helm: Helm) -> None:

@@ -292,9 +292,9 @@ def test_keda_provider_without_keda_degrades_and_says_what_to_do() -> None:
 
 def test_invalid_spec_is_reported_not_retried() -> None:
     api = FakeApi()
-    result = reconciler(api)(image_bems(gpu={"product": "H100"}))
+    result = reconciler(api)(image_bems(gpu={"count": 17}))
     assert result.invalid and api.applied == []
-    assert [e[1] for e in api.events] == ["InvalidSpec"] and "spec.gpu.product" in api.events[0][2]
+    assert [e[1] for e in api.events] == ["InvalidSpec"] and "spec.gpu.count" in api.events[0][2]
     degraded = next(c for c in api.statuses[-1]["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "InvalidSpec" and "spec.gpu.count" in degraded["message"]
 

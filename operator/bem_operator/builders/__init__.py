@@ -13,13 +13,12 @@ from typing import Any
 
 from bem_operator.builders.autoscaling import REQUEST_RATE_METRIC
 from bem_operator.builders.deployment import config_hash
-from bem_operator.builders.fields import DEFAULTS, SpecError
 from bem_operator.builders.kinds import CHILD_REGISTRY, children_from_spec
 from bem_operator.builders.labels import child_labels, owner_reference, selector_labels, selector_string
 from bem_operator.builders.options import BuildOptions
 from bem_operator.builders.runtime_fields import RESERVED_ENV
 from bem_operator.builders.service import endpoint
-from bem_operator.builders.spec import parse_bemservice
+from bem_operator.builders.spec import DEFAULTS, SpecError, parse_bemservice
 from bem_operator.builders.spec_types import BEMServiceSpec
 
 __all__ = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from bem_operator.builders.labels import child_metadata, selector_labels
 from bem_operator.builders.options import BuildOptions
 from bem_operator.builders.pod import build_pod_template
+from bem_operator.builders.spec import DEFAULT_REPLICAS
 from bem_operator.builders.spec_types import BEMServiceSpec
 
 # Extra time after the startup probe's budget before a rollout is reported as stalled.
@@ -23,16 +23,17 @@ def config_hash(spec: BEMServiceSpec, options: BuildOptions) -> str:
     builders never see Secret contents.
     """
     config = {
-        "model": dataclasses.asdict(spec.model),
-        "runtime": dataclasses.asdict(spec.runtime),
-        "auth": dataclasses.asdict(spec.auth) if spec.auth else None,
-        "cache": dataclasses.asdict(spec.cache) if spec.cache else None,
-        "gpu": dataclasses.asdict(spec.gpu),
-        "resources": spec.resources,
+        **{part: getattr(spec, part) for part in ("model", "runtime", "auth", "cache", "gpu", "resources")},
+        "served_name": spec.served_name,
         "referenced": sorted(list(pair) for pair in options.referenced_versions),
     }
-    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=list)
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=_plain)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _plain(value: Any) -> Any:
+    """JSON for the typed spec's sections (by field name, unset fields included)."""
+    return value.model_dump(mode="json")
 
 
 def _strategy(spec: BEMServiceSpec) -> dict[str, Any]:
@@ -53,8 +54,8 @@ def deployment_from_spec(spec: BEMServiceSpec, options: BuildOptions) -> dict[st
     body: dict[str, Any] = {}
     # While an HPA owns the replica count the applied object carries no spec.replicas at all,
     # so the operator never writes it back.
-    if spec.autoscaling is None and spec.replicas is not None:
-        body["replicas"] = spec.replicas
+    if spec.autoscaling is None:
+        body["replicas"] = DEFAULT_REPLICAS if spec.replicas is None else spec.replicas
     body.update({
         "selector": {"matchLabels": selector_labels(spec.name)},
         "strategy": _strategy(spec),

@@ -8,6 +8,7 @@ from typing import Any
 
 from bem_operator.builders.labels import child_labels
 from bem_operator.builders.options import BuildOptions
+from bem_operator.builders.runtime_fields import read_runtime_fields
 from bem_operator.builders.spec_types import BEMServiceSpec
 from bem_operator.constants import CONFIG_HASH_ANNOTATION
 
@@ -154,16 +155,16 @@ def runtime_env(spec: BEMServiceSpec) -> list[dict[str, Any]]:
         ("BEM_PORT", str(HTTP_PORT)),
         ("BEM_MODEL_DIR", f"{MODELS_DIR}/{spec.model.base_path}"),
         ("BEM_CHECKPOINT_DIR", f"{MODELS_DIR}/{spec.model.checkpoint_path}"),
-        ("BEM_MODEL_NAME", spec.model.served_name),
+        ("BEM_MODEL_NAME", spec.served_name),
         ("BEM_DEVICE", "cuda" if spec.gpu.count > 0 else "cpu"),
         ("BEM_LOG_LEVEL", spec.runtime.log_level),
     ]
-    values += [(env, _fmt(v)) for env, v in spec.runtime.settings.items()]
-    if spec.auth is not None:
-        values.append(("BEM_API_KEY_FILE", f"{API_KEYS_DIR}/{spec.auth.key}"))
+    values += [(env, _fmt(v)) for env, v in read_runtime_fields(spec).items()]
+    if spec.api_keys is not None:
+        values.append(("BEM_API_KEY_FILE", f"{API_KEYS_DIR}/{spec.api_keys.key}"))
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values]
     if spec.cache is not None:
-        ref = spec.cache.redis_url
+        ref = spec.cache.redis_url_secret_ref
         env.append({"name": "BEM_REDIS_URL",
                     "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
         env.append({"name": "BEM_CACHE_TTL", "value": str(spec.cache.ttl_seconds)})
@@ -196,10 +197,10 @@ def _volumes(spec: BEMServiceSpec) -> list[dict[str, Any]]:
     if spec.model.source == "PersistentVolumeClaim":
         volumes.append({"name": "models", "persistentVolumeClaim": {
             "claimName": spec.model.claim_name, "readOnly": True}})
-    if spec.auth is not None:
+    if spec.api_keys is not None:
         volumes.append({"name": "api-keys", "secret": {
-            "secretName": spec.auth.name,
-            "items": [{"key": spec.auth.key, "path": spec.auth.key}],
+            "secretName": spec.api_keys.name,
+            "items": [{"key": spec.api_keys.key, "path": spec.api_keys.key}],
             "defaultMode": 0o440,
         }})
     return volumes
@@ -209,7 +210,7 @@ def _volume_mounts(spec: BEMServiceSpec) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     if spec.model.source == "PersistentVolumeClaim":
         mounts.append({"name": "models", "mountPath": MODELS_DIR, "readOnly": True})
-    if spec.auth is not None:
+    if spec.api_keys is not None:
         mounts.append({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True})
     return mounts
 

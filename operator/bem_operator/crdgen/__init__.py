@@ -1,0 +1,172 @@
+"""The BEMService CRD, generated: the schema from the typed spec (builders/spec_types.py) and the
+status classes below, Kubernetes types from the Kubernetes OpenAPI (core_v1.py), plus the
+names, subresources and printer columns. scripts/gen_crds.py writes it; a unit test checks that
+the committed files equal what this returns.
+
+Not imported by the running operator (it needs the dev dependency kubernetes-validate).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from bem_operator.builders.runtime_fields import OPERATOR_FLAGS, RESERVED_ENV
+from bem_operator.builders.spec_schema import cel, rules
+from bem_operator.builders.spec_types import Spec
+from bem_operator.constants import GROUP, KIND, PLURAL, VERSION
+from bem_operator.crdgen.core_v1 import kubernetes_type
+from bem_operator.crdgen.structural import from_pydantic
+
+
+class _Status(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel)
+
+
+class Condition(_Status):
+    """One condition (metav1.Condition)."""
+    type: str = Field(max_length=316, description="Condition type, e.g. Ready.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str | None = Field(None, max_length=1024, description="CamelCase reason for the last transition.")
+    message: str | None = Field(None, max_length=32768, description="What happened, for humans.")
+    last_transition_time: str | None = Field(None, json_schema_extra={"format": "date-time"},
+                                             description="When status last changed.")
+    observed_generation: int | None = Field(None, json_schema_extra={"format": "int64"},
+                                            description="metadata.generation the condition was set from.")
+
+
+class AutoscalingStatus(_Status):
+    """What the autoscaler reports (with spec.autoscaling): the provider, the
+    HorizontalPodAutoscaler that scales the Deployment and its last reading. The Autoscaling
+    condition says whether it can scale, and if not, why."""
+    provider: str | None = Field(None, description="HPA or KEDA, from spec.autoscaling.provider.")
+    horizontal_pod_autoscaler: str | None = Field(None, description=(
+        "Name of the HorizontalPodAutoscaler that scales the Deployment: the BEMService's name "
+        "(HPA), or keda-hpa-NAME, which KEDA creates (KEDA)."))
+    scaled_object: str | None = Field(None, description="Name of the KEDA ScaledObject (provider KEDA only).")
+    active: bool | None = Field(None,
+        description="KEDA's Active condition of the ScaledObject (the trigger sees load).")
+    current_replicas: int | None = Field(None, description="Replicas the HorizontalPodAutoscaler last saw.")
+    desired_replicas: int | None = Field(None,
+        description="Replicas the HorizontalPodAutoscaler last asked for.")
+    current_requests_per_second: float | None = Field(
+        None, description="Requests per second per pod the HorizontalPodAutoscaler last read.")
+    last_scale_time: str | None = Field(None, json_schema_extra={"format": "date-time"}, description=(
+        "When the HorizontalPodAutoscaler last changed the replica count."))
+
+
+class Status(_Status):
+    """Observed state, written by the operator."""
+    observed_generation: int | None = Field(None, json_schema_extra={"format": "int64"}, description=(
+        "metadata.generation of the BEMService that this status describes."))
+    phase: str | None = Field(None,
+        description="Summary of the conditions. Pending, Progressing, Ready or Degraded.")
+    replicas: int | None = Field(None, description="Runtime pods that exist (from the Deployment).")
+    ready_replicas: int | None = Field(None,
+        description="Runtime pods that are ready to serve (model loaded and warm).")
+    selector: str | None = Field(None,
+        description="Label selector of the runtime pods, for the scale subresource.")
+    endpoint: str | None = Field(None,
+        description="In-cluster URL of the service, e.g. http://NAME.NAMESPACE.svc:8080.")
+    autoscaling: AutoscalingStatus | None = None
+    conditions: list[Condition] | None = Field(None, json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        description="Ready, Progressing and Degraded, each with a reason and a message.")
+
+
+class _Metadata(BaseModel):
+    name: str | None = Field(None, max_length=63, json_schema_extra=rules(cel(
+        "self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+        "must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter, at "
+        "most 63 characters): it also names the Service.")))
+
+
+class BEMService(BaseModel):
+    """BEMService serves a frozen base language model with a BEM expert checkpoint (low-rank
+    experts with chunk-sticky routing). The bem-operator turns it into a Deployment of runtime
+    pods, a Service, an optional HorizontalPodAutoscaler (or KEDA ScaledObject), a
+    PodDisruptionBudget and a ServiceMonitor, and reports their state in status."""
+    model_config = ConfigDict(populate_by_name=True)
+    api_version: str | None = Field(None, alias="apiVersion",
+                                    description=f"Versioned schema of this object; {GROUP}/{VERSION}.")
+    kind: str | None = Field(None, description=f"Kind of this object; {KIND}.")
+    metadata: _Metadata | None = None
+    spec: Spec
+    status: Status | None = None
+
+
+# (name, type, JSON path, description, shown only with -o wide)
+PRINTER_COLUMNS = (
+    ("Ready", "integer", ".status.readyReplicas",
+     "Pods that passed their readiness probe (model loaded and warm).", False),
+    ("Replicas", "integer", ".status.replicas", "Pods that exist for this service.", False),
+    ("Phase", "string", ".status.phase", "Summary of the conditions.", False),
+    ("Endpoint", "string", ".status.endpoint", "In-cluster URL of the service.", False),
+    ("Autoscaler", "string", ".status.autoscaling.provider",
+     "HPA or KEDA, when spec.autoscaling is set.", True),
+    ("Desired", "integer", ".status.autoscaling.desiredReplicas", "Replicas the autoscaler asks for.", True),
+    ("RPS/Pod", "number", ".status.autoscaling.currentRequestsPerSecond",
+     "Requests per second per pod the autoscaler last read.", True),
+)
+
+
+def _columns(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    columns = []
+    for name, kind, path, description, wide in PRINTER_COLUMNS:
+        node = schema
+        for part in path.strip(".").split("."):  # a column must name a field of the schema
+            node = node["properties"][part]
+        if node["type"] != kind:
+            raise ValueError(f"printer column {name}: {path} is {node['type']}, not {kind}")
+        columns.append({"name": name, "type": kind, **({"priority": 1} if wide else {}),
+                        "description": description, "jsonPath": path})
+    return [*columns, {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]
+
+
+def _refusals(runtime: dict[str, Any]) -> None:
+    """CEL rules that refuse, in spec.runtime.env and extraArgs, the env vars the operator sets
+    and the flags the runtime's settings table gives them (runtime_fields.py)."""
+    names = ", ".join(f"'{name}'" for name in sorted(RESERVED_ENV))
+    runtime["env"]["items"]["x-kubernetes-validations"].insert(0, cel(
+        f"!(self.name in [{names}])", "this variable is set by the operator from spec fields "
+        "(spec.model, spec.runtime, spec.auth, spec.cache); set that field instead.", ".name"))
+    flags = "|".join(sorted(flag.removeprefix("--") for flag in OPERATOR_FLAGS))
+    runtime["extraArgs"]["x-kubernetes-validations"] = [cel(
+        f"self.all(a, !a.matches('^--({flags})(=.*)?$'))",
+        "overrides a flag the operator sets from spec fields (spec.model, spec.gpu, spec.runtime, "
+        "spec.auth, spec.cache); set that field instead (only flags such as --merge-decode that no "
+        "field sets belong here).", reason="FieldValueForbidden")]
+
+
+def openapi_schema() -> dict[str, Any]:
+    schema = from_pydantic(BEMService.model_json_schema(by_alias=True), kubernetes_type)
+    _refusals(schema["properties"]["spec"]["properties"]["runtime"]["properties"])
+    return schema
+
+
+def bemservice_crd() -> dict[str, Any]:
+    schema = openapi_schema()
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}", "labels": {
+            "app.kubernetes.io/name": "bem-operator", "app.kubernetes.io/component": "crd"}},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {"kind": KIND, "listKind": f"{KIND}List", "plural": PLURAL,
+                      "singular": KIND.lower(), "shortNames": ["bems"], "categories": ["bem"]},
+            "versions": [{
+                "name": VERSION, "served": True, "storage": True,
+                # kubectl scale writes spec.replicas; it is refused while spec.autoscaling is
+                # set, so nobody fights the HorizontalPodAutoscaler.
+                "subresources": {"status": {}, "scale": {
+                    "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+                    "labelSelectorPath": ".status.selector"}},
+                "additionalPrinterColumns": _columns(schema),
+                "schema": {"openAPIV3Schema": schema},
+            }],
+        },
+    }
