@@ -293,3 +293,6 @@ def test_a_new_leader_takes_over_and_no_change_is_lost(
                              check=False)
         real_cluster.kubectl("rollout", "status", "deployment/bem-operator", "-n", OPERATOR_NS,
                              "--timeout=180s", timeout=200, check=False)
+        wait_until("the replaced operator pods gone", lambda: len(get_json(
+            real_cluster, "pods", "-n", OPERATOR_NS, "-l",
+            "app.kubernetes.io/instance=bem-operator")["items"]) == 2, timeout=120)
