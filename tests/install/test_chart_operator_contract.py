@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+from bem_operator.leader import LeaderSettings
 from bem_operator.settings import OperatorSettings
 
 from .support import Helm, by_kind
 
 
+# What the downward API gives the variables the chart fills from the pod itself.
+DOWNWARD = {"metadata.name": "bem-operator-7d9f-abcde", "metadata.namespace": "bem-system"}
+
+
 def _operator_env(objects: list[dict[str, Any]]) -> dict[str, str]:
     [deployment] = by_kind(objects, "Deployment")
     [container] = deployment["spec"]["template"]["spec"]["containers"]
-    return {e["name"]: e["value"] for e in container["env"]}
+    return {e["name"]: e["value"] if "value" in e
+            else DOWNWARD[e["valueFrom"]["fieldRef"]["fieldPath"]] for e in container["env"]}
+
+
+def _settings(env: dict[str, str]) -> tuple[OperatorSettings, LeaderSettings]:
+    return OperatorSettings.from_env(env), LeaderSettings.from_env(env)
 
 
 def test_default_environment_gives_the_documented_settings(helm: Helm) -> None:
@@ -56,13 +67,22 @@ def test_chart_sets_only_variables_the_operator_reads(helm: Helm) -> None:
     env = _operator_env(helm.template())
     known = {"BEM_OPERATOR_NAMESPACES", "BEM_OPERATOR_METRICS_PORT", "BEM_OPERATOR_HEALTH_PORT",
              "BEM_OPERATOR_RESYNC_SECONDS", "BEM_OPERATOR_LOG_LEVEL", "BEM_RUNTIME_IMAGE",
-             "BEM_OPERATOR_PROMETHEUS_ADDRESS"}
+             "BEM_OPERATOR_PROMETHEUS_ADDRESS", "BEM_OPERATOR_LEADER_ELECTION",
+             "BEM_OPERATOR_LEASE_NAME", "POD_NAME", "POD_NAMESPACE"}
     assert set(env) == known
     # Each one changes the settings when set alone, so none is silently ignored.
-    baseline = OperatorSettings.from_env({})
+    baseline = _settings({"POD_NAME": "p", "POD_NAMESPACE": "n"})
     probes = {"BEM_OPERATOR_NAMESPACES": "x", "BEM_OPERATOR_METRICS_PORT": "1",
               "BEM_OPERATOR_HEALTH_PORT": "2", "BEM_OPERATOR_RESYNC_SECONDS": "3",
               "BEM_OPERATOR_LOG_LEVEL": "error", "BEM_RUNTIME_IMAGE": "x:1",
-              "BEM_OPERATOR_PROMETHEUS_ADDRESS": "http://prometheus:9090"}
+              "BEM_OPERATOR_PROMETHEUS_ADDRESS": "http://prometheus:9090",
+              "BEM_OPERATOR_LEADER_ELECTION": "true", "BEM_OPERATOR_LEASE_NAME": "other",
+              "POD_NAME": "q", "POD_NAMESPACE": "m"}
     for name in known:
-        assert OperatorSettings.from_env({name: probes[name]}) != baseline, name
+        probe = {"POD_NAME": "p", "POD_NAMESPACE": "n", name: probes[name]}
+        operator, leader = _settings(probe)
+        # the identity carries a random suffix per process: compare what precedes it
+        leader = dataclasses.replace(leader, identity=leader.identity.rsplit("_", 1)[0])
+        base_leader = dataclasses.replace(baseline[1],
+                                          identity=baseline[1].identity.rsplit("_", 1)[0])
+        assert (operator, leader) != (baseline[0], base_leader), name
