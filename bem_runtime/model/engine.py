@@ -205,7 +205,7 @@ class Engine:
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else self.checkpoint(checkpoint)
         with self.lock, torch.inference_mode():
             state = RoutingState(ckpt.policy, [len(ids)], self.device)
-            BatchForward(self.model, [ids], self.pad_id, self.pool, [RowGroup(ckpt, state, [0])]).route_only()
+            BatchForward(self.model, [ids], self.pad_id, self.pool, [RowGroup([ckpt], state, [0])]).route_only()
             return state.finish(0, len(ids))
 
     def score(
@@ -223,7 +223,7 @@ class Engine:
         with self.lock, torch.inference_mode():
             state = RoutingState(ckpt.policy, [prompt_len], self.device) if use_bem else None
             first = ids[:prompt_len] if incremental else ids
-            groups = [RowGroup(ckpt, state, [0])] if state is not None else []
+            groups = [RowGroup([ckpt], state, [0])] if state is not None else []
             batch = BatchForward(self.model, [first], self.pad_id, self.pool, groups)
             parts = [batch.prefill(keep=0)[0]]
             if incremental:
