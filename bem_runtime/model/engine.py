@@ -11,7 +11,8 @@ import torch
 from jinja2 import TemplateError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .bem import BEMPool, Checkpoint, RowGroup, read_checkpoint
+from .bem import BEMPool, RowGroup
+from .checkpoint import Checkpoint, CheckpointFiles, build_checkpoint, read_checkpoint, read_files
 from .errors import ChatTemplateError, CheckpointError, PromptTooLongError
 from .routing import RoutingState
 from .runner import BatchForward
@@ -128,10 +129,17 @@ class Engine:
     def load_report(self) -> dict[str, int]:
         return dict(self.bem.load_report)
 
-    def read_checkpoint(self, name: str, bem_dir: str | Path) -> Checkpoint:
-        """Validate and govern a checkpoint for this base; nothing changes (CheckpointError)."""
+    def read_files(self, bem_dir: str | Path) -> CheckpointFiles:
+        """Read a checkpoint's files (CheckpointError); file work only, safe on any thread."""
+        return read_files(Path(bem_dir), self.overrides)
+
+    def build_checkpoint(self, name: str, files: CheckpointFiles) -> Checkpoint:
+        """Validate and govern read files for this base; nothing changes (CheckpointError)."""
         with self.lock, torch.inference_mode():
-            return read_checkpoint(self.model, Path(bem_dir), self.overrides, name=name, allow_qkv=self.allow_qkv)
+            return build_checkpoint(self.model, files, name=name, allow_qkv=self.allow_qkv)
+
+    def read_checkpoint(self, name: str, bem_dir: str | Path) -> Checkpoint:
+        return self.build_checkpoint(name, self.read_files(bem_dir))
 
     def add_checkpoint(self, ckpt: Checkpoint) -> Checkpoint | None:
         """Make a read checkpoint resident under its name; returns the one it replaces."""

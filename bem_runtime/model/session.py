@@ -20,7 +20,8 @@ from typing import Any, Protocol
 
 import torch
 
-from .bem import BEMPool, Checkpoint, RowGroup, cohort_key
+from .bem import BEMPool, RowGroup, cohort_key
+from .checkpoint import Checkpoint
 from .errors import NonFiniteLogitsError
 from .routing import RoutingState
 from .runner import BatchForward

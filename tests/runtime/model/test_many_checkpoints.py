@@ -165,10 +165,12 @@ def test_checkpoints_of_one_recipe_share_a_group_each_row_with_its_own_router_an
     hidden = torch.randn(2, 3, start.router_weight.shape[1])
     logits = g.logits(hidden)
     for row, ckpt in enumerate((shuffled, twin)):
-        torch.testing.assert_close(logits[row], F.linear(hidden[row], ckpt.router_weight, ckpt.router_bias))
+        want = F.linear(hidden[row], ckpt.router_weight, ckpt.router_bias)
+        torch.testing.assert_close(logits[row], want)
     gates = torch.rand(2, 3, start.num_experts)
     blocks = g.scaled(gates).view(2, 3, 2, -1)
-    assert blocks[0, :, 1].abs().sum() == 0 and blocks[1, :, 0].abs().sum() == 0  # never another's experts
+    # A row's gate is zero in every other checkpoint's block: it never gets another's experts.
+    assert blocks[0, :, 1].abs().sum() == 0 and blocks[1, :, 0].abs().sum() == 0
     torch.testing.assert_close(blocks[1, :, 1], group([twin], [0]).scaled(gates[1:])[0])
 
     g = group([start, shuffled], [0, 1])
