@@ -16,7 +16,8 @@ class BatchForward:
     Rows are left-padded so that every row's newest token sits in the last column; each row gets
     its own position ids, so padding never shifts a row's positions (its output does not depend
     on the other rows). The rows of checkpoints that route alike form a group with its routing
-    state (bem.RowGroup); a row in no group runs the bare base model. Rows leaving or joining renumber the groups' members.
+    state (bem.RowGroup); a row in no group runs the bare base model. Rows leaving or joining
+    renumber the groups' members.
     """
 
     def __init__(
@@ -65,7 +66,7 @@ class BatchForward:
         try:
             out = self.model(
                 input_ids=ids,
-                attention_mask=self.mask,
+                attention_mask=self._attention_mask(),
                 position_ids=positions,
                 past_key_values=self.cache,
                 use_cache=True,
@@ -75,6 +76,11 @@ class BatchForward:
             if self.pool is not None:
                 self.pool.end()
         return out.logits
+
+    def _attention_mask(self) -> torch.Tensor | None:
+        """None for a lone row: it has no padding (leading columns nobody attends to are dropped),
+        and without a mask the model skips checking one every layer's attention would ignore."""
+        return self.mask if len(self.lengths) > 1 else None
 
     def _prefill_positions(self) -> torch.Tensor:
         return (self.mask.cumsum(-1) - 1).clamp(min=0)
