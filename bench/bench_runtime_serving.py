@@ -134,7 +134,8 @@ async def _throughput(url: str, concurrency: int, total: int, tokens: int) -> di
     async def client(session: aiohttp.ClientSession) -> None:
         nonlocal done_tokens
         while queue:
-            done_tokens += await _generate(session, url, _body(queue.pop(), tokens))
+            made = await _generate(session, url, _body(queue.pop(), tokens))
+            done_tokens += made  # after the await: `x += await f()` reads x before awaiting
 
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as session:
