@@ -1,8 +1,9 @@
 """The checkpoints this process serves over its one base model, by name: which are resident,
 which are still loading from the start list, and the admin operations that change the set.
 
-Loads run on the engine thread (between decode steps, like every other torch call). A load that
-fails changes nothing. Replacing or removing a name only changes what new requests get: a
+A load reads the checkpoint's files on another thread while decoding goes on, then validates,
+governs and installs it on the engine thread between decode steps (like every other torch call).
+A load that fails changes nothing. Replacing or removing a name only changes what new requests get: a
 request holds the checkpoint object it was accepted for until it finishes.
 """
 from __future__ import annotations
@@ -170,7 +171,8 @@ class Registry:
 
         start = time.perf_counter()
         try:
-            ckpt = await self._call(self.engine.read_checkpoint, name, path)
+            files = await asyncio.get_running_loop().run_in_executor(None, self.engine.read_files, path)
+            ckpt = await self._call(self.engine.build_checkpoint, name, files)
         except CheckpointError as exc:
             self._failed(LoadFailure.INVALID)
             raise errors.InvalidCheckpoint(f"'{name}' is not a valid checkpoint for this base "

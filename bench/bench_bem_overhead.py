@@ -23,7 +23,8 @@ from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from bem_runtime.model import Engine, GenerationRequest, SamplingParams
-from bem_runtime.model.bem import BEMPool, read_checkpoint
+from bem_runtime.model.bem import BEMPool
+from bem_runtime.model.checkpoint import read_checkpoint
 from bem_runtime.model.engine import resolve_device, resolve_dtype
 from bem_runtime.model.toy import build_tokenizer
 

@@ -1,7 +1,8 @@
 """Many BEM checkpoints on one base model, one run, side by side (issue 18):
 
   (a) throughput at concurrency 8 and 32 of a load spread over 8 checkpoints vs the same load on
-      one checkpoint (target >= 0.9x); the rounds alternate, so drift hits both alike;
+      one checkpoint (target >= 0.9x); the two closed loops take turns a decode iteration at a
+      time, so drift hits both alike;
   (b) hot-load time per checkpoint (read, validate, govern, install) at two model sizes (the
       test toy and --load-size, default medium);
   (c) memory per resident checkpoint vs the base model (what the checkpoint's tensors take on the
@@ -47,39 +48,67 @@ def _request(i: int, tokens: int, checkpoint: str) -> GenerationRequest:
     return GenerationRequest(PROMPT.format(i=i), params, checkpoint=checkpoint)
 
 
-def closed_loop(engine: Engine, concurrency: int, total: int, tokens: int, names: list[str]) -> float:
-    """Tokens per second with `concurrency` rows in flight; a finished row is replaced at once
-    (as the scheduler does: a step, then the new rows' prefill). Request i uses names[i % n]."""
-    batch = engine.open_batch()
-    pending = list(range(total))
-    generated = 0
-    start = time.perf_counter()
-    first, pending = pending[:concurrency], pending[concurrency:]
-    events = batch.admit([(i, _request(i, tokens, names[i % len(names)])) for i in first])
-    while batch or pending:
+class ClosedLoop:
+    """`concurrency` rows in flight on one batch; a finished row is replaced at once (as the
+    scheduler does: a step, then the new rows' prefill). Request i uses names[i % n]. It runs an
+    iteration at a time, so that two loops can take turns and drift hits both alike."""
+
+    def __init__(self, engine: Engine, concurrency: int, total: int, tokens: int, names: list[str]) -> None:
+        self.batch, self.tokens, self.names = engine.open_batch(), tokens, names
+        self.pending = list(range(total))
+        self.generated, self.seconds = 0, 0.0
+        start = time.perf_counter()
+        self.events = self._admit(concurrency)
+        self.seconds += time.perf_counter() - start
+
+    def _admit(self, n: int) -> list:
+        new, self.pending = self.pending[:n], self.pending[n:]
+        reqs = [(i, _request(i, self.tokens, self.names[i % len(self.names)])) for i in new]
+        return self.batch.admit(reqs) if reqs else []
+
+    def advance(self) -> bool:
+        """One iteration (a step, then the prefill of the rows replacing those that finished);
+        False once every request has finished."""
         ended = 0
-        for ev in events:
+        for ev in self.events:
             if ev.error is not None:
                 raise ev.error
             if ev.result is not None:
-                generated += ev.result.completion_tokens
+                self.generated += ev.result.completion_tokens
                 ended += 1
-        new, pending = pending[:ended], pending[ended:]
-        events = batch.step()
-        if new:
-            events += batch.admit([(i, _request(i, tokens, names[i % len(names)])) for i in new])
-    for ev in events:
-        generated += ev.result.completion_tokens if ev.result is not None else 0
-    return generated / (time.perf_counter() - start)
+        if not (self.batch or self.pending):
+            return False
+        start = time.perf_counter()
+        self.events = self.batch.step() + self._admit(ended)
+        self.seconds += time.perf_counter() - start
+        return True
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.generated / self.seconds
+
+
+def take_turns(loops: list[ClosedLoop]) -> None:
+    """Run the loops to their end an iteration each in turn (who goes first alternates)."""
+    active, turn = list(loops), 0
+    while active:
+        order = active if turn % 2 == 0 else active[::-1]
+        done = [loop for loop in order if not loop.advance()]
+        active = [loop for loop in active if loop not in done]
+        turn += 1
 
 
 def throughput(engine: Engine, names: list[str], args) -> dict:
+    """Spread over every checkpoint vs on one, the two closed loops taking turns an iteration at
+    a time; a mode's rate is its tokens over the time of its own iterations."""
     out = {}
     for c in (8, 32):
         spread, single = [], []
         for _ in range(args.rounds):
-            spread.append(closed_loop(engine, c, args.requests, args.tokens, names))
-            single.append(closed_loop(engine, c, args.requests, args.tokens, names[:1]))
+            loops = [ClosedLoop(engine, c, args.requests, args.tokens, n) for n in (names, names[:1])]
+            take_turns(loops)
+            spread.append(loops[0].tokens_per_s)
+            single.append(loops[1].tokens_per_s)
         s, o = statistics.median(spread), statistics.median(single)
         out[str(c)] = {"spread_tokens_per_s": s, "single_tokens_per_s": o, "ratio": s / o}
     return out
@@ -141,7 +170,7 @@ def run(args, tmp: Path) -> dict:
     for k, path in enumerate(others):
         engine.load_checkpoint(f"c{k + 1}", path)
     names = sorted(engine.checkpoints)
-    closed_loop(engine, 8, 16, args.tokens, names)  # warm-up: allocations, kernels
+    take_turns([ClosedLoop(engine, 8, 16, args.tokens, names)])  # warm-up: allocations, kernels
     print(f"device: {device_name(engine)}; model: {args.size}; {CHECKPOINTS} checkpoints; "
           f"{args.tokens} new tokens per request", flush=True)
     report = {"device": device_name(engine), "size": args.size, "tokens": args.tokens,
@@ -174,8 +203,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--load-size", choices=tuple(SIZES), default="medium", help="second size of (b), (c)")
     p.add_argument("--tokens", type=int, default=32, help="new tokens per request")
     p.add_argument("--requests", type=int, default=64, help="requests per throughput round")
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per concurrency")
-    p.add_argument("--latency-runs", type=int, default=9)
+    p.add_argument("--rounds", type=int, default=5, help="rounds per concurrency (median)")
+    p.add_argument("--latency-runs", type=int, default=31)
     p.add_argument("--json", type=Path, help="write the results here")
     return p.parse_args(argv)
 

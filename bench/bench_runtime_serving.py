@@ -10,7 +10,11 @@ alternate between servers, so drift hits all of them alike):
       (rows leaving, rows joining);
   (b) a short request alone vs beside long ones (continuous: about the same latency);
   (c) closed-loop throughput at concurrency 1, 8, 32: continuous, static, unbatched
-      (continuous at concurrency 1 >= 0.97x unbatched);
+      (continuous at concurrency 1 >= 0.97x unbatched). At concurrency 1 the three servers run
+      the same code (one row in flight; --max-batch-size only caps admission), so that ratio
+      shows the measurement's noise: the modes take turns request by request and each one's
+      rate is its tokens over its median request time, so a burst of load from elsewhere on a
+      shared machine hits every mode alike;
   (d) p50 latency of one request over HTTP vs direct in-process `engine.generate_batch`;
   (e) where a decode step's time goes, in-process at 1, 8 and 32 rows: wall time per step, the
       device's busy time (torch.profiler's kernel time on CUDA), and the Python functions that
@@ -113,6 +117,15 @@ def _start_server(base: Path, bem: Path, device: str, batch: int, port: int,
     raise RuntimeError("server did not become ready")
 
 
+async def _generate(session: aiohttp.ClientSession, url: str, body: dict) -> int:
+    """One plain request; the tokens it generated."""
+    async with session.post(url, json=body) as r:
+        data = await r.json()
+        if r.status != 200:
+            raise RuntimeError(f"HTTP {r.status}: {data}")
+        return data["usage"]["completion_tokens"]
+
+
 async def _throughput(url: str, concurrency: int, total: int, tokens: int) -> dict:
     """Closed loop: `concurrency` clients, each sending its next request when one returns."""
     queue = list(range(total))
@@ -121,12 +134,8 @@ async def _throughput(url: str, concurrency: int, total: int, tokens: int) -> di
     async def client(session: aiohttp.ClientSession) -> None:
         nonlocal done_tokens
         while queue:
-            i = queue.pop()
-            async with session.post(url, json=_body(i, tokens)) as r:
-                data = await r.json()
-                if r.status != 200:
-                    raise RuntimeError(f"HTTP {r.status}: {data}")
-                done_tokens += data["usage"]["completion_tokens"]
+            made = await _generate(session, url, _body(queue.pop(), tokens))
+            done_tokens += made  # after the await: `x += await f()` reads x before awaiting
 
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as session:
@@ -135,6 +144,25 @@ async def _throughput(url: str, concurrency: int, total: int, tokens: int) -> di
         wall = time.perf_counter() - start
     return {"requests": total, "seconds": wall, "tokens_per_s": done_tokens / wall,
             "requests_per_s": total / wall}
+
+
+async def _one_at_a_time(urls: dict[str, str], n: int, tokens: int) -> dict:
+    """Concurrency 1: the modes take turns request by request, each sent the same n requests;
+    a mode's rate is its tokens over its median request time."""
+    times: dict[str, list[float]] = {m: [] for m in urls}
+    made: dict[str, list[int]] = {m: [] for m in urls}
+    modes = list(urls)
+    async with aiohttp.ClientSession() as session:
+        for i in range(n):
+            for mode in modes[i % len(modes):] + modes[:i % len(modes)]:
+                start = time.perf_counter()
+                made[mode].append(await _generate(session, urls[mode], _body(i, tokens)))
+                times[mode].append(time.perf_counter() - start)
+    out = {}
+    for mode in modes:
+        t = statistics.median(times[mode])
+        out[mode] = {"tokens_per_s": statistics.median(made[mode]) / t, "requests_per_s": 1 / t}
+    return out
 
 
 async def _latency(url: str, engine: Engine, n: int, tokens: int) -> dict:
@@ -304,6 +332,18 @@ async def _short_beside_long(url: str, runs: int) -> dict:
     return {"alone_p50_s": a, "beside_long_p50_s": b, "ratio": b / a}
 
 
+async def _closed_loop_level(urls: dict[str, str], c: int, args: argparse.Namespace) -> dict:
+    """Closed-loop throughput of each mode at concurrency c, rounds interleaved; medians."""
+    total = max(args.rounds * c, 8)
+    acc: dict[str, list[dict]] = {m: [] for m in CONCURRENCY_MODES}
+    for rnd in range(args.rounds):
+        for mode in CONCURRENCY_MODES[rnd % 3:] + CONCURRENCY_MODES[:rnd % 3]:
+            acc[mode].append(await _throughput(urls[mode], c, total, args.tokens))
+    return {mode: {"tokens_per_s": statistics.median(x["tokens_per_s"] for x in runs),
+                   "requests_per_s": statistics.median(x["requests_per_s"] for x in runs)}
+            for mode, runs in acc.items()}
+
+
 async def run(engine: Engine, base: Path, bem: Path, args: argparse.Namespace,
               logs: Path) -> dict:
     results: dict = {"throughput": {}, "mixed": {}, "short_beside_long": {}, "latency": {}}
@@ -339,15 +379,13 @@ async def run(engine: Engine, base: Path, bem: Path, args: argparse.Namespace,
         for mode in ("continuous", "static") if "short" in args.sections else ():
             results["short_beside_long"][mode] = await _short_beside_long(urls[mode], args.short_runs)
         for c in CONCURRENCY if "concurrency" in args.sections else ():
-            total = max(args.rounds * c, 8)
-            acc = {m: [] for m in CONCURRENCY_MODES}
-            for rnd in range(args.rounds):
-                for mode in CONCURRENCY_MODES[rnd % 3:] + CONCURRENCY_MODES[:rnd % 3]:
-                    acc[mode].append(await _throughput(urls[mode], c, total, args.tokens))
-            for mode, runs in acc.items():
-                r = {"tokens_per_s": statistics.median(x["tokens_per_s"] for x in runs),
-                     "requests_per_s": statistics.median(x["requests_per_s"] for x in runs)}
-                results["throughput"].setdefault(str(c), {})[mode] = r
+            if c == 1:
+                level = await _one_at_a_time({m: urls[m] for m in CONCURRENCY_MODES},
+                                             args.single_requests, args.tokens)
+            else:
+                level = await _closed_loop_level(urls, c, args)
+            results["throughput"][str(c)] = level
+            for mode, r in level.items():
                 print(f"  {mode:10s} concurrency {c:2d}: {r['tokens_per_s']:9.1f} tok/s", flush=True)
         if "latency" in args.sections:
             results["latency"] = await _latency(urls["continuous"], engine, args.latency_runs, args.tokens)
@@ -380,6 +418,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mixed-requests", type=int, default=96,
                    help="mixed workload: requests per rate (enough that the last long request's "
                         "tail does not decide the throughput)")
+    p.add_argument("--single-requests", type=int, default=30,
+                   help="concurrency 1: requests per mode, the modes taking turns")
     p.add_argument("--short-runs", type=int, default=3, help="short-beside-long repetitions")
     p.add_argument("--latency-runs", type=int, default=15)
     p.add_argument("--max-batch-size", type=int, default=32)

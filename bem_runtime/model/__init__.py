@@ -15,7 +15,7 @@ Implements docs/BEM.md. Details that page leaves open are fixed here:
   token is the last generated one is decided too (its gate depends on the previous chunk only).
 """
 
-from .bem import Checkpoint
+from .checkpoint import Checkpoint
 from .engine import Engine
 from .errors import CheckpointError, NonFiniteLogitsError, PromptTooLongError
 from .types import GenerationRequest, GenerationResult, RoutingDecision, RoutingOverrides, SamplingParams

@@ -28,6 +28,11 @@ class SiteExperts:
         e, r, d_in = a.shape
         return cls(a.reshape(e * r, d_in).contiguous(), b.permute(0, 2, 1).reshape(e * r, -1).contiguous())
 
+    @classmethod
+    def concat(cls, experts: list[SiteExperts]) -> SiteExperts:
+        """Several checkpoints' experts side by side (one column block each, in order)."""
+        return cls(torch.cat([e.a for e in experts]), torch.cat([e.b for e in experts]))
+
     @property
     def nbytes(self) -> int:
         return self.a.numel() * self.a.element_size() + self.b.numel() * self.b.element_size()
@@ -126,5 +131,6 @@ class BEMLinear(nn.Module):
         """The checkpoints' experts concatenated; kept while the same checkpoints share a batch."""
         bank = self._bank
         if bank is None or len(bank[0]) != len(experts) or any(p is not q for p, q in zip(bank[0], experts)):
-            bank = self._bank = (tuple(experts), torch.cat([e.a for e in experts]), torch.cat([e.b for e in experts]))
+            joined = SiteExperts.concat(experts)
+            bank = self._bank = (tuple(experts), joined.a, joined.b)
         return bank[1], bank[2]

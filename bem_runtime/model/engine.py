@@ -11,7 +11,8 @@ import torch
 from jinja2 import TemplateError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .bem import BEMPool, Checkpoint, RowGroup, read_checkpoint
+from .bem import BEMPool, RowGroup
+from .checkpoint import Checkpoint, CheckpointFiles, build_checkpoint, read_checkpoint, read_files
 from .errors import ChatTemplateError, CheckpointError, PromptTooLongError
 from .routing import RoutingState
 from .runner import BatchForward
@@ -128,10 +129,17 @@ class Engine:
     def load_report(self) -> dict[str, int]:
         return dict(self.bem.load_report)
 
-    def read_checkpoint(self, name: str, bem_dir: str | Path) -> Checkpoint:
-        """Validate and govern a checkpoint for this base; nothing changes (CheckpointError)."""
+    def read_files(self, bem_dir: str | Path) -> CheckpointFiles:
+        """Read a checkpoint's files (CheckpointError); file work only, safe on any thread."""
+        return read_files(Path(bem_dir), self.overrides)
+
+    def build_checkpoint(self, name: str, files: CheckpointFiles) -> Checkpoint:
+        """Validate and govern read files for this base; nothing changes (CheckpointError)."""
         with self.lock, torch.inference_mode():
-            return read_checkpoint(self.model, Path(bem_dir), self.overrides, name=name, allow_qkv=self.allow_qkv)
+            return build_checkpoint(self.model, files, name=name, allow_qkv=self.allow_qkv)
+
+    def read_checkpoint(self, name: str, bem_dir: str | Path) -> Checkpoint:
+        return self.build_checkpoint(name, self.read_files(bem_dir))
 
     def add_checkpoint(self, ckpt: Checkpoint) -> Checkpoint | None:
         """Make a read checkpoint resident under its name; returns the one it replaces."""
@@ -205,7 +213,7 @@ class Engine:
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else self.checkpoint(checkpoint)
         with self.lock, torch.inference_mode():
             state = RoutingState(ckpt.policy, [len(ids)], self.device)
-            BatchForward(self.model, [ids], self.pad_id, self.pool, [RowGroup(ckpt, state, [0])]).route_only()
+            BatchForward(self.model, [ids], self.pad_id, self.pool, [RowGroup([ckpt], state, [0])]).route_only()
             return state.finish(0, len(ids))
 
     def score(
@@ -223,7 +231,7 @@ class Engine:
         with self.lock, torch.inference_mode():
             state = RoutingState(ckpt.policy, [prompt_len], self.device) if use_bem else None
             first = ids[:prompt_len] if incremental else ids
-            groups = [RowGroup(ckpt, state, [0])] if state is not None else []
+            groups = [RowGroup([ckpt], state, [0])] if state is not None else []
             batch = BatchForward(self.model, [first], self.pad_id, self.pool, groups)
             parts = [batch.prefill(keep=0)[0]]
             if incremental:

@@ -6,7 +6,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from .bem import BEMPool, ForwardPlan, RoutingDone, RowGroup
+from .bem import BEMPool, ForwardPlan, RoutingDone, RowGroup, cohort_key
 from .routing import RoutingState
 
 
@@ -15,8 +15,9 @@ class BatchForward:
 
     Rows are left-padded so that every row's newest token sits in the last column; each row gets
     its own position ids, so padding never shifts a row's positions (its output does not depend
-    on the other rows). The rows of each checkpoint form a group with its routing state; a row in
-    no group runs the bare base model. Rows leaving or joining renumber the groups' members.
+    on the other rows). The rows of checkpoints that route alike form a group with its routing
+    state (bem.RowGroup); a row in no group runs the bare base model. Rows leaving or joining
+    renumber the groups' members.
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class BatchForward:
         for group in self.groups:
             group.rows = None if group.members == every else torch.tensor(
                 group.members, dtype=torch.long, device=self.device)
+            group.index(self.device)
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, counts: list[int], keep: int, stop: bool = False):
         if self.pool is not None:
@@ -64,7 +66,7 @@ class BatchForward:
         try:
             out = self.model(
                 input_ids=ids,
-                attention_mask=self.mask,
+                attention_mask=self._attention_mask(),
                 position_ids=positions,
                 past_key_values=self.cache,
                 use_cache=True,
@@ -74,6 +76,11 @@ class BatchForward:
             if self.pool is not None:
                 self.pool.end()
         return out.logits
+
+    def _attention_mask(self) -> torch.Tensor | None:
+        """None for a lone row: it has no padding (leading columns nobody attends to are dropped),
+        and without a mask the model skips checking one every layer's attention would ignore."""
+        return self.mask if len(self.lengths) > 1 else None
 
     def _prefill_positions(self) -> torch.Tensor:
         return (self.mask.cumsum(-1) - 1).clamp(min=0)
@@ -136,12 +143,12 @@ class BatchForward:
         self.lengths = self.lengths + other.lengths
         for theirs in other.groups:
             theirs.members = [m + offset for m in theirs.members]
-            mine = next((g for g in self.groups if g.checkpoint is theirs.checkpoint), None)
+            key = cohort_key(theirs.lead)
+            mine = next((g for g in self.groups if cohort_key(g.lead) == key), None)
             if mine is None:
                 self.groups.append(theirs)
             else:
-                mine.state.join(theirs.state)
-                mine.members += theirs.members
+                mine.absorb(theirs)
         self._index_groups()
 
     def _select_groups(self, keep: list[int]) -> None:
@@ -152,9 +159,7 @@ class BatchForward:
             local = [i for i, m in enumerate(group.members) if m in new_row]
             if not local:
                 continue
-            if len(local) < len(group.members):
-                group.state.select(local)
-            group.members = [new_row[group.members[i]] for i in local]
+            group.select(local, [new_row[group.members[i]] for i in local])
             groups.append(group)
         self.groups = groups
         self._index_groups()

@@ -20,7 +20,8 @@ from typing import Any, Protocol
 
 import torch
 
-from .bem import BEMPool, Checkpoint, RowGroup
+from .bem import BEMPool, RowGroup, cohort_key
+from .checkpoint import Checkpoint
 from .errors import NonFiniteLogitsError
 from .routing import RoutingState
 from .runner import BatchForward
@@ -228,17 +229,18 @@ class DecodeBatch:
 
 
 def _groups(rows: list[_Row], device: torch.device) -> list[RowGroup]:
-    """One routing group per checkpoint among the new rows (bare rows are in none)."""
-    members: dict[int, list[int]] = {}
+    """One routing group per cohort of checkpoints among the new rows (bare rows are in none)."""
+    cohorts: dict[tuple, tuple[list[Checkpoint], list[int], list[int]]] = {}
     for i, row in enumerate(rows):
-        if row.checkpoint is not None:
-            members.setdefault(id(row.checkpoint), []).append(i)
-    groups = []
-    for idx in members.values():
-        ckpt = rows[idx[0]].checkpoint
-        state = RoutingState(ckpt.policy, [rows[i].prompt_len for i in idx], device)
-        groups.append(RowGroup(ckpt, state, idx))
-    return groups
+        if row.checkpoint is None:
+            continue
+        ckpts, members, which = cohorts.setdefault(cohort_key(row.checkpoint), ([], [], []))
+        if not any(c is row.checkpoint for c in ckpts):
+            ckpts.append(row.checkpoint)
+        members.append(i)
+        which.append(next(k for k, c in enumerate(ckpts) if c is row.checkpoint))
+    return [RowGroup(ckpts, RoutingState(ckpts[0].policy, [rows[i].prompt_len for i in members], device),
+                     members, which) for ckpts, members, which in cohorts.values()]
 
 
 def _fill_holes(keep: list[int]) -> list[int]:

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 from bem_runtime.model import CheckpointError, RoutingOverrides
 from bem_runtime.model.adapter import BEMLinear
-from bem_runtime.model.bem import read_checkpoint
+from bem_runtime.model.checkpoint import read_checkpoint
 
 O_PROJ = "model.layers.2.self_attn.o_proj"
 

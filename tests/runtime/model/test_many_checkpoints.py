@@ -10,8 +10,11 @@ from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from bem_runtime.model import CheckpointError, Engine
+from bem_runtime.model.bem import RowGroup, cohort_key
+from bem_runtime.model.routing import RoutingState
 from bem_runtime.model.toy import write_variant
 
 from .conftest import ARCHS, DEVICE
@@ -143,3 +146,42 @@ def test_merged_decode_with_many_checkpoints_equals_the_unmerged_engine(toy_dirs
     got = merged.generate_batch(requests)
     assert [summary(r) for r in got] == [summary(r) for r in multi[arch].generate_batch(requests)]
     assert any(w.w_eff is not None for w in merged.pool.wrappers.values())  # the fold ran
+
+
+def test_checkpoints_of_one_recipe_share_a_group_each_row_with_its_own_router_and_experts(multi):
+    """Same routing policy, rank and sites: one group, one routing state, one router GEMM and one
+    bank; a checkpoint whose rows left keeps its block until a join changes the set."""
+    engine = multi["llama"]
+    start, shuffled, twin = (engine.checkpoint(n) for n in ("start", "shuffled", "twin"))
+    assert cohort_key(shuffled) == cohort_key(start) != cohort_key(engine.checkpoint("small"))
+
+    def group(ckpts, which):
+        state = RoutingState(start.policy, [3] * len(which), engine.device)
+        g = RowGroup(ckpts, state, list(range(len(which))), which)
+        g.index(engine.device)
+        return g
+
+    g = group([shuffled, twin], [0, 1])
+    hidden = torch.randn(2, 3, start.router_weight.shape[1])
+    logits = g.logits(hidden)
+    for row, ckpt in enumerate((shuffled, twin)):
+        want = F.linear(hidden[row], ckpt.router_weight, ckpt.router_bias)
+        torch.testing.assert_close(logits[row], want)
+    gates = torch.rand(2, 3, start.num_experts)
+    blocks = g.scaled(gates).view(2, 3, 2, -1)
+    # A row's gate is zero in every other checkpoint's block: it never gets another's experts.
+    assert blocks[0, :, 1].abs().sum() == 0 and blocks[1, :, 0].abs().sum() == 0
+    torch.testing.assert_close(blocks[1, :, 1], group([twin], [0]).scaled(gates[1:])[0])
+
+    g = group([start, shuffled], [0, 1])
+    bank = g.bank()
+    site = start.sites[0].name
+    assert torch.equal(bank.experts[site].a, torch.cat([start.experts[site].a, shuffled.experts[site].a]))
+    g.select([1], [0])  # start's only row leaves: its block stays
+    assert g.checkpoints == [start, shuffled] and g.which == [1]
+    g.absorb(group([start], [0]))  # a row of start joins again: the same bank
+    assert g.checkpoints == [start, shuffled] and g.which == [1, 0] and g.bank() is bank
+    g.select([0], [0])
+    g.absorb(group([twin], [0]))  # start has no row left and twin joins: start's block goes
+    assert g.checkpoints == [shuffled, twin] and g.which == [0, 1] and g.bank() is not bank
+    assert len(g.state.next_pos) == 2

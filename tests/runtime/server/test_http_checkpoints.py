@@ -68,6 +68,13 @@ def test_start_list_checkpoint_is_503_while_loading_then_served(multi, root):
     listed = {m["id"]: m for m in multi.request("GET", "/v1/models").json()["data"]}
     assert listed["slow"]["ready"] is False and listed["toy"]["ready"] is True
     assert listed["toy"]["parent"] == "base"
+    # The held load reads its file off the engine thread: a stream runs to its end meanwhile.
+    stream = multi.request("POST", "/v1/generate", {**GEN, "max_new_tokens": 16, "stream": True}, timeout=20)
+    events = [json.loads(line[6:]) for line in stream.body.decode().splitlines() if line.startswith("data: ")]
+    assert stream.status == 200 and events[-1]["type"] == "done", stream.body[-500:]
+    assert sum(e["type"] == "token" for e in events) >= 1 and events[-1]["usage"]["completion_tokens"] >= 1
+    states = {c["name"]: c["state"] for c in admin(multi, "GET", "/v1/checkpoints").json()["data"]}
+    assert states["slow"] == "loading"  # still held: the stream did not wait for it
     writer = threading.Thread(target=_release_slow, args=(root,))
     writer.start()
     deadline = time.monotonic() + 30
