@@ -9,9 +9,9 @@ from pathlib import Path
 
 from devcluster.binaries import Binaries
 from devcluster.certs import Pki
+from devcluster.network import SERVICE_CIDR
 from devcluster.nodes import KWOK_SELECTOR
 
-SERVICE_CIDR = "10.0.0.0/24"
 POD_CIDR = "10.244.0.1/16"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Only the controllers the project needs: fewer informers, less CPU on a shared
