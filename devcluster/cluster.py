@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from devcluster import binaries, certs, components, processes, realnode
+from devcluster import audit, binaries, certs, components, processes, realnode
 from devcluster import kubeconfig as kcfg
 from devcluster.binaries import Binaries
 from devcluster.client import Client
@@ -178,6 +178,7 @@ class DevCluster(Client):
         etcd = self._spawn("etcd", components.etcd(bins, lay, ports), die)
         self._wait("etcd /health", etcd, timeout,
                    lambda: http_ok(f"http://127.0.0.1:{ports.etcd_client}/health"))
+        audit.write_policy(self.state_dir)
         api = self._spawn("kube-apiserver", components.apiserver(bins, lay, ports), die)
         tls = admin_tls(pki.crt("ca"), pki.crt("admin"), pki.key("admin"))
         self._wait("kube-apiserver /readyz", api, timeout,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from devcluster import audit
 from devcluster.binaries import Binaries
 from devcluster.certs import Pki
 from devcluster.network import SERVICE_CIDR
@@ -134,6 +135,8 @@ def apiserver(bins: Binaries, lay: Layout, ports: Ports) -> list[str]:
         # Exit within ~2 s of SIGTERM: without it the HTTP server waits up to the request
         # timeout (60 s) for clients' long-lived HTTP/2 watch connections to go idle.
         "--shutdown-send-retry-after=true",
+        # Who wrote what (the operator's ServiceAccounts only): devcluster/audit.py.
+        *audit.apiserver_flags(lay.state_dir),
         "--v=1",
     ]
 

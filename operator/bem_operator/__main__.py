@@ -6,17 +6,22 @@ in-cluster service account, else from $KUBECONFIG / ~/.kube/config.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 
 import kopf
 from kubernetes.config import ConfigException
 
-from bem_operator.bridge import KopfBridge
 from bem_operator.builders.kinds import CHILD_REGISTRY
+from bem_operator.controller import Controller
 from bem_operator.handlers import register
 from bem_operator.k8s import ApiError, KubeApi
+from bem_operator.leader import (LeaderElector, LeaderSettings, LeaderSettingsError,
+                                 client_user_agent)
+from bem_operator.metrics import LeaderMetrics
 from bem_operator.outage import ConnectionErrorFilter
 from bem_operator.settings import OperatorSettings, SettingsError
 
@@ -33,6 +38,9 @@ _SETTINGS_HELP = """settings (environment variables):
   BEM_OPERATOR_PROMETHEUS_ADDRESS  Prometheus that KEDA queries for autoscaling provider KEDA
                                (default http://prometheus-operated.monitoring.svc:9090)
   BEM_OPERATOR_LOG_LEVEL       DEBUG, INFO, WARNING or ERROR (default INFO)
+  BEM_OPERATOR_LEADER_ELECTION true: only the holder of a coordination.k8s.io Lease writes
+  BEM_OPERATOR_LEASE_NAME      the Lease (default bem-operator)
+  BEM_OPERATOR_LEASE_NAMESPACE its namespace (default $POD_NAMESPACE)
 credentials: the pod's service account, else $KUBECONFIG or ~/.kube/config"""
 
 
@@ -52,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     _parse_args(argv)
     try:
         settings = OperatorSettings.from_env(os.environ)
-    except SettingsError as exc:
+        election = LeaderSettings.from_env(os.environ)
+    except (SettingsError, LeaderSettingsError) as exc:
         print(f"bem-operator: {exc}", file=sys.stderr)
         return 2
     try:
@@ -67,14 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         # "Handler succeeded" for every child event drowns the operator's own log lines.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # every liveness probe
-    bridge = KopfBridge(api, settings)
+    controller = Controller(api, settings)
     # Outages: one WARNING when the API server goes away, one INFO when it is back, no
     # tracebacks for what is only a lost connection (kopf's own lines included).
-    calm = ConnectionErrorFilter(bridge.connection)
+    calm = ConnectionErrorFilter(controller.connection, verbose=settings.log_level == "DEBUG")
     for handler in logging.getLogger().handlers:
         handler.addFilter(calm)
     try:
-        bridge.metrics.serve(settings.metrics_port, settings.bind_address)
+        controller.metrics.serve(settings.metrics_port, settings.bind_address)
     except OSError as exc:
         print(f"bem-operator: cannot serve metrics on {settings.bind_address}:"
               f"{settings.metrics_port} ({exc}): free the port or set BEM_OPERATOR_METRICS_PORT",
@@ -89,15 +98,42 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bem-operator: cannot reach the API server ({exc}): check KUBECONFIG or the "
               "pod's network and service account", file=sys.stderr)
         return 2
-    register(registry, bridge, unserved_kinds=unserved)
+
+    register(registry, controller, _leading(controller, api, election),
+             unserved_kinds=unserved)
     kopf.run(
         registry=registry,
-        standalone=True,  # one replica, no peering objects to manage
+        standalone=True,  # no kopf peering objects: leader election is ours (leader.py)
         clusterwide=settings.clusterwide,
         namespaces=settings.namespaces,
         liveness_endpoint=f"http://{settings.bind_address}:{settings.health_port}/healthz",
     )
     return 0
+
+
+def _leading(controller: Controller, api: KubeApi,
+             election: LeaderSettings) -> Callable[[], Awaitable[None]]:
+    """What runs beside kopf's watches for the life of the process: the workers, at once
+    without leader election; with it, only while this replica holds the Lease. Every write
+    asks the elector first, so a leader that lost the Lease writes nothing from that moment,
+    even from a reconcile already running; the cache stays warm on a standby."""
+    async def work() -> None:
+        await controller.start_leading()
+        try:
+            await asyncio.Event().wait()  # until leadership or the process ends
+        finally:
+            await controller.stop_leading()
+
+    if not election.enabled:
+        return work
+    api.identify(election.identity, client_user_agent(election.identity))
+    elector = LeaderElector(api, election.lease_namespace, election.lease_name,
+                            election.identity, metrics=LeaderMetrics(controller.metrics.registry))
+    api.may_write = lambda: elector.is_leader
+
+    async def campaign() -> None:
+        await elector.run(work, lambda: None)  # a lost Lease: campaign again, cache warm
+    return campaign
 
 
 if __name__ == "__main__":

@@ -21,5 +21,6 @@ DEFAULT_RUNTIME_IMAGE = "bem-runtime:0.1.0"
 # The Prometheus that KEDA's prometheus trigger queries: prometheus-operator's governing
 # Service of a Prometheus in the namespace "monitoring" (kube-prometheus' layout).
 DEFAULT_PROMETHEUS_ADDRESS = "http://prometheus-operated.monitoring.svc:9090"
-# Where kopf keeps its bookkeeping annotations on a BEMService.
-STORAGE_PREFIX = f"operator.{GROUP}"
+# On every child: a digest of what the operator declared in its last apply of it, so a
+# field dropped from the spec shows as a difference from the live object.
+APPLIED_ANNOTATION = f"{GROUP}/applied"

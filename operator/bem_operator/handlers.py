@@ -1,31 +1,35 @@
-"""kopf handlers: declarations only; the bridge (bridge.py) does the work."""
+"""kopf handlers: declarations only. kopf is the watch layer (lists, watches, reconnects);
+every event goes to the controller (controller.py), which does the rest. No handler here
+makes kopf write to an object: no finalizers, no progress or diff-base annotations."""
 from __future__ import annotations
 
-from collections.abc import Collection
+import asyncio
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import kopf
 
-from bem_operator.bridge import KopfBridge
 from bem_operator.builders.kinds import CHILD_REGISTRY
 from bem_operator.constants import GROUP, OWNER_LABEL, PLURAL, VERSION
+from bem_operator.controller import Controller
 from bem_operator.kopf_config import WATCHED_RESOURCES, configure
 
 BEMSERVICES = (GROUP, VERSION, PLURAL)
 
 
-def register(registry: kopf.OperatorRegistry, bridge: KopfBridge,
-             unserved_kinds: Collection[str] = ()) -> None:
-    """Registers every handler of the operator in `registry`, bound to `bridge`; no watch of a
-    child kind in `unserved_kinds`, those whose optional CRD (the ServiceMonitor's) the cluster
-    does not serve (kopf would warn about it otherwise)."""
+def register(registry: kopf.OperatorRegistry, controller: Controller,
+             lead: Callable[[], Awaitable[None]], unserved_kinds: Collection[str] = ()) -> None:
+    """Registers every handler of the operator in `registry`, bound to `controller`; `lead`
+    runs from startup for the life of the operator (leader election, then the workers). No
+    watch of a child kind in `unserved_kinds`, those whose optional CRD the cluster does not
+    serve (kopf would warn about it otherwise)."""
+    tasks: list[asyncio.Task[None]] = []
+
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
-        configure(settings, bridge.settings)
-        # The periodic drift check is the bridge's own task, not a kopf timer (kopf puts a
-        # finalizer on every object that has a timer, and a finalizer with no operator
-        # running blocks the deletion of the BEMService, its namespace and the CRD). It
-        # starts with the first BEMService event, where kopf's event posting is set up.
+        configure(settings, controller.settings)
+        # The watches start once the startup handlers return: leading runs beside them.
+        tasks.append(asyncio.create_task(lead(), name="lead"))
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -34,31 +38,21 @@ def register(registry: kopf.OperatorRegistry, bridge: KopfBridge,
 
     @kopf.on.cleanup(registry=registry)
     async def stop(**_: Any) -> None:
-        await bridge.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await controller.close()
 
-    @kopf.on.resume(*BEMSERVICES, registry=registry)
-    @kopf.on.create(*BEMSERVICES, registry=registry)
-    @kopf.on.update(*BEMSERVICES, registry=registry)
-    async def reconcile(body: kopf.Body, reason: kopf.Reason, **_: Any) -> None:
-        await bridge.reconcile(body, trigger=str(reason.value))
+    async def on_event(event: kopf.RawEvent, type: str | None, **_: Any) -> None:
+        controller.on_event(type, event["object"])
 
-    @kopf.on.event(*BEMSERVICES, registry=registry)
-    async def parent_changed(event: kopf.RawEvent, type: str | None, **_: Any) -> None:
-        bridge.parent_changed(type, event["object"])
-
-    async def child_changed(event: kopf.RawEvent, type: str | None, **_: Any) -> None:
-        bridge.child_changed(type, event["object"])
-
+    kopf.on.event(*BEMSERVICES, id="watch-bemservices", registry=registry)(on_event)
     for child in CHILD_REGISTRY:
         if child.optional_crd and child.kind in unserved_kinds:
             continue
         kopf.on.event(child.group, child.version, child.plural,
                       labels={OWNER_LABEL: kopf.PRESENT},
-                      id=f"watch-{child.plural}", registry=registry)(child_changed)
-
-    async def pod_changed(event: kopf.RawEvent, type: str | None, **_: Any) -> None:
-        bridge.pod_changed(type, event["object"])
-
+                      id=f"watch-{child.plural}", registry=registry)(on_event)
     for group, version, plural in WATCHED_RESOURCES:
         kopf.on.event(group, version, plural, labels={OWNER_LABEL: kopf.PRESENT},
-                      id=f"watch-{plural}", registry=registry)(pod_changed)
+                      id=f"watch-{plural}", registry=registry)(on_event)

@@ -6,11 +6,13 @@ and the few look-ups the reconcile needs. Blocking calls: run them off the loop.
 """
 from __future__ import annotations
 
+import datetime
 import json
+import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,7 +22,14 @@ from bem_operator.builders.kinds import BEMSERVICE, SERVICE_MONITOR, ChildKind, 
 from bem_operator.constants import FIELD_MANAGER, HANDOVER_MANAGER
 from bem_operator.outage import ConnectionState, error_kind
 
-__all__ = ["ApiError", "KubeApi", "count_request", "object_path", "request_counts"]
+__all__ = ["ApiError", "KubeApi", "NotLeading", "count_request", "object_path", "request_counts"]
+logger = logging.getLogger(__name__)
+EVENT_MESSAGE_LIMIT = 1024
+# Leader election's own writes (the Lease) are the only ones a standby sends.
+_ELECTION_PATH = "/apis/coordination.k8s.io/"
+# A list of metadata only (names, uids, versions): what a check of presence needs.
+_METADATA_LIST = ("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,"
+                  "application/json")
 
 # Every request this process's API clients made, by (verb, resource); metrics.py exports it as
 # bem_operator_api_requests_total. Process-wide, like the one client, so nothing is wired.
@@ -63,6 +72,13 @@ class ApiError(Exception):
         return self.status in (0, 409, 429) or self.status >= 500
 
 
+class NotLeading(ApiError):
+    """A write refused before it left: this replica no longer holds the leader Lease."""
+
+    def __init__(self) -> None:
+        super().__init__(0, "this replica is not the leader: it writes nothing")
+
+
 def object_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
     plural = plural_of(api_version, kind)  # only the registry's kinds (builders/kinds.py)
     if plural is None:
@@ -83,6 +99,16 @@ class KubeApi:
         self._discovered: dict[tuple[str, str], tuple[float, bool]] = {}
         # Told of every answer (or its absence): logs an outage once, counts errors by kind.
         self.connection = ConnectionState()
+        # Asked before every write: False on a replica that does not hold the leader Lease
+        # (or lost it a moment ago), which then writes nothing.
+        self.may_write: Callable[[], bool] = lambda: True
+        self.on_apply: Callable[[str], None] = lambda kind: None  # counts child applies
+        self.identity = "bem-operator"  # reportingInstance of the events it posts
+
+    def identify(self, identity: str, user_agent: str) -> None:
+        """Names this replica in the events it posts and in every request (the audit log)."""
+        self.identity = identity
+        self._api.user_agent = user_agent
 
     @classmethod
     def from_environment(cls, request_timeout: float = 30.0) -> KubeApi:
@@ -96,8 +122,11 @@ class KubeApi:
 
     def request(self, method: str, path: str, *, body: Any = None,
                 query: list[tuple[str, str]] | None = None,
-                content_type: str = "application/json") -> tuple[int, dict[str, Any] | None]:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+                content_type: str = "application/json",
+                accept: str = "application/json") -> tuple[int, dict[str, Any] | None]:
+        if method != "GET" and not self.may_write() and not path.startswith(_ELECTION_PATH):
+            raise NotLeading()
+        headers = {"Accept": accept, "Content-Type": content_type}
         method, url, headers, body, _ = self._api.param_serialize(
             method=method, resource_path=path, query_params=query or [],
             header_params=headers, body=body, auth_settings=["BearerToken"])
@@ -140,6 +169,7 @@ class KubeApi:
         status, data = self.request("PATCH", path, body=dict(obj), query=query,
                                     content_type="application/apply-patch+yaml")
         assert data is not None
+        self.on_apply(obj["kind"])
         return data, status == 201
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -168,13 +198,62 @@ class KubeApi:
             raise
         return True
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        path = object_path(*BEMSERVICE.key, namespace, name) + "/status"
-        self.request("PATCH", path, body={"status": dict(status)},
-                     content_type="application/merge-patch+json")
+    def list_present(self, kind: Any, label_selector: str | None,
+                     namespaces: tuple[str, ...] = ()) -> tuple[int | None, set[tuple[str, str, str]]]:
+        """(namespace, name, uid) of every object of a kind (metadata only, by label), and the
+        list's resourceVersion (the oldest one when several namespaces are listed)."""
+        prefix = "/api/v1" if kind.api_version == "v1" else f"/apis/{kind.api_version}"
+        paths = [f"{prefix}/namespaces/{ns}/{kind.plural}" for ns in namespaces] \
+            or [f"{prefix}/{kind.plural}"]
+        query = [("labelSelector", label_selector)] if label_selector else []
+        present: set[tuple[str, str, str]] = set()
+        versions: list[int] = []
+        for path in paths:
+            _, data = self.request("GET", path, query=query, accept=_METADATA_LIST)
+            meta = (data or {}).get("metadata") or {}
+            version = str(meta.get("resourceVersion", ""))
+            versions.append(int(version) if version.isdigit() else -1)
+            for item in (data or {}).get("items") or []:
+                item_meta = item.get("metadata") or {}
+                present.add((item_meta.get("namespace", ""), item_meta.get("name", ""),
+                             item_meta.get("uid", "")))
+        oldest = min(versions) if versions else -1
+        return (oldest if oldest >= 0 else None), present
 
-    def get_bemservice(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.get(*BEMSERVICE.key, namespace, name)
+    def patch_status(self, namespace: str, name: str,
+                     status: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge-patches a BEMService's status; returns the object as written."""
+        path = object_path(*BEMSERVICE.key, namespace, name) + "/status"
+        _, data = self.request("PATCH", path, body={"status": dict(status)},
+                               query=[("fieldManager", FIELD_MANAGER)],
+                               content_type="application/merge-patch+json")
+        assert data is not None
+        return data
+
+    def post_event(self, about: Mapping[str, Any], event_type: str, reason: str,
+                   message: str) -> None:
+        """Posts a core/v1 Event about an object; a failure is logged, never raised (an
+        event is a courtesy: the status says the same)."""
+        meta = about["metadata"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": about.get("apiVersion"), "kind": about.get("kind"),
+                               "name": meta["name"], "namespace": meta["namespace"],
+                               "uid": meta.get("uid"),
+                               "resourceVersion": meta.get("resourceVersion")},
+            "type": event_type, "reason": str(reason),
+            "message": message[:EVENT_MESSAGE_LIMIT],
+            "source": {"component": FIELD_MANAGER}, "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": self.identity,
+            "firstTimestamp": now, "lastTimestamp": now, "eventTime": None, "count": 1,
+        }
+        try:
+            self.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=body)
+        except ApiError as exc:
+            logger.debug("Failed to post the event %s about %s %s/%s: %s", reason,
+                         about.get("kind"), meta["namespace"], meta["name"], exc)
 
     def pvc_exists(self, namespace: str, name: str) -> bool:
         return self.get("v1", "PersistentVolumeClaim", namespace, name) is not None

@@ -11,15 +11,16 @@ from types import SimpleNamespace
 
 import aiohttp
 import kopf
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from bem_operator.k8s import count_request, request_counts
-from bem_operator.reconcile import InvalidSpec, RetryableError
 
 RESULTS = ("success", "invalid_spec", "retry", "error")
-TRIGGERS = ("create", "update", "resume", "timer", "child")
+# Why a BEMService was queued: its own spec or metadata changed, a child or pod changed,
+# the periodic check, or a retry after a failure (the first reason of a merged burst).
+TRIGGERS = ("spec", "child", "resync", "retry")
 API_ERROR_KINDS = ("connection", "server", "throttled", "conflict", "invalid", "forbidden")
 
 
@@ -72,36 +73,57 @@ class OperatorMetrics:
             "bem_operator_api_errors_total",
             "Failed requests to the API server, by kind (connection, server, throttled, "
             "conflict, invalid, forbidden, ...)", ["kind"], registry=self.registry)
+        self.applies = Counter(
+            "bem_operator_child_applies_total",
+            "Server-side applies of children: a settled BEMService costs none", ["kind"],
+            registry=self.registry)
+        self.queue_depth = Gauge(
+            "bem_operator_workqueue_depth", "BEMServices waiting for a reconcile",
+            registry=self.registry)
         for kind in API_ERROR_KINDS:
             self.api_errors.labels(kind=kind)
         for result in RESULTS:  # export zeros so rate() and alerts work from the start
             for trigger in TRIGGERS:
                 self.reconciles.labels(result=result, trigger=trigger)
-        for kind in ("invalid_spec", "api", "unexpected", "child_event"):
+        for kind in ("invalid_spec", "api", "unexpected"):
             self.errors.labels(kind=kind)
 
     @contextmanager
-    def timed(self, trigger: str) -> Iterator[None]:
-        """Counts and times one reconcile; the result comes from how the block ends."""
+    def timed(self, trigger: str) -> Iterator[list[str]]:
+        """Counts and times one reconcile; the block may set its result (yielded as a
+        one-item list, "success" unless set), and an exception counts as "error"."""
         started = time.perf_counter()
-        result = "success"
+        outcome = ["success"]
         try:
-            yield
-        except InvalidSpec:
-            result = "invalid_spec"
-            self.errors.labels(kind="invalid_spec").inc()
-            raise
-        except RetryableError:
-            result = "retry"
-            self.errors.labels(kind="api").inc()
-            raise
+            yield outcome
         except Exception:
-            result = "error"
+            outcome[0] = "error"
             self.errors.labels(kind="unexpected").inc()
             raise
         finally:
+            result = outcome[0]
+            if result in ("invalid_spec", "retry"):
+                self.errors.labels(kind="invalid_spec" if result == "invalid_spec"
+                                   else "api").inc()
             self.reconciles.labels(result=result, trigger=trigger).inc()
             self.duration.labels(trigger=trigger).observe(time.perf_counter() - started)
 
     def serve(self, port: int, address: str) -> None:
         start_http_server(port, addr=address, registry=self.registry)
+
+
+class LeaderMetrics:
+    """Leader election (bem_operator.leader): whether this replica leads, and how often that
+    changed. In the operator's registry, or a fresh one (tests)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.leader = Gauge("bem_operator_leader",
+                            "1 while this replica holds the leader Lease and may write, else 0",
+                            registry=self.registry)
+        self.transitions = Counter(
+            "bem_operator_leader_transitions_total",
+            "Times this replica gained or lost leadership, by change", ["change"],
+            registry=self.registry)
+        for change in ("gained", "lost"):
+            self.transitions.labels(change=change)

@@ -2,7 +2,8 @@
 
 An outage is one WARNING when the connection is first lost and one INFO when a request
 succeeds again; the errors in between (every watch retry, every periodic check) go to
-DEBUG without a traceback. `ConnectionErrorFilter` applies this to kopf's own log lines.
+DEBUG without a traceback. `ConnectionErrorFilter` applies this to kopf's own log lines
+by exception type and logger name, never by their text.
 Every API failure is counted by kind in bem_operator_api_errors_total.
 """
 from __future__ import annotations
@@ -25,14 +26,11 @@ NETWORK_ERRORS = frozenset({
     "ReadTimeoutError", "ConnectTimeoutError", "RemoteDisconnected", "IncompleteRead",
     "APIServerError", "ConnectionError", "ClientConnectionResetError", "SSLError",
 })
-# Phrases kopf (and aiohttp) use in the messages of those failures.
-NETWORK_PHRASES = ("Cannot connect to host", "Server disconnected", "Connection reset",
-                   "Connection refused", "failed; will try", "Timeout", "timed out",
-                   "Request attempt", "Service Unavailable", "Bad Gateway",
-                   "Gateway Timeout", "Too many requests", "TooManyRequests",
-                   "is unavailable", "not ready", "ServerDisconnectedError",
-                   "ClientConnectorError", "ClientOSError", "connection broken",
-                   "NewConnectionError")
+# Clients that log each failed attempt of a request they retry, with the exception only in
+# the text: kopf's (its watches', at ERROR) and urllib3's pool (the operator's own client, at
+# WARNING). Their lines go to DEBUG, by logger name; the outage itself is told once by the
+# operator's own requests (the periodic check's probe).
+RETRY_LOGGERS = ("kopf._cogs.clients", "urllib3.connectionpool")
 
 
 def error_kind(status: int) -> str:
@@ -59,6 +57,7 @@ class ConnectionState:
         self._recovered_at: float | None = None
         self._relapse = False
         self._lock = threading.Lock()
+        self.outages = 0  # how many times the connection was lost (watches broke each time)
         self._on_error = on_error or (lambda kind: None)
         self._clock = clock
 
@@ -80,6 +79,7 @@ class ConnectionState:
                 self._relapse = self._recovered_at is not None and \
                     now - self._recovered_at < self._settle
                 first = not self._relapse
+                self.outages += 1
         if first:
             logger.warning("Lost the connection to the API server (%s); retrying quietly "
                            "until it is back", detail)
@@ -112,25 +112,28 @@ def is_network_error(exc: BaseException | None) -> bool:
 class ConnectionErrorFilter(logging.Filter):
     """On the log handlers: kopf's lines about a lost API server become our one WARNING.
 
-    A record from kopf at WARNING or above whose exception (or message) is a network error
-    is dropped after telling `state`; everything else passes unchanged."""
+    A record from kopf, aiohttp or urllib3 at WARNING or above whose exception is a network
+    error is dropped after telling `state`; the clients' retry lines become DEBUG (shown
+    only when `verbose`); everything else passes unchanged."""
 
-    def __init__(self, state: ConnectionState) -> None:
+    def __init__(self, state: ConnectionState, verbose: bool = False) -> None:
         super().__init__()
         self.state = state
+        self.verbose = verbose
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith(("kopf", "aiohttp", "urllib3")) \
                 or record.levelno < logging.WARNING:
             return True
         exc = record.exc_info[1] if record.exc_info else None
-        message = record.getMessage()
-        if "failed temporarily" in message and record.name.startswith("kopf.objects"):
-            return False  # the bridge logged this failure once already (kopf: every retry)
-        if is_network_error(exc) or (exc is None and any(p in message for p in NETWORK_PHRASES)):
-            self.state.lost(_first_line(message if exc is None else f"{type(exc).__name__}: "
-                                        f"{exc}" if str(exc) else type(exc).__name__))
+        if is_network_error(exc):
+            assert exc is not None
+            self.state.lost(_first_line(f"{type(exc).__name__}: {exc}" if str(exc)
+                                        else type(exc).__name__))
             return False
+        if record.name.startswith(RETRY_LOGGERS) and record.levelno < logging.CRITICAL:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return self.verbose
         return True
 
 

@@ -1,67 +1,62 @@
-"""One idempotent, level-based reconcile of a BEMService (blocking; run in a thread).
+"""One level-based reconcile of a BEMService (blocking; run in a worker thread).
 
-Desired children come from the pure builders; this module compares them with
-what exists through the API layer, applies, deletes what is obsolete and writes
-the status. It knows nothing of kopf: handlers map its errors to kopf's.
+Everything it reads comes from the object and the one cache of what the watches delivered
+(controller.py); it keeps nothing between runs. Desired children come from the pure
+builders; a child is applied only when the cached live object does not already hold what
+is desired (so a settled object costs no request), obsolete children are deleted, and the
+status derived from the cache (status.py) is patched when it differs from the object's.
+Events are the status's transitions and the actions taken, so each is said once.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
+import json
 import logging
-import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bem_operator.builders import CHILD_KINDS, BuildOptions, SpecError, children_from_spec
-from bem_operator.builders import endpoint as service_endpoint
-from bem_operator.builders import parse_bemservice, selector_string
+from kubernetes.utils.quantity import parse_quantity
+
 from bem_operator.autoscaler import AutoscalerObserved
+from bem_operator.builders import (CHILD_KINDS, BuildOptions, SpecError, children_from_spec,
+                                   parse_bemservice, selector_string)
+from bem_operator.builders import endpoint as service_endpoint
 from bem_operator.builders.keda import keda_hpa_name
-from bem_operator.builders.kinds import DEPLOYMENT as DEPLOYMENT_KIND
-from bem_operator.builders.kinds import HPA, SCALED_OBJECT
+from bem_operator.builders.kinds import DEPLOYMENT, HPA, SCALED_OBJECT, SERVICE_MONITOR
 from bem_operator.builders.spec_types import BEMServiceSpec
-from bem_operator.children import ChildIndex
-from bem_operator.constants import DEFAULT_PROMETHEUS_ADDRESS, FIELD_MANAGER, HANDOVER_MANAGER
+from bem_operator.constants import (APPLIED_ANNOTATION, DEFAULT_PROMETHEUS_ADDRESS,
+                                    FIELD_MANAGER, HANDOVER_MANAGER)
 from bem_operator.k8s import ApiError, KubeApi
 from bem_operator.references import Reference, required_references
-from bem_operator.status import Observed, Problem, compute_status, phase_events, status_changed
+from bem_operator.status import Observed, Problem, Reason, compute_status, status_events, \
+    status_changed
+
+if TYPE_CHECKING:
+    from bem_operator.controller import Cache, Key
 
 logger = logging.getLogger(__name__)
-DEPLOYMENT = DEPLOYMENT_KIND.key
 Event = tuple[str, str, str]  # type, reason, message
-
-
-class InvalidSpec(Exception):
-    """The spec passed the schema but cannot work; fixing it is up to the user."""
 
 
 class RetryableError(Exception):
     """A failure worth retrying (API unavailable, conflict, a refused child that another
-    change may fix); `events` are what the failed run still has to tell the user."""
+    change may fix); the status and events already say it."""
 
-    def __init__(self, message: str, events: list[Event] | None = None,
-                 rejected: bool = False) -> None:
+    def __init__(self, message: str, rejected: bool = False) -> None:
         super().__init__(message)
-        self.events = list(events or [])
         # The API server refused the request (4xx): retrying at once cannot help, only a
         # change of the spec or of the cluster; the periodic check retries.
         self.rejected = rejected
-
-
-class ApplyFailed(Exception):
-    """Internal: a child apply failed after status was written."""
-
-    def __init__(self, error: ApiError, events: list[Event]) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.events = events
 
 
 @dataclasses.dataclass
 class Result:
     status: dict[str, Any]
     events: list[Event]
+    applied: int = 0  # children written by this run (0 for a settled object)
+    invalid: bool = False  # the spec cannot work: reported, nothing to retry
 
 
 def _now() -> str:
@@ -69,77 +64,82 @@ def _now() -> str:
 
 
 class Reconciler:
-    def __init__(self, api: KubeApi, index: ChildIndex, default_image: str,
+    def __init__(self, api: KubeApi, cache: Cache, default_image: str,
                  clock: Callable[[], str] = _now,
                  prometheus_address: str = DEFAULT_PROMETHEUS_ADDRESS) -> None:
         self.api = api
-        self.index = index
+        self.cache = cache
         self.default_image = default_image
         self.prometheus_address = prometheus_address
         self.clock = clock
-        # The last full reconcile's findings per BEMService uid, so a Deployment status
-        # change needs only a status refresh, not a new round of applies.
-        self._observed: dict[str, Observed] = {}
-        self._written: dict[str, dict[str, Any]] = {}  # the status last written, by uid
-        self._observed_lock = threading.Lock()
 
-    def reconcile(self, bems: Mapping[str, Any]) -> Result:
-        meta = bems["metadata"]
-        label = f"{meta['namespace']}/{meta['name']}"
+    def reconcile(self, key: Key) -> Result | None:
+        """Brings one BEMService's children and status to what its spec asks; None when the
+        object is gone or being deleted (garbage collection removes the children)."""
+        bems = self.cache.bemservice(key)
+        if bems is None or bems["metadata"].get("deletionTimestamp"):
+            return None
+        label = f"{key[0]}/{key[1]}"
         try:
             return self._reconcile(bems)
-        except ApplyFailed as exc:  # status and events already say it; retried later
-            raise RetryableError(f"Failed to apply a child of BEMService {label}: "
-                                 f"{exc.error}", exc.events,
-                                 rejected=not exc.error.retryable) from exc.error
         except SpecError as exc:
-            try:
-                self._report(bems, Observed(generation=meta.get("generation", 0),
-                                            selector=selector_string(meta["name"]),
-                                            spec_error=str(exc),
-                                            deployment=self._get_deployment(bems)))
-            except ApiError as api_exc:
-                raise RetryableError(f"Failed to report the invalid spec of BEMService "
-                                     f"{label}: {api_exc}") from api_exc
-            raise InvalidSpec(f"BEMService {label} has an invalid spec: {exc}") from exc
+            observed = self._observed(bems, spec_error=str(exc))
+            return self._report(bems, observed, [], invalid=True)
         except ApiError as exc:
             if _terminating(exc):
                 logger.info("Skipped BEMService %s: its namespace is being deleted", label)
-                return Result(status=dict(bems.get("status") or {}), events=[])
+                return None
             if exc.status != 0:  # with no answer at all, no status can be written either
-                self._report_failure(bems, exc)
+                problem = Problem(Reason.APPLY_FAILED if exc.retryable else Reason.APPLY_REJECTED,
+                                  f"The API server answered HTTP {exc.status}: {exc.message}")
+                try:
+                    self._report(bems, self._observed(bems, apply_error=problem), [])
+                except ApiError:
+                    logger.debug("Failed to record the failure in BEMService %s status", label)
             raise RetryableError(f"Failed to reconcile BEMService {label}: {exc}",
                                  rejected=exc.status != 0 and not exc.retryable) from exc
 
     def _reconcile(self, bems: Mapping[str, Any]) -> Result:
         meta = bems["metadata"]
-        spec = parse_bemservice(bems)  # the only parse of this reconcile: builders take `spec`
-        monitor_wanted = spec.monitoring.service_monitor
-        monitor_available = monitor_wanted and self.api.service_monitor_available()
-        keda_wanted = spec.autoscaling is not None and spec.autoscaling.provider == "KEDA"
-        keda_available = keda_wanted and self.api.serves(SCALED_OBJECT)
-        options = BuildOptions(service_monitor_available=monitor_available,
-                               keda_available=keda_available,
+        spec = parse_bemservice(bems)
+        unserved = frozenset(kind.key for kind in (SERVICE_MONITOR, SCALED_OBJECT)
+                             if not self.api.serves(kind))
+        options = BuildOptions(service_monitor_available=SERVICE_MONITOR.key not in unserved,
+                               keda_available=SCALED_OBJECT.key not in unserved,
                                prometheus_address=self.prometheus_address,
                                default_runtime_image=self.default_image)
         children = children_from_spec(spec, options)
-        deployment = _find(children, DEPLOYMENT)
-        missing, versions = self._check_references(meta["namespace"], deployment)
+        missing, versions = self._check_secrets(meta["namespace"],
+                                                _find(children, DEPLOYMENT.key))
         if versions:  # a changed Secret enters the pod template hash and rolls the pods
             options = dataclasses.replace(options, referenced_versions=tuple(versions))
             children = children_from_spec(spec, options)
-            deployment = _find(children, DEPLOYMENT)
+        deployment = _find(children, DEPLOYMENT.key)
+        for child in children:
+            _mark(child)
+        live_deployment = self.cache.get(DEPLOYMENT.key, meta["namespace"], meta["name"],
+                                         meta["name"])
+        if live_deployment is None or not holds(live_deployment, deployment) \
+                or _reports_missing_claim(bems):
+            # A claim is looked up only before a rollout (or while one is reported missing):
+            # running pods hold theirs, so a settled service costs no request for it.
+            missing = sorted(set(missing) | set(self._missing_claims(meta["namespace"],
+                                                                     deployment)))
         events = self._delete_obsolete(bems, {(c["apiVersion"], c["kind"]) for c in children})
         if spec.autoscaling is not None:
             self._hand_over_replicas(deployment)
-        live_deployment = None
-        applied: dict[tuple[str, str], Mapping[str, Any]] = {}  # live children, by kind
         failure: tuple[Mapping[str, Any], ApiError] | None = None
+        applied = 0
         for child in children:
             if child is deployment and missing:
                 continue  # never roll pods onto a Secret or PVC that does not exist
+            child_meta = child["metadata"]
+            live = self.cache.get((child["apiVersion"], child["kind"]), child_meta["namespace"],
+                                  meta["name"], child_meta["name"])
+            if live is not None and holds(live, child):
+                continue
             try:
-                live, created = self.api.apply(child)
+                written, created = self.api.apply(child)
             except ApiError as exc:
                 if exc.status == 0 or _terminating(exc):
                     raise
@@ -147,100 +147,82 @@ class Reconciler:
                 # Deployment), then say which one failed, and why, in status and an event.
                 failure = failure or (child, exc)
                 continue
-            self.index.note_applied(live)
-            applied[(child["apiVersion"], child["kind"])] = live
-            if child is deployment:
-                live_deployment = live
+            applied += 1
+            self.cache.store(written)
+            _warn_if_rewritten(written, child)
             if created and _spec_unchanged(bems) and not _was_refused(bems):
                 events.append(("Normal", "Recreated",
-                               f"Recreated {child['kind']} {child['metadata']['name']}, "
+                               f"Recreated {child['kind']} {child_meta['name']}, "
                                "which had been deleted"))
-                logger.info("Recreated %s %s/%s", child["kind"], meta["namespace"], meta["name"])
-        if live_deployment is None:
-            live_deployment = self._get_deployment(bems)
-        observed = Observed(
-            generation=meta.get("generation", 0),
-            selector=selector_string(meta["name"]),
-            endpoint=service_endpoint(spec),
-            deployment=live_deployment,
-            apply_error=None if failure is None else apply_problem(failure[0], failure[1]),
+                logger.info("Recreated %s %s/%s", child["kind"], meta["namespace"],
+                            child_meta["name"])
+        observed = self._observed(
+            bems, spec=spec,
+            apply_error=None if failure is None else apply_problem(*failure),
             problem=_missing_problem(meta["namespace"], missing),
-            service_monitor=None if not monitor_wanted
-            else "applied" if monitor_available else "unavailable",
-            autoscaler=self._autoscaler(spec, keda_available or not keda_wanted, applied),
-        )
-        status, status_events = self._report(bems, observed)
-        with self._observed_lock:
-            self._observed[meta["uid"]] = observed
+            service_monitor=None if not spec.monitoring.service_monitor
+            else "applied" if SERVICE_MONITOR.key not in unserved else "unavailable",
+            autoscaler=self._autoscaler(spec, SCALED_OBJECT.key not in unserved))
+        result = self._report(bems, observed, events)
+        result.applied = applied
         if failure is not None:
-            raise ApplyFailed(failure[1], events + status_events)
-        return Result(status=status, events=events + status_events)
+            child, error = failure
+            raise RetryableError(f"Failed to apply {child['kind']} {child['metadata']['name']} "
+                                 f"of BEMService {meta['namespace']}/{meta['name']}: {error}",
+                                 rejected=not error.retryable)
+        return result
 
-    def refresh_status(self, bems: Mapping[str, Any],
-                       deployment: Mapping[str, Any]) -> Result | None:
-        """Status from a newer Deployment with the rest of the last full reconcile's findings;
-        None when there are none for this generation (then a full reconcile is due)."""
+    def _observed(self, bems: Mapping[str, Any], spec: BEMServiceSpec | None = None,
+                  **found: Any) -> Observed:
+        """What the cache says of a BEMService's children and pods, with this run's findings."""
         meta = bems["metadata"]
-        with self._observed_lock:
-            observed = self._observed.get(meta["uid"])
-        if observed is None or observed.generation != meta.get("generation", 0) \
-                or observed.deployment is None:
-            return None
-        observed = dataclasses.replace(
-            observed, deployment=deployment,
-            autoscaler=observed.autoscaler and self._live_autoscaler(
-                meta["namespace"], meta["name"], observed.autoscaler, watched_first=True))
-        try:
-            status, events = self._report(bems, observed)
-        except ApiError as exc:
-            raise RetryableError(f"Failed to update the status of BEMService "
-                                 f"{meta['namespace']}/{meta['name']}: {exc}") from exc
-        return Result(status=status, events=events)
+        namespace, name = meta["namespace"], meta["name"]
+        return Observed(
+            generation=meta.get("generation", 0), selector=selector_string(name),
+            endpoint=service_endpoint(spec) if spec is not None else None,
+            deployment=self.cache.get(DEPLOYMENT.key, namespace, name, name),
+            pods=tuple(self.cache.pods(namespace, name)), **found)
 
-    def _autoscaler(self, spec: BEMServiceSpec, served: bool,
-                    applied: Mapping[tuple[str, str], Mapping[str, Any]]
-                    ) -> AutoscalerObserved | None:
+    def _autoscaler(self, spec: BEMServiceSpec, keda_served: bool) -> AutoscalerObserved | None:
         """What scales the Deployment: our HPA (provider HPA), or KEDA's HPA and our
-        ScaledObject (provider KEDA); the live objects as just applied, else as watched."""
+        ScaledObject (provider KEDA), as the cache holds them."""
         if spec.autoscaling is None:
             return None
         keda = spec.autoscaling.provider == "KEDA"
-        view = AutoscalerObserved(
-            provider=spec.autoscaling.provider, served=served,
-            hpa_name=keda_hpa_name(spec.name) if keda else spec.name,
-            scaled_object_name=spec.name if keda else None,
-            hpa=applied.get(HPA.key), scaled_object=applied.get(SCALED_OBJECT.key))
-        return self._live_autoscaler(spec.namespace, spec.name, view, watched_first=False)
+        hpa_name = keda_hpa_name(spec.name) if keda else spec.name
+        return AutoscalerObserved(
+            provider=spec.autoscaling.provider, served=keda_served or not keda,
+            hpa_name=hpa_name, scaled_object_name=spec.name if keda else None,
+            hpa=self.cache.get(HPA.key, spec.namespace, spec.name, hpa_name),
+            scaled_object=self.cache.get(SCALED_OBJECT.key, spec.namespace, spec.name,
+                                         spec.name) if keda else None)
 
-    def _live_autoscaler(self, namespace: str, parent: str, view: AutoscalerObserved,
-                         watched_first: bool) -> AutoscalerObserved:
-        """The view with the HPA and ScaledObject the watches delivered: first when a watch
-        event asked for the refresh, else only where the view has none (KEDA's HPA, which
-        the operator never applies)."""
-        hpa = self.index.autoscaler(namespace, parent, HPA.kind, view.hpa_name)
-        scaled = None if view.scaled_object_name is None else self.index.autoscaler(
-            namespace, parent, SCALED_OBJECT.kind, view.scaled_object_name)
-        if watched_first:
-            return dataclasses.replace(view, hpa=hpa or view.hpa,
-                                       scaled_object=scaled or view.scaled_object)
-        return dataclasses.replace(view, hpa=view.hpa or hpa,
-                                   scaled_object=view.scaled_object or scaled)
+    def _report(self, bems: Mapping[str, Any], observed: Observed, events: list[Event],
+                invalid: bool = False) -> Result:
+        """Patches the status when it moved and posts the events of its transitions."""
+        meta = bems["metadata"]
+        previous = bems.get("status") or {}
+        status = compute_status(observed, previous, self.clock())
+        if status_changed(previous, status):
+            written = self.api.patch_status(meta["namespace"], meta["name"], status)
+            self.cache.store(written)
+            if previous.get("phase") != status["phase"]:
+                logger.info("Moved BEMService %s/%s to phase %s", meta["namespace"],
+                            meta["name"], status["phase"])
+        events = events + status_events(previous, status, meta["name"])
+        for event_type, reason, message in events:
+            self.api.post_event(bems, event_type, reason, message)
+        return Result(status=status, events=events, invalid=invalid)
 
-    def forget(self, uid: str) -> None:
-        with self._observed_lock:
-            self._observed.pop(uid, None)
-            self._written.pop(uid, None)
-
-    def _check_references(self, namespace: str, deployment: Mapping[str, Any]
-                          ) -> tuple[list[Reference], list[tuple[str, str]]]:
-        """Missing references, and (reference, resourceVersion) of those that exist."""
+    def _check_secrets(self, namespace: str, deployment: Mapping[str, Any]
+                       ) -> tuple[list[Reference], list[tuple[str, str]]]:
+        """Missing Secrets (or keys), and the resourceVersions of those that exist: a Secret's
+        change must roll the pods, so they are read on every run (only those referenced)."""
         missing: list[Reference] = []
         versions: dict[str, str] = {}
         secrets: dict[str, dict[str, Any] | None] = {}
         for ref in required_references(deployment):
-            if ref.kind == "PersistentVolumeClaim":
-                if not self.api.pvc_exists(namespace, ref.name):
-                    missing.append(ref)
+            if ref.kind != "Secret":
                 continue
             if ref.name not in secrets:
                 secrets[ref.name] = self.api.get("v1", "Secret", namespace, ref.name)
@@ -253,73 +235,127 @@ class Reconciler:
                 versions[f"Secret/{ref.name}"] = secret["metadata"].get("resourceVersion", "")
         return sorted(set(missing)), sorted(versions.items())
 
-    def _delete_obsolete(self, bems: Mapping[str, Any], wanted: set[tuple[str, str]]) -> list[Event]:
+    def _missing_claims(self, namespace: str, deployment: Mapping[str, Any]) -> list[Reference]:
+        return [ref for ref in required_references(deployment)
+                if ref.kind == "PersistentVolumeClaim"
+                and not self.api.pvc_exists(namespace, ref.name)]
+
+    def _delete_obsolete(self, bems: Mapping[str, Any], wanted: set[tuple[str, str]]
+                         ) -> list[Event]:
         meta = bems["metadata"]
         events: list[Event] = []
-        for ref in self.index.owned(meta["namespace"], meta["name"], meta["uid"]):
-            if (ref.api_version, ref.kind) in wanted or (ref.api_version, ref.kind) not in CHILD_KINDS:
+        for child in self.cache.children(meta["namespace"], meta["name"]):
+            kind = (child["apiVersion"], child["kind"])
+            if kind in wanted or kind not in CHILD_KINDS or controller_uid(child) != meta["uid"]:
                 continue
-            if self.api.delete(ref.api_version, ref.kind, ref.namespace, ref.name, uid=ref.uid):
+            child_meta = child["metadata"]
+            if self.api.delete(*kind, child_meta["namespace"], child_meta["name"],
+                               uid=child_meta.get("uid")):
                 logger.info("Deleted %s %s/%s, which the spec no longer asks for",
-                            ref.kind, ref.namespace, ref.name)
-                events.append(("Normal", "Deleted",
-                               f"Deleted {ref.kind} {ref.name}: the spec no longer asks for it"))
+                            child["kind"], child_meta["namespace"], child_meta["name"])
+                events.append(("Normal", "Deleted", f"Deleted {child['kind']} "
+                               f"{child_meta['name']}: the spec no longer asks for it"))
+            self.cache.forget(child)
         return events
 
     def _hand_over_replicas(self, deployment: Mapping[str, Any]) -> None:
         """Before dropping spec.replicas from our apply, give the field to another manager,
         so the API server keeps its value (instead of resetting it) until the HPA takes it."""
         meta = deployment["metadata"]
-        live = self.api.get(*DEPLOYMENT, meta["namespace"], meta["name"])
+        live = self.cache.get(DEPLOYMENT.key, meta["namespace"], meta["name"], meta["name"])
         if live is None or not owns_field(live, FIELD_MANAGER, ("spec", "replicas")):
             return
         replicas = live["spec"].get("replicas", 1)
-        self.api.apply({"apiVersion": DEPLOYMENT[0], "kind": DEPLOYMENT[1],
-                        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
-                        "spec": {"replicas": replicas}}, manager=HANDOVER_MANAGER)
+        written, _ = self.api.apply(
+            {"apiVersion": DEPLOYMENT.api_version, "kind": DEPLOYMENT.kind,
+             "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+             "spec": {"replicas": replicas}}, manager=HANDOVER_MANAGER)
+        self.cache.store(written)
         logger.info("Handed Deployment %s/%s replicas (%s) over to the autoscaler",
                     meta["namespace"], meta["name"], replicas)
 
-    def _get_deployment(self, bems: Mapping[str, Any]) -> dict[str, Any] | None:
-        meta = bems["metadata"]
-        try:
-            return self.api.get(*DEPLOYMENT, meta["namespace"], meta["name"])
-        except ApiError:
-            return None
 
-    def _report(self, bems: Mapping[str, Any], observed: Observed
-                ) -> tuple[dict[str, Any], list[Event]]:
-        meta = bems["metadata"]
-        observed = dataclasses.replace(observed, pods=self.index.pods(meta["namespace"],
-                                                                      meta["name"]))
-        with self._observed_lock:  # only we write the status: what we wrote last is current
-            previous = self._written.get(meta["uid"]) or bems.get("status") or {}
-        status = compute_status(observed, previous, self.clock())
-        if status_changed(previous, status):
-            self.api.patch_status(meta["namespace"], meta["name"], status)
-            if previous.get("phase") != status["phase"]:
-                logger.info("Moved BEMService %s/%s to phase %s", meta["namespace"],
-                            meta["name"], status["phase"])
-        with self._observed_lock:
-            self._written[meta["uid"]] = status
-        return status, phase_events(previous, status, meta["name"])
+def _mark(child: dict[str, Any]) -> None:
+    """Stamps a child with a digest of what the operator declares, so a field dropped from
+    the spec (which `holds` cannot see: the live object still has it) shows as a change."""
+    digest = hashlib.sha256(json.dumps(child, sort_keys=True).encode()).hexdigest()[:20]
+    annotations = child["metadata"].setdefault("annotations", {})
+    annotations[APPLIED_ANNOTATION] = digest
 
-    def _report_failure(self, bems: Mapping[str, Any], exc: ApiError) -> None:
-        """A request the API server refused or failed outside the child applies (a read,
-        a delete, the replicas hand-over): the status says so while the reconcile is
-        retried, with the API server's own message."""
-        meta = bems["metadata"]
-        reason = "ApplyFailed" if exc.retryable else "ApplyRejected"
-        observed = Observed(generation=meta.get("generation", 0),
-                            selector=selector_string(meta["name"]),
-                            apply_error=Problem(reason, f"The API server answered HTTP "
-                                                f"{exc.status}: {exc.message}"),
-                            deployment=self._get_deployment(bems))
-        try:
-            self._report(bems, observed)
-        except ApiError:
-            logger.debug("Failed to record the failure in BEMService %s/%s status",
-                         meta["namespace"], meta["name"])
+
+def holds(live: Any, desired: Any) -> bool:
+    """Whether the live object already has every field the desired one declares (what server-
+    side apply would write), after the API server's own rewriting: defaults it added, empty
+    values it omits, quantities in canonical form ("1024Mi" is "1Gi")."""
+    return difference(live, desired) is None
+
+
+def difference(live: Any, desired: Any, path: tuple[str, ...] = ()) -> str | None:
+    """The first field (dotted path) where `live` lacks what `desired` declares, or None.
+    (On the periodic check's path for every child: plain dict and list checks, and equal
+    subtrees compared by C's == at once.)"""
+    if live == desired:
+        return None
+    if isinstance(desired, dict):
+        if not isinstance(live, dict):
+            return ".".join(path) or "."
+        for key, value in desired.items():
+            if key not in live:
+                if not _empty(value):
+                    return ".".join((*path, key))
+                continue
+            found = difference(live[key], value, (*path, key))
+            if found is not None:
+                return found
+        return None
+    if isinstance(desired, list):
+        if not isinstance(live, list) or len(live) != len(desired):
+            return ".".join(path)
+        for index, (item, wanted) in enumerate(zip(live, desired)):
+            found = difference(item, wanted, path)
+            if found is not None:
+                return found.replace(".".join(path), f"{'.'.join(path)}[{index}]", 1)
+        return None
+    if isinstance(desired, str | int | float) and isinstance(live, str | int | float) \
+            and not isinstance(desired, bool) and _quantity_path(path):
+        try:  # e.g. nvidia.com/gpu: 1 comes back as "1", memory: 1024Mi as "1Gi"
+            if parse_quantity(str(desired)) == parse_quantity(str(live)):
+                return None
+        except ValueError:
+            pass
+    return ".".join(path)
+
+
+_REWRITTEN: set[tuple[str, str]] = set()  # (kind, field) already warned about
+
+
+def _warn_if_rewritten(written: Mapping[str, Any], desired: Mapping[str, Any]) -> None:
+    """An apply whose answer still lacks what was declared means the API server rewrites that
+    field in a way `holds` does not know: every check would apply it again. Said once."""
+    field = difference(written, desired)
+    if field is not None and (desired["kind"], field) not in _REWRITTEN:
+        _REWRITTEN.add((desired["kind"], field))
+        logger.warning("The API server rewrote %s of %s %s/%s, so every periodic check "
+                       "applies it again; please report this", field, desired["kind"],
+                       desired["metadata"]["namespace"], desired["metadata"]["name"])
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == {} or value == [] or value is False or value == ""
+
+
+def _quantity_path(path: tuple[str, ...]) -> bool:
+    """Fields holding resource quantities: resources' limits/requests, sizes, HPA values."""
+    parent = path[-2] if len(path) > 1 else ""
+    return bool(path) and (parent in ("limits", "requests") or path[-1] == "sizeLimit"
+                           or parent == "target" and path[-1] in ("averageValue", "value"))
+
+
+def controller_uid(body: Mapping[str, Any]) -> str | None:
+    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
 
 
 def _spec_unchanged(bems: Mapping[str, Any]) -> bool:
@@ -334,7 +370,14 @@ def _was_refused(bems: Mapping[str, Any]) -> bool:
     """Whether the last status said a child apply failed (then a creation is no re-creation)."""
     for condition in (bems.get("status") or {}).get("conditions") or []:
         if condition.get("type") == "Degraded" and condition.get("status") == "True":
-            return condition.get("reason") in ("ApplyRejected", "ApplyFailed")
+            return condition.get("reason") in (Reason.APPLY_REJECTED, Reason.APPLY_FAILED)
+    return False
+
+
+def _reports_missing_claim(bems: Mapping[str, Any]) -> bool:
+    for condition in (bems.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Degraded" and condition.get("status") == "True":
+            return condition.get("reason") in (Reason.PVC_NOT_FOUND, Reason.MISSING_REFERENCES)
     return False
 
 
@@ -346,9 +389,9 @@ def apply_problem(child: Mapping[str, Any], exc: ApiError) -> Problem:
     """A failed child apply, said with the API server's own message."""
     what = f"{child['kind']} {child['metadata']['name']}"
     if exc.retryable:
-        return Problem("ApplyFailed", f"Applying {what} failed (HTTP {exc.status}): "
+        return Problem(Reason.APPLY_FAILED, f"Applying {what} failed (HTTP {exc.status}): "
                        f"{exc.message}; the operator retries")
-    return Problem("ApplyRejected", f"The API server refused {what} (HTTP {exc.status}): "
+    return Problem(Reason.APPLY_REJECTED, f"The API server refused {what} (HTTP {exc.status}): "
                    f"{exc.message}")
 
 
@@ -359,9 +402,9 @@ def _find(children: list[dict[str, Any]], kind: tuple[str, str]) -> dict[str, An
 def _missing_problem(namespace: str, missing: list[Reference]) -> Problem | None:
     if not missing:
         return None
-    kinds = {("SecretKeyNotFound" if ref.key else "SecretNotFound") if ref.kind == "Secret"
-             else "PersistentVolumeClaimNotFound" for ref in missing}
-    reason = kinds.pop() if len(kinds) == 1 else "MissingReferences"
+    kinds = {(Reason.SECRET_KEY_NOT_FOUND if ref.key else Reason.SECRET_NOT_FOUND)
+             if ref.kind == "Secret" else Reason.PVC_NOT_FOUND for ref in missing}
+    reason = kinds.pop() if len(kinds) == 1 else Reason.MISSING_REFERENCES
     names = ", ".join(ref.describe() for ref in missing)
     return Problem(reason, f"{names} not found in namespace {namespace}; the pods need it: "
                    "create it and the operator picks it up on its next check")

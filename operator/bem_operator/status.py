@@ -1,9 +1,9 @@
-"""BEMService status from what was observed (pure): the one place it is derived.
+"""BEMService status (pure): pod findings, conditions and the events of their transitions.
 
-Inputs are the BEMService's own generation, what the last reconcile learnt (spec error,
-a refused or failed apply, a missing reference), the live Deployment and the runtime pods
-the pod watch delivered. Out come phase and the Ready / Progressing / Degraded conditions,
-which always agree:
+Inputs are the BEMService's own generation, what this reconcile found (spec error, a
+refused or failed apply, a missing reference), and the live Deployment, autoscaler and
+runtime pods as the cache holds them. Out come phase and the Ready / Progressing / Degraded
+conditions, which always agree:
 
 - Degraded=True  <=> phase Degraded, and then Ready=False with the same reason and message;
 - phase Ready    <=> Ready=True, Progressing=False, Degraded=False;
@@ -16,12 +16,49 @@ lastTransitionTime moves only when a condition's status flips.
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bem_operator.autoscaler import (AutoscalerObserved, autoscaling_condition,
                                     autoscaling_status, not_installed)
 from bem_operator.constants import CONFIG_HASH_ANNOTATION
+
+
+class Reason(enum.StrEnum):
+    """Every reason the operator itself gives in a condition or an event (the Deployment's,
+    the HPA's and the kubelet's own reasons pass through as they are)."""
+
+    INVALID_SPEC = "InvalidSpec"
+    APPLY_FAILED = "ApplyFailed"
+    APPLY_REJECTED = "ApplyRejected"
+    SECRET_NOT_FOUND = "SecretNotFound"
+    SECRET_KEY_NOT_FOUND = "SecretKeyNotFound"
+    PVC_NOT_FOUND = "PersistentVolumeClaimNotFound"
+    MISSING_REFERENCES = "MissingReferences"
+    DEPLOYMENT_NOT_FOUND = "DeploymentNotFound"
+    SCALED_TO_ZERO = "ScaledToZero"
+    NO_READY_REPLICAS = "NoReadyReplicas"
+    REPLICAS_READY = "ReplicasReady"
+    NOT_STARTED = "NotStarted"
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    ROLLOUT_COMPLETE = "RolloutComplete"
+    ROLLING_OUT = "RollingOut"
+    REPLICA_FAILURE = "ReplicaFailure"
+    AS_EXPECTED = "AsExpected"
+    MODEL_LOAD_FAILED = "ModelLoadFailed"
+    IMAGE_PULL_FAILED = "ImagePullFailed"
+    OOM_KILLED = "OOMKilled"
+    CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
+    CONTAINER_CREATING = "ContainerCreating"
+    MODEL_LOADING = "ModelLoading"
+    UNSCHEDULABLE = "Unschedulable"
+    APPLIED = "Applied"
+    CRD_NOT_INSTALLED = "CRDNotInstalled"
+    RECOVERED = "Recovered"
+    SERVICE_MONITOR_UNAVAILABLE = "ServiceMonitorUnavailable"
+    READY = "Ready"
+
 
 PENDING, PROGRESSING, READY, DEGRADED = "Pending", "Progressing", "Ready", "Degraded"
 # The runtime's contract: a model that cannot be loaded exits with this code, after writing a
@@ -38,13 +75,14 @@ _STARTING_REASONS = frozenset({"ContainerCreating", "PodInitializing"})
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
-    reason: str  # CamelCase, e.g. SecretNotFound
+    reason: str  # a Reason, or a reason passed through from Kubernetes (CamelCase)
     message: str  # names the object and says what to do
 
 
 @dataclasses.dataclass(frozen=True)
 class Observed:
-    """Everything one reconcile learnt; the input of `compute_status`."""
+    """What one reconcile found, from the object, the cache and its own requests; the
+    input of `compute_status`."""
 
     generation: int
     selector: str
@@ -121,11 +159,11 @@ def _conditions(observed: Observed) -> list[Condition]:
         degraded,
     ]
     if observed.service_monitor == "applied":
-        conditions.append(Condition("ServiceMonitor", True, "Applied",
+        conditions.append(Condition("ServiceMonitor", True, Reason.APPLIED,
                                     "A ServiceMonitor scrapes the runtime's /metrics"))
     elif observed.service_monitor == "unavailable":
         conditions.append(Condition(
-            "ServiceMonitor", False, "CRDNotInstalled",
+            "ServiceMonitor", False, Reason.CRD_NOT_INSTALLED,
             "monitoring.coreos.com/v1 ServiceMonitor is not served by this cluster; "
             "no ServiceMonitor was created (install the Prometheus Operator CRDs to get one)"))
     if observed.autoscaler is not None:
@@ -167,10 +205,10 @@ def _ready(observed: Observed, dep: Mapping[str, Any] | None, rollout: _Rollout 
     if degraded.status:  # never Ready while Degraded: kubectl wait must not pass then
         return Condition("Ready", False, degraded.reason, degraded.message)
     if dep is None or rollout is None:
-        return Condition("Ready", False, "DeploymentNotFound",
+        return Condition("Ready", False, Reason.DEPLOYMENT_NOT_FOUND,
                          "The Deployment does not exist yet; the operator creates it")
     if rollout.desired == 0:
-        return Condition("Ready", False, "ScaledToZero",
+        return Condition("Ready", False, Reason.SCALED_TO_ZERO,
                          "The service is scaled to 0 replicas: set spec.replicas (or "
                          "kubectl scale) to serve")
     if rollout.ready == 0 or rollout.available == 0 or not _dep_condition(dep, "Available"):
@@ -179,7 +217,7 @@ def _ready(observed: Observed, dep: Mapping[str, Any] | None, rollout: _Rollout 
             why += f": {pods.waiting.message}"
         return Condition("Ready", False, pods.waiting.reason if pods.waiting
                          else "NoReadyReplicas", why)
-    return Condition("Ready", True, "ReplicasReady",
+    return Condition("Ready", True, Reason.REPLICAS_READY,
                      f"{rollout.ready} of {rollout.desired} replicas are ready"
                      + (f" at {observed.endpoint}" if observed.endpoint else ""))
 
@@ -187,28 +225,28 @@ def _ready(observed: Observed, dep: Mapping[str, Any] | None, rollout: _Rollout 
 def _progressing(observed: Observed, dep: Mapping[str, Any] | None,
                  rollout: _Rollout | None, pods: PodFindings) -> Condition:
     if observed.spec_error:
-        return Condition("Progressing", False, "InvalidSpec", observed.spec_error)
+        return Condition("Progressing", False, Reason.INVALID_SPEC, observed.spec_error)
     if dep is None or rollout is None:
-        return Condition("Progressing", False, "NotStarted",
+        return Condition("Progressing", False, Reason.NOT_STARTED,
                          "The Deployment does not exist yet")
     progress = _dep_condition_body(dep, "Progressing")
     if progress and progress.get("reason") == "ProgressDeadlineExceeded":
-        return Condition("Progressing", False, "ProgressDeadlineExceeded",
+        return Condition("Progressing", False, Reason.PROGRESS_DEADLINE_EXCEEDED,
                          progress.get("message") or "The rollout made no progress in time")
     if rollout.complete:
-        return Condition("Progressing", False, "RolloutComplete",
+        return Condition("Progressing", False, Reason.ROLLOUT_COMPLETE,
                          f"All {rollout.desired} replicas run the latest spec")
     message = f"{rollout.updated} of {rollout.desired} replicas updated, {rollout.ready} ready"
     if pods.waiting:
         return Condition("Progressing", True, pods.waiting.reason,
                          f"{message}; {pods.waiting.message}")
-    return Condition("Progressing", True, "RollingOut", message)
+    return Condition("Progressing", True, Reason.ROLLING_OUT, message)
 
 
 def _degraded(observed: Observed, dep: Mapping[str, Any] | None,
               pods: PodFindings) -> Condition:
     if observed.spec_error:
-        return Condition("Degraded", True, "InvalidSpec", observed.spec_error)
+        return Condition("Degraded", True, Reason.INVALID_SPEC, observed.spec_error)
     missing = not_installed(observed.autoscaler) if observed.autoscaler else None
     autoscaler = Problem(*missing) if missing else None
     for problem in (observed.apply_error, observed.problem, autoscaler, pods.failure):
@@ -217,13 +255,13 @@ def _degraded(observed: Observed, dep: Mapping[str, Any] | None,
     if dep is not None:
         failure = _dep_condition_body(dep, "ReplicaFailure")
         if failure and failure.get("status") == "True":
-            return Condition("Degraded", True, "ReplicaFailure",
+            return Condition("Degraded", True, Reason.REPLICA_FAILURE,
                              failure.get("message") or "Pods could not be created")
         progress = _dep_condition_body(dep, "Progressing")
         if progress and progress.get("reason") == "ProgressDeadlineExceeded":
-            return Condition("Degraded", True, "ProgressDeadlineExceeded",
+            return Condition("Degraded", True, Reason.PROGRESS_DEADLINE_EXCEEDED,
                              progress.get("message") or "The rollout made no progress in time")
-    return Condition("Degraded", False, "AsExpected", "No problem found")
+    return Condition("Degraded", False, Reason.AS_EXPECTED, "No problem found")
 
 
 def _template_hash(dep: Mapping[str, Any] | None) -> str | None:
@@ -252,20 +290,20 @@ def pod_findings(pods: Sequence[Mapping[str, Any]], template_hash: str | None) -
             if failure:
                 failures.append(failure)
             elif _waiting_reason(container) in _STARTING_REASONS:
-                waiting.append(Problem("ContainerCreating",
+                waiting.append(Problem(Reason.CONTAINER_CREATING,
                                        "the runtime containers are being created"))
         scheduled = _pod_condition(pod, "PodScheduled")
         if scheduled and scheduled.get("status") == "False":
-            waiting.append(Problem(scheduled.get("reason") or "Unschedulable",
+            waiting.append(Problem(scheduled.get("reason") or Reason.UNSCHEDULABLE,
                                    "a pod cannot be scheduled: "
                                    f"{scheduled.get('message') or 'no node fits it'}"))
         elif status.get("containerStatuses") and not _pod_ready(pod) and not any(
                 _waiting_reason(c) for c in status.get("containerStatuses") or []):
-            waiting.append(Problem("ModelLoading",
+            waiting.append(Problem(Reason.MODEL_LOADING,
                                    "the runtime is loading the model (waiting for /ready)"))
-    order = ["ModelLoadFailed", "ImagePullFailed", "OOMKilled"]
+    order = [Reason.MODEL_LOAD_FAILED, Reason.IMAGE_PULL_FAILED, Reason.OOM_KILLED]
     failures.sort(key=lambda p: order.index(p.reason) if p.reason in order else len(order))
-    wait_order = ["Unschedulable", "ContainerCreating", "ModelLoading"]
+    wait_order = [Reason.UNSCHEDULABLE, Reason.CONTAINER_CREATING, Reason.MODEL_LOADING]
     waiting.sort(key=lambda p: wait_order.index(p.reason) if p.reason in wait_order
                  else len(wait_order))
     return PodFindings(failure=failures[0] if failures else None,
@@ -280,12 +318,12 @@ def _container_failure(container: Mapping[str, Any]) -> Problem | None:
     name = container.get("name", "runtime")
     if terminated and terminated.get("exitCode") == MODEL_LOAD_EXIT_CODE:
         said = _clip(terminated.get("message")) or "no message (exit code 3)"
-        return Problem("ModelLoadFailed",
+        return Problem(Reason.MODEL_LOAD_FAILED,
                        f"container {name} could not load the model: {said}; fix "
                        "spec.model (paths, claim or image) and the pods are replaced")
     reason = waiting.get("reason")
     if reason in _IMAGE_REASONS:
-        return Problem("ImagePullFailed",
+        return Problem(Reason.IMAGE_PULL_FAILED,
                        f"container {name} cannot get its image ({reason}): "
                        f"{_clip(waiting.get('message')) or 'no detail'}; check "
                        "spec.runtime.image, imagePullPolicy and imagePullSecrets")
@@ -294,12 +332,12 @@ def _container_failure(container: Mapping[str, Any]) -> Problem | None:
                        f"{_clip(waiting.get('message')) or 'no detail'}")
     if terminated and terminated.get("reason") == "OOMKilled" and (
             reason == "CrashLoopBackOff" or container.get("restartCount", 0) > 0):
-        return Problem("OOMKilled", f"container {name} ran out of memory: raise "
+        return Problem(Reason.OOM_KILLED, f"container {name} ran out of memory: raise "
                        "spec.resources.limits.memory or use a smaller model")
     if reason == "CrashLoopBackOff":
         code = (terminated or {}).get("exitCode")
         said = _clip((terminated or {}).get("message"))
-        return Problem("CrashLoopBackOff",
+        return Problem(Reason.CRASH_LOOP_BACK_OFF,
                        f"container {name} keeps exiting (exit code {code})"
                        + (f": {said}" if said else "; see kubectl logs --previous"))
     return None
@@ -370,7 +408,7 @@ def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> boo
     return clean(old or {}) != clean(new)
 
 
-def phase_events(old: Mapping[str, Any] | None, new: Mapping[str, Any],
+def status_events(old: Mapping[str, Any] | None, new: Mapping[str, Any],
                  name: str) -> list[tuple[str, str, str]]:
     """Events (type, reason, message) a user must know about a status change: a Warning for
     each new problem (a refused child, a failed apply, a lost dependency, a model that fails
@@ -380,10 +418,10 @@ def phase_events(old: Mapping[str, Any] | None, new: Mapping[str, Any],
     if problem is not None and problem != old_problem:
         events.append(("Warning", problem[0], f"BEMService {name} is degraded: {problem[1]}"))
     elif problem is None and old_problem is not None:
-        events.append(("Normal", "Recovered",
+        events.append(("Normal", Reason.RECOVERED,
                        f"BEMService {name} is no longer degraded ({old_problem[0]} cleared)"))
     if new["phase"] == READY and (old or {}).get("phase") != READY:
-        events.append(("Normal", "Ready", f"BEMService {name} is ready: "
+        events.append(("Normal", Reason.READY, f"BEMService {name} is ready: "
                        f"{new['readyReplicas']} replicas serve {new.get('endpoint')}"))
     return events
 
@@ -397,7 +435,7 @@ def _monitor_events(old: Mapping[str, Any] | None,
         return None
     if reason(new) == "CRDNotInstalled" and reason(old) != "CRDNotInstalled":
         message = next(c["message"] for c in new["conditions"] if c["type"] == "ServiceMonitor")
-        return [("Normal", "ServiceMonitorUnavailable", message)]
+        return [("Normal", Reason.SERVICE_MONITOR_UNAVAILABLE, message)]
     return []
 
 

@@ -50,8 +50,8 @@ def test_sample_values_render_every_observability_object(helm: Helm, values: str
 def test_default_render_is_cluster_wide_with_every_object(helm: Helm) -> None:
     objects = helm.template()
     kinds = sorted(o["kind"] for o in objects)
-    assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-                            "Deployment", "Service"])
+    assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
+                            "RoleBinding", "Deployment", "Service", "PodDisruptionBudget"])
     binding = by_kind(objects, "ClusterRoleBinding")[0]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "bem-operator",
                                     "namespace": "bem-system"}]
@@ -62,7 +62,8 @@ def test_namespaced_mode_renders_roles_not_cluster_roles(helm: Helm) -> None:
     objects = helm.template("--set", "watchNamespaces={team-a,team-b}")
     kinds = [o["kind"] for o in objects]
     assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
-    bindings = by_kind(objects, "RoleBinding")
+    bindings = [b for b in by_kind(objects, "RoleBinding")
+                if not b["metadata"]["name"].endswith("-leader-election")]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     for binding in bindings:
         assert binding["roleRef"]["kind"] == "Role"
@@ -73,7 +74,7 @@ def test_namespaced_mode_renders_roles_not_cluster_roles(helm: Helm) -> None:
 def test_rbac_and_service_account_can_be_left_to_the_admin(helm: Helm) -> None:
     objects = helm.template("--set", "rbac.create=false", "--set", "serviceAccount.create=false",
                             "--set", "serviceAccount.name=platform-operator")
-    assert {o["kind"] for o in objects} == {"Deployment", "Service"}
+    assert {o["kind"] for o in objects} == {"Deployment", "Service", "PodDisruptionBudget"}
     pod = by_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "platform-operator"
 
@@ -81,8 +82,9 @@ def test_rbac_and_service_account_can_be_left_to_the_admin(helm: Helm) -> None:
 def test_operator_deployment_is_hardened(helm: Helm) -> None:
     objects = helm.template()
     deployment = by_kind(objects, "Deployment")[0]
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 10001
@@ -143,7 +145,11 @@ BAD_VALUES = [
     ("watchNamespaces=team-a", "at '/watchNamespaces': got string, want array"),
     ("watchNamespaces[0]=Team_A", "at '/watchNamespaces/0': 'Team_A' does not match pattern"),
     ("image.pullPolicy=Sometimes", "value must be one of 'Always', 'IfNotPresent', 'Never'"),
-    ("replicaCount=2", "additional properties 'replicaCount' not allowed"),
+    ("replicaCount=0", "at '/replicaCount': minimum"),
+    ("leaderElection.enabled=false",
+     "replicaCount: more than one operator replica needs leaderElection.enabled"),
+    ("leaderElection.leaseName=Bad_Name", "at '/leaderElection/leaseName'"),
+    ("podDisruptionBudget.maxUnavailable=0", "at '/podDisruptionBudget/maxUnavailable': minimum"),
     ("operator.metricsPort=70000", "at '/operator/metricsPort': maximum"),
     ("prometheusRule.errorRateThreshold=5", "at '/prometheusRule/errorRateThreshold': maximum"),
     ("metrics.serviceMonitor.interval=soon", "at '/metrics/serviceMonitor/interval'"),

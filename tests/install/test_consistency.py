@@ -12,6 +12,7 @@ from .support import CHART, MANIFESTS, ROOT, Helm, by_kind, load_yaml_docs, rule
 
 CRD_SOURCE = ROOT / "crds" / "bemservice.yaml"
 CRD_COPIES = [CHART / "crds" / "bemservice.yaml", MANIFESTS / "crd.yaml"]
+LEASE_ROLE = "bem-operator-leader-election"
 
 
 def _sync_module() -> ModuleType:
@@ -54,10 +55,22 @@ def test_chart_cluster_role_grants_exactly_the_manifest_rules(helm: Helm) -> Non
 
 def test_chart_namespaced_roles_grant_exactly_the_manifest_rules(helm: Helm) -> None:
     expected = rule_set(by_kind(load_yaml_docs(MANIFESTS / "rbac.yaml"), "ClusterRole")[0]["rules"])
-    roles = by_kind(helm.template("--set", "watchNamespaces={team-a,team-b}"), "Role")
+    roles = [r for r in by_kind(helm.template("--set", "watchNamespaces={team-a,team-b}"), "Role")
+             if r["metadata"]["name"] != LEASE_ROLE]
     assert [r["metadata"]["namespace"] for r in roles] == ["team-a", "team-b"]
     for role in roles:
         assert rule_set(role["rules"]) == expected
+
+
+@pytest.mark.parametrize("kind", ["Role", "RoleBinding"])
+def test_manifest_leader_election_rbac_equals_the_chart_default_render(helm: Helm,
+                                                                       kind: str) -> None:
+    [manifest] = by_kind(load_yaml_docs(MANIFESTS / "rbac.yaml"), kind)
+    [chart] = [o for o in by_kind(helm.template(), kind) if o["metadata"]["name"] == LEASE_ROLE]
+    assert manifest["metadata"]["name"] == LEASE_ROLE
+    assert manifest["metadata"]["namespace"] == chart["metadata"]["namespace"]
+    for field in ("rules", "roleRef", "subjects"):
+        assert manifest.get(field) == chart.get(field), field
 
 
 def test_manifest_binding_names_the_manifest_service_account() -> None:
@@ -80,6 +93,7 @@ def test_manifest_operator_matches_the_chart_default_render(helm: Helm) -> None:
     # Labels differ on purpose (Helm adds its own); the running operator must not.
     assert manifest_deploy["spec"] == chart_deploy["spec"]
     assert manifest_deploy["metadata"]["name"] == chart_deploy["metadata"]["name"]
-    manifest_svc, chart_svc = by_kind(manifest, "Service")[0], by_kind(chart, "Service")[0]
-    assert manifest_svc["spec"] == chart_svc["spec"]
-    assert manifest_svc["metadata"]["name"] == chart_svc["metadata"]["name"]
+    for kind in ("Service", "PodDisruptionBudget"):
+        [ours], [theirs] = by_kind(manifest, kind), by_kind(chart, kind)
+        assert ours["spec"] == theirs["spec"], kind
+        assert ours["metadata"]["name"] == theirs["metadata"]["name"], kind

@@ -86,10 +86,11 @@ def test_helm_install_and_upgrade_create_the_operator(
     assert binding["subjects"][0] == {"kind": "ServiceAccount", "name": full,
                                       "namespace": namespace}
     deployment = _get(cluster, "deployment", full, "-n", namespace)
-    assert deployment["status"].get("readyReplicas") == 1
+    assert deployment["status"].get("readyReplicas") == 2  # a leader and a standby
     pods = _get(cluster, "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}")
-    assert [p["status"]["phase"] for p in pods["items"]] == ["Running"]
-    assert pods["items"][0]["spec"]["nodeName"].startswith("kwok-")
+    assert [p["status"]["phase"] for p in pods["items"]] == ["Running", "Running"]
+    assert all(p["spec"]["nodeName"].startswith("kwok-") for p in pods["items"])
+    assert _get(cluster, "pdb", full, "-n", namespace)["spec"]["maxUnavailable"] == 1
     assert _get(cluster, "service", f"{full}-metrics", "-n", namespace)["spec"]["ports"][0][
         "name"] == "metrics"
 
@@ -119,6 +120,29 @@ def test_cluster_wide_rbac_grants_what_the_operator_needs_and_no_more(
                            ("create", "pods"), ("update", "deployments.apps"),
                            ("create", "clusterroles.rbac.authorization.k8s.io")]:
         assert not _can(cluster, account, verb, resource, "default"), f"may {verb} {resource}"
+
+
+def test_the_lease_rights_reach_only_the_release_lease(
+    cluster: Any, cluster_helm: Helm, namespace: str, release: str
+) -> None:
+    cluster_helm.run("install", release, str(CHART), "-n", namespace)
+    full = f"{release}-bem-operator"
+    account = f"system:serviceaccount:{namespace}:{full}"
+
+    def can(verb: str, lease: str, where: str = namespace) -> bool:
+        out = cluster.kubectl("auth", "can-i", verb, f"leases.coordination.k8s.io/{lease}",
+                              "-n", where, f"--as={account}", check=False)
+        return out.stdout.strip() == "yes"
+
+    assert can("get", full) and can("update", full)
+    assert _can(cluster, account, "create", "leases.coordination.k8s.io", namespace)
+    for verb, lease, where in [("get", "other", namespace), ("update", "other", namespace),
+                               ("patch", full, namespace), ("delete", full, namespace),
+                               ("get", full, "default"), ("update", full, "kube-system")]:
+        assert not can(verb, lease, where), f"may {verb} Lease {where}/{lease}"
+    for verb in ("list", "watch"):
+        assert not _can(cluster, account, verb, "leases.coordination.k8s.io", namespace)
+    assert not _can(cluster, account, "create", "leases.coordination.k8s.io", "default")
 
 
 def test_namespaced_mode_grants_rights_only_in_watched_namespaces(

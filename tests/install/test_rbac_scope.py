@@ -26,7 +26,7 @@ Rule = tuple[str, str, str]  # apiGroup, resource, verb
 # The custom resource: watched, read, annotated by kopf (patch); status by merge patch;
 # kopf posts core/v1 events. Not child kinds, so fixed here.
 PARENT_RULES: set[Rule] = {
-    *((BEMSERVICE.group, BEMSERVICE.plural, verb) for verb in ("get", "list", "watch", "patch")),
+    *((BEMSERVICE.group, BEMSERVICE.plural, verb) for verb in ("list", "watch")),
     (BEMSERVICE.group, f"{BEMSERVICE.plural}/status", "patch"),
     ("", "events", "create"),
 }
@@ -72,7 +72,7 @@ def test_watches_and_paths_come_from_the_registry() -> None:
 
 def test_pods_are_only_read() -> None:
     [pods] = [k for k in READ_REGISTRY if k.plural == "pods"]
-    assert pods.watched and pods.verbs == {"get", "list", "watch"}
+    assert pods.watched and pods.verbs == {"list", "watch"}
 
 
 def test_always_built_children_are_the_ones_never_deleted() -> None:

@@ -13,7 +13,6 @@ from kubernetes import client
 
 from bem_operator.k8s import KubeApi
 from bem_operator.metrics import OperatorMetrics, counted_kopf_session
-from bem_operator.reconcile import InvalidSpec, RetryableError
 
 
 def value(metrics: OperatorMetrics, name: str, **labels: str) -> float:
@@ -23,24 +22,26 @@ def value(metrics: OperatorMetrics, name: str, **labels: str) -> float:
 
 def test_results_are_counted_and_timed() -> None:
     metrics = OperatorMetrics()
-    with metrics.timed("create"):
+    with metrics.timed("spec"):
         pass
-    for exc, kind in ((InvalidSpec("bad"), "invalid_spec"), (RetryableError("503"), "api"),
-                      (RuntimeError("bug"), "unexpected")):
-        with pytest.raises(type(exc)), metrics.timed("timer"):
-            raise exc
+    for result, kind in (("invalid_spec", "invalid_spec"), ("retry", "api")):
+        with metrics.timed("resync") as outcome:
+            outcome[0] = result
         assert value(metrics, "bem_operator_errors_total", kind=kind) == 1
-    assert value(metrics, "bem_operator_reconciles_total", result="success", trigger="create") == 1
+    with pytest.raises(RuntimeError), metrics.timed("resync"):
+        raise RuntimeError("bug")
+    assert value(metrics, "bem_operator_errors_total", kind="unexpected") == 1
+    assert value(metrics, "bem_operator_reconciles_total", result="success", trigger="spec") == 1
     for result in ("invalid_spec", "retry", "error"):
-        assert value(metrics, "bem_operator_reconciles_total", result=result, trigger="timer") == 1
-    assert value(metrics, "bem_operator_reconcile_duration_seconds_count", trigger="timer") == 3
+        assert value(metrics, "bem_operator_reconciles_total", result=result, trigger="resync") == 1
+    assert value(metrics, "bem_operator_reconcile_duration_seconds_count", trigger="resync") == 3
 
 
 def test_registries_are_isolated() -> None:
     first, second = OperatorMetrics(), OperatorMetrics()
-    with first.timed("update"):
+    with first.timed("spec"):
         pass
-    assert value(second, "bem_operator_reconciles_total", result="success", trigger="update") == 0
+    assert value(second, "bem_operator_reconciles_total", result="success", trigger="spec") == 0
 
 
 class _AnyJson(http.server.BaseHTTPRequestHandler):
@@ -81,7 +82,7 @@ def test_api_requests_are_counted_by_verb_and_resource(local_server: str) -> Non
     api = KubeApi(client.ApiClient(configuration))
     api.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": "n"}})
     api.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "b", "namespace": "n"}})
-    api.get_bemservice("n", "a")
+    api.get("bem.ai/v1alpha1", "BEMService", "n", "a")
     api.patch_status("n", "a", {"phase": "Ready"})
     api.request("GET", "/apis/apps/v1/namespaces/n/deployments")
     api.delete("policy/v1", "PodDisruptionBudget", "n", "a")

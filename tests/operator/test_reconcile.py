@@ -1,4 +1,6 @@
-"""The reconcile against an in-memory API: what it applies, deletes and reports.
+"""The level-based reconcile against an in-memory API whose writes reach the cache as
+watch events would: what it applies, deletes, reports and posts, and that a settled object
+costs no request.
 
 The fake keeps objects and who applied spec.replicas; server-side apply itself,
 validation and garbage collection are covered by the e2e tier.
@@ -12,9 +14,10 @@ import pytest
 from builders_factory import make_bems
 
 from bem_operator.builders.kinds import SCALED_OBJECT, ChildKind
-from bem_operator.children import ChildIndex
+from bem_operator.controller import Cache
 from bem_operator.k8s import FIELD_MANAGER, HANDOVER_MANAGER, ApiError
-from bem_operator.reconcile import InvalidSpec, Reconciler, RetryableError, owns_field
+from bem_operator.reconcile import (Reconciler, Result, RetryableError, difference, holds,
+                                    owns_field)
 
 Key = tuple[str, str, str, str]
 
@@ -26,8 +29,11 @@ class FakeApi:
         self.applied: list[tuple[str, str, str]] = []  # kind, name, manager
         self.deleted: list[tuple[str, str]] = []
         self.statuses: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, str]] = []
         self.monitoring = monitoring
         self.fail_with: ApiError | None = None
+        self.cache = Cache()  # what the watches would deliver: every object written here
+        self.claim_reads = 0
         self._rv = 0
 
     @staticmethod
@@ -35,12 +41,14 @@ class FakeApi:
         meta = obj["metadata"]
         return (obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
 
-    def add(self, obj: dict[str, Any]) -> None:
+    def add(self, obj: dict[str, Any]) -> dict[str, Any]:
         self._rv += 1
         obj = copy.deepcopy(obj)
         obj["metadata"].setdefault("uid", f"uid-{self._rv}")
         obj["metadata"]["resourceVersion"] = str(self._rv)
         self.objects[self.key(obj)] = obj
+        self.cache.observe("MODIFIED", copy.deepcopy(obj))
+        return copy.deepcopy(obj)
 
     def apply(self, obj: dict[str, Any], *, manager: str = FIELD_MANAGER,
               force: bool = True) -> tuple[dict[str, Any], bool]:
@@ -55,8 +63,7 @@ class FakeApi:
             if "replicas" in obj.get("spec", {}) else []
         others = [e for e in live["metadata"].get("managedFields", []) if e["manager"] != manager]
         live["metadata"]["managedFields"] = others + fields
-        self.add(live)
-        return copy.deepcopy(self.objects[key]), created
+        return self.add(live), created
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         found = self.objects.get((api_version, kind, namespace, name))
@@ -68,17 +75,22 @@ class FakeApi:
         if not found or (uid and found["metadata"]["uid"] != uid):
             return False
         del self.objects[(api_version, kind, namespace, name)]
+        self.cache.observe("DELETED", found)
         self.deleted.append((kind, name))
         return True
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         self.statuses.append(copy.deepcopy(status))
+        bems = self.objects[("bem.ai/v1alpha1", "BEMService", namespace, name)]
+        return self.add({**bems, "status": copy.deepcopy(status)})
+
+    def post_event(self, about: dict[str, Any], event_type: str, reason: str,
+                   message: str) -> None:
+        self.events.append((event_type, reason, message))
 
     def pvc_exists(self, namespace: str, name: str) -> bool:
+        self.claim_reads += 1
         return self.get("v1", "PersistentVolumeClaim", namespace, name) is not None
-
-    def service_monitor_available(self) -> bool:
-        return self.monitoring
 
     def serves(self, child: ChildKind) -> bool:
         return not child.optional_crd or (self.keda if child is SCALED_OBJECT else self.monitoring)
@@ -98,14 +110,37 @@ def image_bems(**spec: Any) -> dict[str, Any]:
     return make_bems({"model": {"source": "Image"}, **spec})
 
 
-def reconciler(api: FakeApi, index: ChildIndex | None = None) -> Reconciler:
-    return Reconciler(api, index or ChildIndex(), "bem-runtime:test",  # type: ignore[arg-type]
-                      clock=lambda: "2026-01-01T00:00:00Z")
+class Run:
+    """Reconciles BEMServices as a user edits them: each spec is written to the fake (its
+    status kept, its generation bumped when the spec moved) and reconciled from the cache."""
+
+    def __init__(self, api: FakeApi) -> None:
+        self.api = api
+        self.rec = Reconciler(api, api.cache, "bem-runtime:test",  # type: ignore[arg-type]
+                              clock=lambda: "2026-01-01T00:00:00Z")
+
+    def __call__(self, bems: dict[str, Any]) -> Result:
+        key = FakeApi.key(bems)
+        held = self.api.objects.get(key)
+        body = copy.deepcopy(bems)
+        if held is not None:
+            body["status"] = held.get("status")
+            generation = held["metadata"]["generation"]
+            body["metadata"]["generation"] = generation + (held["spec"] != bems["spec"])
+        self.api.add(body)
+        self.api.events.clear()
+        result = self.rec.reconcile(key[2:])
+        assert result is not None
+        return result
+
+
+def reconciler(api: FakeApi) -> Run:
+    return Run(api)
 
 
 def test_creates_children_and_reports_pending() -> None:
     api = FakeApi()
-    result = reconciler(api).reconcile(image_bems(replicas=2))
+    result = reconciler(api)(image_bems(replicas=2))
     kinds = {kind for kind, _, _ in api.applied}
     assert kinds == {"Deployment", "Service", "PodDisruptionBudget"}
     assert all(manager == FIELD_MANAGER for _, _, manager in api.applied)
@@ -116,14 +151,14 @@ def test_creates_children_and_reports_pending() -> None:
 
 def test_service_monitor_applied_when_its_api_exists() -> None:
     api = FakeApi(monitoring=True)
-    reconciler(api).reconcile(image_bems(replicas=1))
+    reconciler(api)(image_bems(replicas=1))
     assert "ServiceMonitor" in {kind for kind, _, _ in api.applied}
 
 
 def test_missing_secret_holds_the_deployment_back_and_names_it() -> None:
     api = FakeApi()
     bems = image_bems(replicas=1, auth={"apiKeySecretRef": {"name": "keys", "key": "api-key"}})
-    result = reconciler(api).reconcile(bems)
+    result = reconciler(api)(bems)
     assert "Deployment" not in {kind for kind, _, _ in api.applied}
     degraded = next(c for c in result.status["conditions"] if c["type"] == "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "SecretNotFound")
@@ -131,7 +166,7 @@ def test_missing_secret_holds_the_deployment_back_and_names_it() -> None:
 
     api.add({"apiVersion": "v1", "kind": "Secret",
              "metadata": {"name": "keys", "namespace": "team-a"}, "data": {"api-key": "eA=="}})
-    result = reconciler(api).reconcile(bems)
+    result = reconciler(api)(bems)
     assert "Deployment" in {kind for kind, _, _ in api.applied}
     assert result.status["phase"] == "Pending"
 
@@ -143,21 +178,21 @@ def test_changed_secret_changes_the_pod_template() -> None:
     api.add(secret)
     bems = image_bems(replicas=1, auth={"apiKeySecretRef": {"name": "keys"}})
     rec = reconciler(api)
-    rec.reconcile(bems)
+    rec(bems)
     template = api.get("apps/v1", "Deployment", "team-a", "demo")["spec"]["template"]
     api.add(secret)  # a new resourceVersion, as an update of the Secret gives
-    rec.reconcile(bems)
+    rec(bems)
     assert api.get("apps/v1", "Deployment", "team-a", "demo")["spec"]["template"] != template
 
 
 def test_autoscaling_hands_replicas_over_before_dropping_them() -> None:
     api = FakeApi()
     rec = reconciler(api)
-    rec.reconcile(image_bems(replicas=3))
+    rec(image_bems(replicas=3))
     assert owns_field(api.get("apps/v1", "Deployment", "team-a", "demo"), FIELD_MANAGER,
                       ("spec", "replicas"))
     api.applied.clear()
-    rec.reconcile(image_bems(autoscaling={"minReplicas": 2, "maxReplicas": 6}))
+    rec(image_bems(autoscaling={"minReplicas": 2, "maxReplicas": 6}))
     handover = [a for a in api.applied if a[2] == HANDOVER_MANAGER]
     assert handover == [("Deployment", "demo", HANDOVER_MANAGER)]
     assert api.applied.index(handover[0]) < api.applied.index(
@@ -170,63 +205,51 @@ def test_autoscaling_hands_replicas_over_before_dropping_them() -> None:
 
 
 def test_obsolete_children_are_deleted_only_when_ours() -> None:
-    api, index = FakeApi(), ChildIndex()
-    rec = reconciler(api, index)
+    api = FakeApi()
+    rec = reconciler(api)
     bems = image_bems(autoscaling={"minReplicas": 1, "maxReplicas": 3})
-    rec.reconcile(bems)
+    rec(bems)
     hpa = api.get("autoscaling/v2", "HorizontalPodAutoscaler", "team-a", "demo")
-    index.observe("ADDED", hpa)
     stranger = copy.deepcopy(hpa)
     stranger["metadata"]["ownerReferences"][0]["uid"] = "someone-else"
     stranger["metadata"]["uid"] = "other-hpa"
 
-    result = rec.reconcile(image_bems(replicas=2))
+    result = rec(image_bems(replicas=2))
     assert api.deleted == [("HorizontalPodAutoscaler", "demo")]
     assert ("Normal", "Deleted") in {(e[0], e[1]) for e in result.events}
 
-    index.observe("ADDED", stranger)
     api.add(stranger)
-    rec.reconcile(image_bems(replicas=2))
+    rec(image_bems(replicas=2))
     assert api.deleted == [("HorizontalPodAutoscaler", "demo")], "deleted an HPA not ours"
 
 
 KEDA_AUTOSCALING = {"provider": "KEDA", "minReplicas": 1, "maxReplicas": 3}
 
 
-def observe_applied(api: FakeApi, index: ChildIndex) -> None:
-    """What the owner-label watches deliver: every object the fake holds."""
-    for obj in api.objects.values():
-        index.observe("ADDED", obj)
-
-
 def test_switching_provider_deletes_the_other_autoscaler() -> None:
-    api, index = FakeApi(), ChildIndex()
-    rec = reconciler(api, index)
-    rec.reconcile(image_bems(replicas=2))
-    observe_applied(api, index)
-    rec.reconcile(image_bems(autoscaling={"minReplicas": 1, "maxReplicas": 3}))
-    observe_applied(api, index)
+    api = FakeApi()
+    rec = reconciler(api)
+    rec(image_bems(replicas=2))
+    rec(image_bems(autoscaling={"minReplicas": 1, "maxReplicas": 3}))
     assert api.get("autoscaling/v2", "HorizontalPodAutoscaler", "team-a", "demo")
 
     api.applied.clear()
-    result = rec.reconcile(image_bems(autoscaling=KEDA_AUTOSCALING))
+    result = rec(image_bems(autoscaling=KEDA_AUTOSCALING))
     assert api.deleted == [("HorizontalPodAutoscaler", "demo")]
     assert ("ScaledObject", "demo", FIELD_MANAGER) in api.applied
     assert not any(manager == HANDOVER_MANAGER for _, _, manager in api.applied), \
         "replicas were handed over already: the new provider finds them as they are"
     assert result.status["autoscaling"]["provider"] == "KEDA"
-    observe_applied(api, index)
 
-    rec.reconcile(image_bems(autoscaling={"minReplicas": 1, "maxReplicas": 3}))
+    rec(image_bems(autoscaling={"minReplicas": 1, "maxReplicas": 3}))
     assert api.deleted == [("HorizontalPodAutoscaler", "demo"), ("ScaledObject", "demo")]
 
 
 def test_keda_hpa_feeds_the_status_and_is_never_deleted() -> None:
-    api, index = FakeApi(), ChildIndex()
-    rec = reconciler(api, index)
+    api = FakeApi()
+    rec = reconciler(api)
     bems = image_bems(autoscaling=KEDA_AUTOSCALING)
-    rec.reconcile(bems)
-    observe_applied(api, index)
+    rec(bems)
     scaled = api.get("keda.sh/v1alpha1", "ScaledObject", "team-a", "demo")
     keda_hpa = {  # as KEDA makes it: the ScaledObject's labels, KEDA's controller reference
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
@@ -237,42 +260,41 @@ def test_keda_hpa_feeds_the_status_and_is_never_deleted() -> None:
         "status": {"currentReplicas": 1, "desiredReplicas": 2, "currentMetrics": [
             {"type": "External", "external": {"current": {"averageValue": "12"}}}]}}
     api.add(keda_hpa)
-    index.observe("ADDED", keda_hpa)
-    result = rec.reconcile(bems)
+    result = rec(bems)
     assert result.status["autoscaling"]["desiredReplicas"] == 2
     assert result.status["autoscaling"]["currentRequestsPerSecond"] == 12.0
-    rec.reconcile(image_bems(replicas=2))
+    rec(image_bems(replicas=2))
     assert ("HorizontalPodAutoscaler", "keda-hpa-demo") not in api.deleted  # KEDA's, not ours
 
 
 def test_keda_provider_without_keda_degrades_and_says_what_to_do() -> None:
     api = FakeApi(keda=False)
     rec = reconciler(api)
-    rec.reconcile(image_bems(replicas=3))
+    rec(image_bems(replicas=3))
     api.applied.clear()
-    result = rec.reconcile(image_bems(autoscaling=KEDA_AUTOSCALING))
+    result = rec(image_bems(autoscaling=KEDA_AUTOSCALING))
     kinds = {kind for kind, _, _ in api.applied}
     assert "ScaledObject" not in kinds and "HorizontalPodAutoscaler" not in kinds  # no fallback
     degraded = next(c for c in result.status["conditions"] if c["type"] == "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "KEDANotInstalled")
     assert degraded["message"].startswith("KEDA is not installed")
-    assert ("Warning", "KEDANotInstalled") in {(e[0], e[1]) for e in result.events}
+    assert ("Warning", "KEDANotInstalled") in {(e[0], e[1]) for e in api.events}
     # The operator stopped writing replicas all the same: KEDA, once installed, owns them.
     deployment = api.get("apps/v1", "Deployment", "team-a", "demo")
     assert deployment["spec"]["replicas"] == 3
     assert not owns_field(deployment, FIELD_MANAGER, ("spec", "replicas"))
 
     api.keda = True
-    result = rec.reconcile(image_bems(autoscaling=KEDA_AUTOSCALING))
+    result = rec(image_bems(autoscaling=KEDA_AUTOSCALING))
     assert ("ScaledObject", "demo", FIELD_MANAGER) in api.applied
-    assert ("Normal", "Recovered") in {(e[0], e[1]) for e in result.events}
+    assert ("Normal", "Recovered") in {(e[0], e[1]) for e in api.events}
 
 
-def test_invalid_spec_is_permanent_and_reported() -> None:
+def test_invalid_spec_is_reported_not_retried() -> None:
     api = FakeApi()
-    with pytest.raises(InvalidSpec, match="spec.gpu.product"):
-        reconciler(api).reconcile(image_bems(gpu={"product": "H100"}))
-    assert api.applied == []
+    result = reconciler(api)(image_bems(gpu={"product": "H100"}))
+    assert result.invalid and api.applied == []
+    assert [e[1] for e in api.events] == ["InvalidSpec"] and "spec.gpu.product" in api.events[0][2]
     degraded = next(c for c in api.statuses[-1]["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "InvalidSpec" and "spec.gpu.count" in degraded["message"]
 
@@ -282,7 +304,7 @@ def test_api_failures_are_retryable(status: int) -> None:
     api = FakeApi()
     api.fail_with = ApiError(status, "etcd is unhappy")
     with pytest.raises(RetryableError, match="etcd is unhappy"):
-        reconciler(api).reconcile(image_bems(replicas=1))
+        reconciler(api)(image_bems(replicas=1))
     if status:  # the server answered: the status says what failed, with its message
         assert "etcd is unhappy" in str(api.statuses[-1]["conditions"])
     else:  # no answer: no status can be written either
@@ -293,35 +315,112 @@ def test_rejected_child_degrades_the_service() -> None:
     api = FakeApi()
     api.fail_with = ApiError(422, "spec.template.spec.containers[0].env[0].name: Invalid value")
     with pytest.raises(RetryableError):
-        reconciler(api).reconcile(image_bems(replicas=1))
+        reconciler(api)(image_bems(replicas=1))
     degraded = next(c for c in api.statuses[-1]["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "ApplyRejected" and "env[0].name" in degraded["message"]
 
 
-def test_status_refresh_needs_a_full_reconcile_first() -> None:
+def deployment_rolled_out(api: FakeApi) -> None:
+    """The Deployment controller's status update, as its watch delivers it."""
+    deployment = api.get("apps/v1", "Deployment", "team-a", "demo")
+    deployment["metadata"]["generation"] = 1
+    deployment["status"] = {
+        "observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2,
+        "availableReplicas": 2, "conditions": [{"type": "Available", "status": "True"}]}
+    api.add(deployment)
+
+
+def test_a_deployment_status_change_is_a_status_patch_and_no_apply() -> None:
     api = FakeApi()
     rec = reconciler(api)
     bems = image_bems(replicas=2)
-    live = {"metadata": {"generation": 1}, "spec": {"replicas": 2}, "status": {
-        "observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2,
-        "availableReplicas": 2, "conditions": [{"type": "Available", "status": "True"}]}}
-    assert rec.refresh_status(bems, live) is None
-    rec.reconcile(bems)
-    result = rec.refresh_status(bems, live)
-    assert result is not None and result.status["phase"] == "Ready"
-    assert [e[1] for e in result.events] == ["Ready"]
-    assert api.statuses[-1]["phase"] == "Ready"
-    bumped = copy.deepcopy(bems)
-    bumped["metadata"]["generation"] = 2
-    assert rec.refresh_status(bumped, live) is None  # a new spec needs a full reconcile
+    assert rec(bems).status["phase"] == "Pending"
+    deployment_rolled_out(api)
+    api.applied.clear()
+    result = rec(bems)
+    assert api.applied == [] and result.applied == 0
+    assert result.status["phase"] == "Ready" and api.statuses[-1]["phase"] == "Ready"
+    assert [e[1] for e in api.events] == ["Ready"]
+
+
+def test_a_settled_object_costs_no_write() -> None:
+    api = FakeApi(monitoring=True)
+    rec = reconciler(api)
+    bems = image_bems(autoscaling={"minReplicas": 1, "maxReplicas": 3},
+                      resources={"limits": {"memory": "1024Mi", "cpu": "2000m"}})
+    rec(bems)
+    deployment_rolled_out(api)
+    rec(bems)
+    writes = (len(api.applied), len(api.statuses))
+    for _ in range(3):
+        result = rec(bems)
+        assert result.applied == 0 and api.events == []
+    assert (len(api.applied), len(api.statuses)) == writes
+
+
+def test_a_claim_is_looked_up_before_a_rollout_not_on_every_check() -> None:
+    api = FakeApi()
+    api.add({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+             "metadata": {"name": "models", "namespace": "team-a"}})
+    rec = reconciler(api)
+    bems = make_bems({"model": {"claimName": "models"}, "replicas": 1})
+    rec(bems)
+    assert api.claim_reads == 1
+    for _ in range(3):
+        rec(bems)
+    assert api.claim_reads == 1 and api.statuses[-1]["phase"] == "Pending"
+    rec(make_bems({"model": {"claimName": "models", "basePath": "b2"}, "replicas": 1}))
+    assert api.claim_reads == 2  # the Deployment changes: the claim is checked first
+
+
+def test_drift_and_a_dropped_field_are_applied_again() -> None:
+    api = FakeApi()
+    rec = reconciler(api)
+    rec(image_bems(replicas=1, nodeSelector={"pool": "a"}))
+    deployment = api.get("apps/v1", "Deployment", "team-a", "demo")
+    deployment["spec"]["template"]["spec"]["containers"][0]["image"] = "someone/else"
+    api.add(deployment)  # someone edits a field the operator owns
+    api.applied.clear()
+    rec(image_bems(replicas=1, nodeSelector={"pool": "a"}))
+    assert api.applied == [("Deployment", "demo", FIELD_MANAGER)]
+    api.applied.clear()
+    rec(image_bems(replicas=1))  # the live object still has the selector: a new digest says so
+    assert ("Deployment", "demo", FIELD_MANAGER) in api.applied
+
+
+@pytest.mark.parametrize(("live", "desired", "expected"), [
+    ({"a": 1, "b": {"c": "x", "d": 2}}, {"b": {"c": "x"}}, True),  # defaults added by the server
+    ({"a": 1}, {"a": 2}, False),
+    ({"a": 1}, {"env": [], "labels": {}, "x": None, "flag": False}, True),  # empties omitted
+    ({"replicas": 1}, {"replicas": 0}, False),  # a zero the server holds otherwise is a change
+    ({"limits": {"memory": "1Gi", "cpu": "2"}}, {"limits": {"memory": "1024Mi", "cpu": "2000m"}},
+     True),  # quantities in canonical form
+    ({"limits": {"memory": "1Gi"}}, {"limits": {"memory": "2Gi"}}, False),
+    ({"limits": {"nvidia.com/gpu": "1"}}, {"limits": {"nvidia.com/gpu": 1}}, True),
+    ({"env": [{"name": "A", "value": "1.0"}]}, {"env": [{"name": "A", "value": "1"}]}, False),
+    ({"ports": [{"port": 80, "protocol": "TCP"}]}, {"ports": [{"port": 80}]}, True),
+    ({"ports": [{"port": 80}, {"port": 81}]}, {"ports": [{"port": 80}]}, False),
+])
+def test_holds_compares_after_the_servers_rewriting(live: Any, desired: Any,
+                                                     expected: bool) -> None:
+    assert holds(live, desired) is expected
+
+
+def test_difference_names_the_first_field_that_differs() -> None:
+    live = {"spec": {"ports": [{"port": 80}, {"port": 81, "name": "b"}]}}
+    assert difference(live, {"spec": {"ports": [{"port": 80}, {"port": 82}]}}) == \
+        "spec.ports[1].port"
+    assert difference(live, {"spec": {"selector": {"app": "x"}}}) == "spec.selector"
 
 
 def test_terminating_namespace_is_not_a_failure() -> None:
     api = FakeApi()
     api.fail_with = ApiError(403, 'deployments.apps "demo" is forbidden: unable to create new '
                                   "content in namespace team-a because it is being terminated")
-    result = reconciler(api).reconcile(image_bems(replicas=1))
-    assert result.events == [] and api.statuses == []
+    bems = image_bems(replicas=1)
+    api.add(bems)
+    assert Run(api).rec.reconcile(("team-a", "demo")) is None
+    assert api.events == [] and api.statuses == []
 
 
 class RefusingApi(FakeApi):
@@ -343,8 +442,8 @@ class RefusingApi(FakeApi):
 def test_a_failed_child_apply_writes_status_with_the_api_message(status: int,
                                                                  reason: str) -> None:
     api = RefusingApi("Service", ApiError(status, "spec.ports[0].nodePort: Invalid value"))
-    with pytest.raises(RetryableError) as caught:
-        reconciler(api).reconcile(image_bems(replicas=1))
+    with pytest.raises(RetryableError):
+        reconciler(api)(image_bems(replicas=1))
     # the other children are still applied; the status says which one failed and why
     assert {"Deployment", "PodDisruptionBudget"} <= {kind for kind, _, _ in api.applied}
     status_written = api.statuses[-1]
@@ -353,31 +452,35 @@ def test_a_failed_child_apply_writes_status_with_the_api_message(status: int,
     assert (status_written["phase"], degraded["reason"], ready["status"]) == \
         ("Degraded", reason, "False")
     assert "Service demo" in degraded["message"] and "nodePort" in degraded["message"]
-    warnings = [e for e in caught.value.events if e[0] == "Warning"]
+    warnings = [e for e in api.events if e[0] == "Warning"]
     assert [e[1] for e in warnings] == [reason] and "nodePort" in warnings[0][2]
 
 
 def test_runtime_pods_that_fail_to_load_degrade_the_service() -> None:
-    api, index = FakeApi(), ChildIndex()
-    rec = reconciler(api, index)
+    api = FakeApi()
+    rec = reconciler(api)
     bems = image_bems(replicas=1)
-    rec.reconcile(bems)
+    rec(bems)
     deployment = api.get("apps/v1", "Deployment", "team-a", "demo")
     template_hash = deployment["spec"]["template"]["metadata"]["annotations"]["bem.ai/config-hash"]
-    index.observe_pod("ADDED", {
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "demo-1", "namespace": "team-a", "labels": {"bem.ai/service": "demo"},
                      "annotations": {"bem.ai/config-hash": template_hash}},
         "spec": {"containers": [{"name": "bem-runtime"}]},
         "status": {"containerStatuses": [{"name": "bem-runtime", "restartCount": 1, "state": {
             "waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {
-                "exitCode": 3, "message": "checkpoint bem/experts.safetensors is corrupt"}}}]}})
+                "exitCode": 3, "message": "checkpoint bem/experts.safetensors is corrupt"}}}]}}
+    assert api.cache.observe("ADDED", pod) == ("team-a", "demo")
+    assert "spec" not in api.cache.pods("team-a", "demo")[0]  # only what the status reads
     deployment["status"] = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1}
     deployment["metadata"]["generation"] = 1
-    result = rec.refresh_status(bems, deployment)
-    assert result is not None
+    api.add(deployment)
+    api.applied.clear()
+    result = rec(bems)
+    assert api.applied == []
     degraded = next(c for c in result.status["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "ModelLoadFailed" and "is corrupt" in degraded["message"]
-    assert ("Warning", "ModelLoadFailed") in {(e[0], e[1]) for e in result.events}
-    index.observe_pod("DELETED", {"metadata": {"name": "demo-1", "namespace": "team-a",
-                                               "labels": {"bem.ai/service": "demo"}}})
-    assert index.pods("team-a", "demo") == ()
+    assert ("Warning", "ModelLoadFailed") in {(e[0], e[1]) for e in api.events}
+    api.cache.observe("DELETED", pod)
+    assert api.cache.pods("team-a", "demo") == []

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from bem_operator.autoscaler import AutoscalerObserved, parse_quantity
-from bem_operator.status import Observed, Problem, compute_status, phase_events, status_changed
+from bem_operator.status import Observed, Problem, compute_status, status_events, status_changed
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 
@@ -106,7 +106,7 @@ def test_service_monitor_condition_says_when_the_crd_is_missing() -> None:
                             None, T0)
     assert status["phase"] == "Ready"  # not a failure
     assert conditions(status)["ServiceMonitor"] == ("False", "CRDNotInstalled")
-    events = phase_events(None, status, "chat")
+    events = status_events(None, status, "chat")
     assert ("Normal", "ServiceMonitorUnavailable") in {(e[0], e[1]) for e in events}
     applied = compute_status(observed(deployment=deployment(), service_monitor="applied"),
                              None, T0)
@@ -117,14 +117,14 @@ def test_service_monitor_condition_says_when_the_crd_is_missing() -> None:
 def test_events_on_phase_changes_only() -> None:
     pending = compute_status(observed(deployment=deployment(ready=0)), None, T0)
     ready = compute_status(observed(deployment=deployment()), pending, T1)
-    assert [e[1] for e in phase_events(pending, ready, "chat")] == ["Ready"]
-    assert phase_events(ready, ready, "chat") == []
+    assert [e[1] for e in status_events(pending, ready, "chat")] == ["Ready"]
+    assert status_events(ready, ready, "chat") == []
     degraded = compute_status(observed(problem=Problem("SecretNotFound", "Secret 'k' missing")),
                               ready, T1)
-    (event,) = phase_events(ready, degraded, "chat")
+    (event,) = status_events(ready, degraded, "chat")
     assert event[0] == "Warning" and event[1] == "SecretNotFound" and "'k'" in event[2]
     recovered = compute_status(observed(deployment=deployment(ready=0)), degraded, T1)
-    assert [e[1] for e in phase_events(degraded, recovered, "chat")] == ["Recovered"]
+    assert [e[1] for e in status_events(degraded, recovered, "chat")] == ["Recovered"]
 
 
 def test_status_changed_ignores_nulls_the_server_drops() -> None:
@@ -285,7 +285,7 @@ def assert_conditions_agree(status: dict[str, Any]) -> None:
 def test_a_fixed_spec_recovers_with_events() -> None:
     failing = compute_status(observed(deployment=hashed(deployment(ready=0)),
                                       pods=(pod(terminated=LOAD_FAILED),)), None, T0)
-    events = phase_events(None, failing, "chat")
+    events = status_events(None, failing, "chat")
     assert [(e[0], e[1]) for e in events] == [("Warning", "ModelLoadFailed")]
     assert "has no config.json" in events[0][2]
     fixed = hashed(deployment())
@@ -293,7 +293,7 @@ def test_a_fixed_spec_recovers_with_events() -> None:
     recovered = compute_status(observed(deployment=fixed, pods=(
         pod(terminated=LOAD_FAILED), pod("p-2", ready=True, config_hash="new"))), failing, T1)
     assert recovered["phase"] == "Ready"
-    assert [e[1] for e in phase_events(failing, recovered, "chat")] == ["Recovered", "Ready"]
+    assert [e[1] for e in status_events(failing, recovered, "chat")] == ["Recovered", "Ready"]
 
 
 def test_a_new_problem_while_degraded_is_a_new_warning() -> None:
@@ -301,9 +301,9 @@ def test_a_new_problem_while_degraded_is_a_new_warning() -> None:
                              None, T0)
     missing = compute_status(observed(problem=Problem("SecretNotFound", "Secret 'k' missing")),
                              refused, T1)
-    assert [(e[0], e[1]) for e in phase_events(refused, missing, "chat")] == [
+    assert [(e[0], e[1]) for e in status_events(refused, missing, "chat")] == [
         ("Warning", "SecretNotFound")]
-    assert phase_events(missing, missing, "chat") == []
+    assert status_events(missing, missing, "chat") == []
 
 
 def test_long_termination_messages_are_clipped() -> None:
@@ -399,7 +399,7 @@ def test_autoscaler_status_for_both_providers(autoscaler: AutoscalerObserved, ph
         assert conditions(status)["Ready"] == ("False", "KEDANotInstalled")
         degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
         assert "install KEDA" in degraded["message"] and "provider to HPA" in degraded["message"]
-        events = phase_events(None, status, "chat")
+        events = status_events(None, status, "chat")
         assert ("Warning", "KEDANotInstalled") in {(e[0], e[1]) for e in events}
 
 

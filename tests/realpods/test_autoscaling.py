@@ -281,3 +281,22 @@ def _check_dashboard(real_cluster: Any, namespace: str, name: str, url: str) -> 
     figure(f"dashboard: {len(targets)} panel queries and {len(variables)} variables evaluated "
            f"under load, {len(empty)} empty")
     assert not empty, empty
+
+
+def test_the_operator_applies_every_child_once_the_live_stack_settles(
+        real_cluster: Any, operator_release: str, prometheus: None,
+        scaled: tuple[str, str, str]) -> None:
+    """With KEDA's ScaledObject and the Prometheus operator's ServiceMonitor served, every
+    child the API server answered for holds what the operator declared: no field is rewritten
+    in a way that would make each periodic check apply it again (the operator says so once
+    in its log when it happens), and nothing in its log is a traceback."""
+    pods = get_json(real_cluster, "pods", "-n", OPERATOR_NS, "-l",
+                    f"app.kubernetes.io/instance={operator_release}")["items"]
+    logs = "".join(real_cluster.kubectl("logs", p["metadata"]["name"], "-n", OPERATOR_NS).stdout
+                   for p in pods)
+    assert "rewrote" not in logs and "Traceback" not in logs, logs[-4000:]
+    real_ns, name, _ = scaled
+    for kind in ("scaledobject", "servicemonitor", "deployment", "service"):
+        annotations = get_json(real_cluster, kind, name, "-n", real_ns)["metadata"].get(
+            "annotations") or {}
+        assert annotations.get("bem.ai/applied"), f"{kind} {name} lacks the operator's digest"

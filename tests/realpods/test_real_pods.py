@@ -54,23 +54,25 @@ def fleet(name: str, strategy: str, replicas: int) -> dict[str, Any]:
 
 def test_operator_runs_as_a_pod_installed_by_helm(real_cluster: Any,
                                                   operator_release: str) -> None:
-    [pod] = get_json(real_cluster, "pods", "-n", OPERATOR_NS, "-l",
-                     f"app.kubernetes.io/instance={operator_release}")["items"]
-    assert pod["spec"]["nodeName"] == REAL_NODE
-    assert pod["spec"]["serviceAccountName"] == operator_release
-    [container] = pod["spec"]["containers"]
-    assert container["image"] == "bem-operator:0.1.0"
-    assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    [status] = pod["status"]["containerStatuses"]
-    assert status["ready"] and status["restartCount"] == 0, status
-    # The process in the container answers the probe's endpoint on its pod IP.
-    ip, port = pod["status"]["podIP"], container["livenessProbe"]["httpGet"]["port"]
-    if not isinstance(port, int):
-        port = next(p["containerPort"] for p in container["ports"] if p["name"] == port)
-    wait_served_here(ip)
-    with urllib.request.urlopen(f"http://{ip}:{port}/healthz", timeout=10) as resp:
-        assert resp.status == 200
+    pods = get_json(real_cluster, "pods", "-n", OPERATOR_NS, "-l",
+                    f"app.kubernetes.io/instance={operator_release}")["items"]
+    assert len(pods) == 2, "the chart runs a leader and a standby"
+    for pod in pods:  # the standby serves its health endpoint too
+        assert pod["spec"]["nodeName"] == REAL_NODE
+        assert pod["spec"]["serviceAccountName"] == operator_release
+        [container] = pod["spec"]["containers"]
+        assert container["image"] == "bem-operator:0.1.0"
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        [status] = pod["status"]["containerStatuses"]
+        assert status["ready"] and status["restartCount"] == 0, status
+        # The process in the container answers the probe's endpoint on its pod IP.
+        ip, port = pod["status"]["podIP"], container["livenessProbe"]["httpGet"]["port"]
+        if not isinstance(port, int):
+            port = next(p["containerPort"] for p in container["ports"] if p["name"] == port)
+        wait_served_here(ip)
+        with urllib.request.urlopen(f"http://{ip}:{port}/healthz", timeout=10) as resp:
+            assert resp.status == 200
     # It runs as the chart's ServiceAccount, not as an admin: it may not read Secrets'
     # contents cluster-wide beyond what the chart grants, and may not touch nodes.
     sa = f"system:serviceaccount:{OPERATOR_NS}:{operator_release}"

@@ -67,3 +67,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail (printf "%s: 'latest' is not allowed; pin a version such as 0.1.0, or leave it empty for the chart's appVersion" (index . 0)) }}
 {{- end }}
 {{- end }}
+
+{{/* The leader-election Lease, in the release namespace. */}}
+{{- define "bem-operator.leaseName" -}}
+{{- default (include "bem-operator.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}

@@ -3,21 +3,21 @@ What the operator may do; the same rules in cluster-wide (ClusterRole) and names
 mode. manifests/rbac.yaml holds the same list; tests/install/test_consistency.py proves it.
 */}}
 {{- define "bem-operator.rbacRules" -}}
-# The custom resource: watched, read, annotated by kopf's progress storage (patch);
-# status written through the status subresource (merge patch).
+# The custom resource: listed and watched (the operator's cache; kopf writes nothing
+# to it); status written through the status subresource (merge patch).
 - apiGroups: [bem.ai]
   resources: [bemservices]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch]
 - apiGroups: [bem.ai]
   resources: [bemservices/status]
   verbs: [patch]
 # Children, watched by owner label for drift correction (list, watch) and written by
-# server-side apply (patch, plus create when absent). The Deployment is read (get) for
-# status and the replicas hand-over to an autoscaler. Deployment and Service always exist; the
-# others are deleted when the spec stops asking for them.
+# server-side apply (patch, plus create when absent); the operator reads them from its
+# watch cache, never by get. Deployment and Service always exist; the others are deleted
+# when the spec stops asking for them.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch]
+  verbs: [list, watch, create, patch]
 - apiGroups: [""]
   resources: [services]
   verbs: [list, watch, create, patch]
@@ -35,7 +35,7 @@ mode. manifests/rbac.yaml holds the same list; tests/install/test_consistency.py
 - apiGroups: [keda.sh]
   resources: [scaledobjects]
   verbs: [list, watch, create, patch, delete]
-# Kubernetes events for what a user must know (kopf posts core/v1 events, never patches).
+# Kubernetes events for what a user must know (the reconcile posts core/v1 events, never patches).
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
@@ -50,5 +50,5 @@ mode. manifests/rbac.yaml holds the same list; tests/install/test_consistency.py
 # the model loaded (a failure degrades the BEMService with the runtime's own message).
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 {{- end }}

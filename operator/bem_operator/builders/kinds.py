@@ -25,8 +25,9 @@ from bem_operator.builders.service import service_from_spec
 from bem_operator.builders.spec_types import BEMServiceSpec
 from bem_operator.constants import API_VERSION, KIND, PLURAL
 
-__all__ = ["BEMSERVICE", "CHILD_REGISTRY", "DEPLOYMENT", "HPA", "READ_REGISTRY", "SCALED_OBJECT",
-           "SERVICE_MONITOR", "ChildKind", "ReadKind", "children_from_spec", "plural_of"]
+__all__ = ["BEMSERVICE", "CHILD_REGISTRY", "DEPLOYMENT", "HPA", "POD", "READ_REGISTRY",
+           "SCALED_OBJECT", "SERVICE_MONITOR", "ChildKind", "ReadKind", "child_kind",
+           "children_from_spec", "plural_of"]
 
 # Builds one child from the parsed spec; None when the spec does not ask for it.
 Builder = Callable[[BEMServiceSpec, BuildOptions], "dict[str, Any] | None"]
@@ -58,18 +59,21 @@ class ChildKind(_Kind):
     build: Builder
     # Every valid spec gets one: never obsolete, so never deleted (no delete verb).
     always: bool = False
-    # Read back by the reconcile (status, replicas hand-over): the get verb.
+    # The reconcile reads who owns which field (the replicas hand-over): the cache keeps its
+    # managedFields (read from the watch like every child, never by get).
     read_back: bool = False
-    # Its CRD may be missing from a cluster (ServiceMonitor, KEDA's ScaledObject): the watch is set up only where
-    # the API is served, and the builder is told whether it is.
+    # Its CRD may be missing from a cluster (ServiceMonitor, KEDA's ScaledObject): the watch is
+    # set up only where the API is served, and the builder is told whether it is.
     optional_crd: bool = False
+    # Its status feeds the BEMService's (rollout, autoscaling): a change of its status alone
+    # asks for a reconcile; for the other kinds only a change of what the operator declares.
+    feeds_status: bool = False
 
     @property
     def verbs(self) -> frozenset[str]:
         """The RBAC verbs the operator needs on this kind."""
         verbs = {"list", "watch", "create", "patch"}
         verbs |= set() if self.always else {"delete"}
-        verbs |= {"get"} if self.read_back else set()
         return frozenset(verbs)
 
 
@@ -82,7 +86,7 @@ class ReadKind(_Kind):
 
     @property
     def verbs(self) -> frozenset[str]:
-        return frozenset({"get", "list", "watch"} if self.watched else {"get"})
+        return frozenset({"list", "watch"} if self.watched else {"get"})
 
 
 def _service(spec: BEMServiceSpec, _options: BuildOptions) -> dict[str, Any]:
@@ -98,13 +102,14 @@ def _pdb(spec: BEMServiceSpec, _options: BuildOptions) -> dict[str, Any] | None:
 
 
 DEPLOYMENT = ChildKind("apps/v1", "Deployment", "deployments", deployment_from_spec,
-                       always=True, read_back=True)
+                       always=True, read_back=True, feeds_status=True)
 SERVICE_MONITOR = ChildKind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors",
                             service_monitor_from_spec, optional_crd=True)
 # The autoscaler: one of the two, by spec.autoscaling.provider; the other one is obsolete.
-HPA = ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", _hpa)
+HPA = ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", _hpa,
+                feeds_status=True)
 SCALED_OBJECT = ChildKind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects",
-                          scaled_object_from_spec, optional_crd=True)
+                          scaled_object_from_spec, optional_crd=True, feeds_status=True)
 
 # In apply order: the Deployment first, then what points at its pods.
 CHILD_REGISTRY: tuple[ChildKind, ...] = (
@@ -116,9 +121,11 @@ CHILD_REGISTRY: tuple[ChildKind, ...] = (
     SERVICE_MONITOR,
 )
 
+# Runtime pods: their container states say whether the model loaded (status).
+POD = ReadKind("v1", "Pod", "pods", watched=True)
+
 READ_REGISTRY: tuple[ReadKind, ...] = (
-    # Runtime pods: their container states say whether the model loaded (status).
-    ReadKind("v1", "Pod", "pods", watched=True),
+    POD,
     # References checked before a rollout.
     ReadKind("v1", "Secret", "secrets"),
     ReadKind("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
@@ -129,6 +136,12 @@ BEMSERVICE = _Kind(API_VERSION, KIND, PLURAL)
 
 _PLURALS: dict[tuple[str, str], str] = {
     k.key: k.plural for k in (*CHILD_REGISTRY, *READ_REGISTRY, BEMSERVICE)}
+_CHILDREN: dict[tuple[str, str], ChildKind] = {k.key: k for k in CHILD_REGISTRY}
+
+
+def child_kind(api_version: str, kind: str) -> ChildKind | None:
+    """The registry's record of a child kind; None for pods and any other kind."""
+    return _CHILDREN.get((api_version, kind))
 
 
 def plural_of(api_version: str, kind: str) -> str | None:

@@ -1,0 +1,154 @@
+"""The one event path: the cache (what asks for a reconcile, what is only an echo) and the
+work queue (one entry per key, never two workers on one key, growing retry delays)."""
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+from bem_operator.controller import Cache, WorkQueue, parent_of
+
+
+def child(kind: str = "Deployment", rv: str = "5", owner_uid: str = "p-1") -> dict[str, Any]:
+    return {"apiVersion": "apps/v1" if kind == "Deployment" else "v1", "kind": kind,
+            "metadata": {"name": "chat", "namespace": "ns", "uid": f"{kind}-uid",
+                         "resourceVersion": rv, "generation": 1,
+                         "labels": {"bem.ai/service": "chat"},
+                         "managedFields": [{"manager": "bem-operator"}],
+                         "ownerReferences": [{"kind": "BEMService", "uid": owner_uid,
+                                              "controller": True}]},
+            "spec": {"replicas": 2}, "status": {"readyReplicas": 0}}
+
+
+def bems(rv: str = "3", replicas: int = 2) -> dict[str, Any]:
+    return {"apiVersion": "bem.ai/v1alpha1", "kind": "BEMService",
+            "metadata": {"name": "chat", "namespace": "ns", "uid": "p-1", "generation": 1,
+                         "resourceVersion": rv}, "spec": {"replicas": replicas}}
+
+
+def test_children_are_kept_by_parent_and_kind() -> None:
+    cache = Cache()
+    assert cache.observe("ADDED", child("Deployment")) == ("ns", "chat")
+    assert cache.observe("ADDED", child("Service")) == ("ns", "chat")
+    assert parent_of(child()) == ("ns", "chat")
+    assert cache.get(("apps/v1", "Deployment"), "ns", "chat", "chat")["spec"]["replicas"] == 2
+    # the replicas hand-over reads a Deployment's managedFields; a Service needs none
+    assert "managedFields" in cache.get(("apps/v1", "Deployment"), "ns", "chat", "chat")["metadata"]
+    assert "managedFields" not in cache.get(("v1", "Service"), "ns", "chat", "chat")["metadata"]
+    assert cache.observe("DELETED", child("Deployment")) == ("ns", "chat")
+    assert [c["kind"] for c in cache.children("ns", "chat")] == ["Service"]
+
+
+def test_unlabelled_objects_are_ignored() -> None:
+    cache = Cache()
+    body = child()
+    del body["metadata"]["labels"]
+    assert cache.observe("ADDED", body) is None and cache.children("ns", "chat") == []
+
+
+def test_own_writes_and_old_events_ask_for_nothing() -> None:
+    cache = Cache()
+    cache.store(child(rv="5"))  # what the operator's apply returned
+    assert cache.observe("MODIFIED", child(rv="5")) is None  # its echo
+    assert cache.observe("MODIFIED", child(rv="4")) is None  # older than what is held
+    moved = child(rv="6")
+    moved["status"]["readyReplicas"] = 2  # a Deployment's status feeds the BEMService's
+    assert cache.observe("MODIFIED", moved) == ("ns", "chat")
+    service = child("Service", rv="7")
+    cache.observe("ADDED", service)
+    status_only = copy.deepcopy(service)
+    status_only["metadata"]["resourceVersion"] = "8"
+    status_only["status"] = {"loadBalancer": {}}
+    assert cache.observe("MODIFIED", status_only) is None  # a Service's status feeds nothing
+    edited = copy.deepcopy(status_only)
+    edited["metadata"]["resourceVersion"] = "9"
+    edited["spec"]["type"] = "NodePort"
+    assert cache.observe("MODIFIED", edited) == ("ns", "chat")
+
+
+def test_a_bemservice_status_patch_asks_for_nothing_a_spec_change_does() -> None:
+    cache = Cache()
+    assert cache.observe("ADDED", bems(rv="3")) == ("ns", "chat")
+    patched = bems(rv="4")
+    patched["status"] = {"phase": "Ready"}
+    assert cache.observe("MODIFIED", patched) is None
+    assert cache.bemservice(("ns", "chat"))["status"]["phase"] == "Ready"
+    assert cache.observe("MODIFIED", bems(rv="5", replicas=3)) == ("ns", "chat")
+    assert cache.observe("DELETED", bems(rv="6")) is None and cache.keys() == []
+
+
+def test_kedas_hpa_is_cached_under_its_scaled_objects_parent() -> None:
+    cache = Cache()
+    hpa = child(rv="9")
+    hpa.update(apiVersion="autoscaling/v2", kind="HorizontalPodAutoscaler")
+    hpa["metadata"].update(name="keda-hpa-chat", uid="keda-hpa-uid")
+    hpa["metadata"]["ownerReferences"] = [{"kind": "ScaledObject", "uid": "so", "controller": True}]
+    assert cache.observe("ADDED", hpa) == ("ns", "chat")
+    assert cache.get(("autoscaling/v2", "HorizontalPodAutoscaler"), "ns", "chat",
+                     "keda-hpa-chat") is not None
+
+
+def test_a_key_waits_once_and_is_never_processed_twice_at_once() -> None:
+    async def scenario() -> list[tuple[tuple[str, str], str]]:
+        queue = WorkQueue()
+        queue.add(("ns", "a"), "spec")
+        queue.add(("ns", "a"), "child")  # merged: the first reason stays
+        queue.add(("ns", "b"), "resync")
+        assert len(queue) == 2
+        first = await queue.get()
+        queue.add(first[0], "child")  # while it is processed: handed out again after
+        second = await queue.get()
+        assert len(queue) == 1  # a, dirty
+        queue.done(first[0])
+        third = await asyncio.wait_for(queue.get(), 1)
+        queue.done(second[0])
+        queue.done(third[0])
+        assert len(queue) == 0
+        return [first, second, third]
+
+    assert asyncio.run(scenario()) == [(("ns", "a"), "spec"), (("ns", "b"), "resync"),
+                                       (("ns", "a"), "child")]
+
+
+def test_failures_wait_longer_each_time_until_one_succeeds() -> None:
+    async def scenario() -> list[float]:
+        queue = WorkQueue(base_delay=0.01, max_delay=0.04)
+        delays = [queue.retry(("ns", "a")) for _ in range(4)]
+        key = await asyncio.wait_for(queue.get(), 1)  # one timer: the key waits once
+        queue.done(key[0])
+        queue.forget(key[0])
+        delays.append(queue.retry(("ns", "a")))
+        queue.close()
+        return delays
+
+    assert asyncio.run(scenario()) == [0.01, 0.02, 0.04, 0.04, 0.01]
+
+
+def test_a_delayed_add_merges_a_burst_and_an_immediate_add_wins() -> None:
+    async def scenario() -> tuple[str, int]:
+        queue = WorkQueue()
+        for _ in range(5):
+            queue.add(("ns", "a"), "child", delay=10)
+        queue.add(("ns", "a"), "spec")
+        key, reason = await asyncio.wait_for(queue.get(), 1)
+        queue.done(key)
+        return reason, len(queue)
+
+    assert asyncio.run(scenario()) == ("spec", 0)
+
+
+def test_a_fresh_list_drops_what_a_watch_that_was_away_missed() -> None:
+    cache = Cache()
+    cache.observe("ADDED", child("Deployment", rv="5"))
+    cache.observe("ADDED", child("Service", rv="6"))
+    cache.observe("ADDED", bems(rv="3"))
+    service = ("ns", "chat", "Service-uid")
+    # The Deployment was deleted during an outage; the list saw the Service only.
+    assert cache.prune(("apps/v1", "Deployment"), {service}, listed_at=10) == {("ns", "chat")}
+    assert cache.get(("apps/v1", "Deployment"), "ns", "chat", "chat") is None
+    assert cache.prune(("v1", "Service"), {service}, listed_at=10) == set()
+    # An object newer than the list (created after it was taken) stays.
+    cache.observe("ADDED", child("Deployment", rv="12"))
+    assert cache.prune(("apps/v1", "Deployment"), set(), listed_at=10) == set()
+    assert cache.prune(("bem.ai/v1alpha1", "BEMService"), set(), listed_at=10) == set()
+    assert cache.keys() == []
