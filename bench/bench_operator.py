@@ -315,8 +315,8 @@ def pct(values: list[float], q: float) -> float:
 
 
 def report(direct: Phase, operated: Phase, created_requests: Counter[tuple[str, str]],
-           idle: Idle, resync: float, rss: tuple[float, float],
-           throttled: dict[str, tuple[float, float]]) -> None:
+           idle: Idle, rss: tuple[float, float], throttled: dict[str, tuple[float, float]],
+           resync: float, kopf_kinds: int, watch_timeout: int) -> None:
     n = direct.count
     print(f"\n{'':26s}{'direct':>10s}{'operator':>10s}{'ratio':>8s}  target")
     for what, get in (("all created (s)", Phase.all_created), ("all Ready (s)", Phase.all_ready)):
@@ -334,10 +334,10 @@ def report(direct: Phase, operated: Phase, created_requests: Counter[tuple[str, 
     print(f"\noperator API requests per BEMService created: {total / n:.2f}  "
           + ", ".join(f"{v} {r}: {c / n:.2f}" for (v, r), c in created_requests.most_common(8)))
     if not any(verb == "WATCH" for verb, _ in created_requests):
-        print("  kopf's own requests are not in this count (its login does not return "
-              "metrics.counted_kopf_session): one LIST+WATCH per watched kind, re-opened every "
-              "watch timeout, plus its PATCHes of each BEMService's annotations; the API "
-              "server's count above includes them")
+        print(f"  kopf's own requests are not in this count (its login does not return "
+              f"metrics.counted_kopf_session): it only watches, one LIST and one WATCH per "
+              f"watched kind (up to {kopf_kinds}), each WATCH re-opened every "
+              f"{watch_timeout}s: none per object; the API server's count above includes them")
     periods = idle.seconds / resync
     print(f"operator idle over {idle.seconds:.0f}s with {n} settled BEMServices: "
           f"CPU {100 * idle.cpu_seconds / idle.seconds:.1f}% of one core (target < 5%), "
@@ -373,6 +373,7 @@ def main() -> int:
 def bench(args: argparse.Namespace, cluster: Any) -> int:
     from bem_operator.builders import BuildOptions, build_children
     from bem_operator.k8s import KubeApi
+    from bem_operator.kopf_config import CHILD_RESOURCES, WATCHED_RESOURCES
     from bem_operator.settings import OperatorSettings
     from kubernetes import client, config
 
@@ -426,9 +427,10 @@ def bench(args: argparse.Namespace, cluster: Any) -> int:
         time.sleep(args.settle_seconds)
         idle = idle_window(operator, args.idle_seconds)
         rss = (operator.proc_status_kib("VmRSS") / 1024, operator.proc_status_kib("VmHWM") / 1024)
-        resync = OperatorSettings.from_env(os.environ).resync_seconds
-        report(direct, operated, created_requests, idle, resync, rss,
-               {c: (v[0], v[-1]) for c, v in throttled.items()})
+        settings = OperatorSettings.from_env(os.environ)
+        report(direct, operated, created_requests, idle, rss,
+               {c: (v[0], v[-1]) for c, v in throttled.items()}, settings.resync_seconds,
+               1 + len(CHILD_RESOURCES) + len(WATCHED_RESOURCES), settings.watch_server_timeout)
         succeeded = True
     finally:
         if operator is not None:
