@@ -16,11 +16,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from devcluster.network import KUBERNETES_SERVICE_IP
 from devcluster.nodes import REAL_NODE
 
 VALIDITY = dt.timedelta(days=10)
-# 10.0.0.1: first address of --service-cluster-ip-range, the `kubernetes` Service.
-SERVING_IPS = ("127.0.0.1", "10.0.0.1")
+# Pods reach the API server by the `kubernetes` Service's ClusterIP.
+SERVING_IPS = ("127.0.0.1", KUBERNETES_SERVICE_IP)
 SERVING_DNS = (
     "localhost",
     "kubernetes",

@@ -198,6 +198,13 @@ class DevCluster(Client):
         # Pods are refused until the namespace's default ServiceAccount exists.
         self._wait("ServiceAccount default/default", kcm, timeout,
                    lambda: self.kubectl("get", "sa", "default", check=False).returncode == 0)
+        # A /healthz that answered may be another cluster's, on a port taken between our probe
+        # and the bind (the component then exits on "address already in use"): a component
+        # that died fails the boot, which _boot_retrying starts again on other ports.
+        for comp in (etcd, api, kcm, sched, kwok):
+            if not comp.is_ours():
+                log = processes.log_path(self.state_dir, comp.name)
+                raise StartupError(f"{comp.name} exited during startup:\n{processes.tail(log)}")
         if self.real_node:
             realnode.RealNode(self.state_dir, bins, kubectl=self.kubectl, pki_dir=lay.pki.root,
                               server=server, die_with_parent=self.ephemeral).start(timeout)

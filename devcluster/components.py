@@ -10,9 +10,9 @@ from pathlib import Path
 from devcluster import audit
 from devcluster.binaries import Binaries
 from devcluster.certs import Pki
+from devcluster.network import SERVICE_CIDR
 from devcluster.nodes import KWOK_SELECTOR
 
-SERVICE_CIDR = "10.0.0.0/24"
 POD_CIDR = "10.244.0.1/16"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Only the controllers the project needs: fewer informers, less CPU on a shared
@@ -46,6 +46,11 @@ CONTROLLERS = (
     # Removes the not-ready taint the API server puts on every new node.
     "node-lifecycle-controller",
 )
+
+CONTROLLER_QPS = 200
+# Their /metrics on loopback without a client identity (benchmarks read client-go's rate-limit
+# waits there); the defaults are the health paths only.
+METRICS_UNAUTHENTICATED = "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics"
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,12 @@ def controller_manager(bins: Binaries, lay: Layout, ports: Ports) -> list[str]:
         # kwok renews leases every few seconds; on a starved shared machine it
         # may lag, so allow two minutes before a node is called unhealthy.
         "--node-monitor-grace-period=120s",
+        # client-go's default 20 QPS (burst 30) per controller throttled the replicaset and
+        # deployment controllers for minutes at 1000 Deployments (bench/bench_operator.py
+        # prints their rate-limit waits); the API server, not the client, should be the limit.
+        f"--kube-api-qps={CONTROLLER_QPS}",
+        f"--kube-api-burst={2 * CONTROLLER_QPS}",
+        METRICS_UNAUTHENTICATED,
         "--profiling=false",
         "--v=1",
     ]
@@ -164,6 +175,7 @@ def scheduler(bins: Binaries, lay: Layout, ports: Ports) -> list[str]:
         f"--secure-port={ports.scheduler}",
         f"--cert-dir={lay.state_dir / 'scheduler-certs'}",
         "--leader-elect=false",
+        METRICS_UNAUTHENTICATED,
         "--profiling=false",
         "--v=1",
     ]

@@ -2,8 +2,8 @@
 
 kwok manages only nodes carrying KWOK_ANNOTATION (it runs with
 --manage-all-nodes=false), so a real node added by a user is never touched.
-Capacities are generous: the fake nodes run no container, and the benchmark
-schedules a few hundred pods.
+Capacities are generous: the fake nodes run no container, and the 1000-object
+benchmark (bench/bench_operator.py) schedules 2,000 pods on the CPU node.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def gpu_node() -> dict[str, Any]:
 
 
 def cpu_node() -> dict[str, Any]:
-    return _node(CPU_NODE, "10.240.0.1", {}, {"cpu": "256", "memory": "1Ti", "pods": "1000"})
+    return _node(CPU_NODE, "10.240.0.1", {}, {"cpu": "256", "memory": "1Ti", "pods": "5000"})
 
 
 def node_ready(node: dict[str, Any]) -> bool:

@@ -30,8 +30,8 @@ import yaml
 from devcluster import hoststate, processes
 from devcluster import kubeconfig as kcfg
 from devcluster.binaries import Binaries, cache_root
-from devcluster.components import SERVICE_CIDR
 from devcluster.health import StartupError, http_ok, wait_for_component, wait_until
+from devcluster.network import SERVICE_CIDR
 from devcluster.nodes import REAL_NODE, node_ready
 
 NODE_NAME = REAL_NODE
@@ -40,7 +40,7 @@ POD_CIDR = "10.88.0.0/24"  # kwok hands its fake pods 10.244.0.0/16
 BRIDGE = "bemnode0"
 BRIDGE_IP = "10.88.0.1"
 # Pods reach the API server (loopback-only) through the `kubernetes` Service:
-# kube-proxy sends 10.0.0.1:443 to this forwarder on the bridge address.
+# kube-proxy sends its ClusterIP:443 to this forwarder on the bridge address.
 APISERVER_BRIDGE_PORT = 6443
 KUBELET_PORT = 10250
 CNI_BIN_DIR = "/usr/lib/cni"

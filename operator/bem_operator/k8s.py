@@ -9,9 +9,12 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from kubernetes import client, config
 
@@ -19,7 +22,7 @@ from bem_operator.builders.kinds import BEMSERVICE, SERVICE_MONITOR, ChildKind, 
 from bem_operator.constants import FIELD_MANAGER, HANDOVER_MANAGER
 from bem_operator.outage import ConnectionState, error_kind
 
-__all__ = ["ApiError", "KubeApi", "NotLeading", "object_path"]
+__all__ = ["ApiError", "KubeApi", "NotLeading", "count_request", "object_path", "request_counts"]
 logger = logging.getLogger(__name__)
 EVENT_MESSAGE_LIMIT = 1024
 # Leader election's own writes (the Lease) are the only ones a standby sends.
@@ -27,6 +30,33 @@ _ELECTION_PATH = "/apis/coordination.k8s.io/"
 # A list of metadata only (names, uids, versions): what a check of presence needs.
 _METADATA_LIST = ("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,"
                   "application/json")
+
+# Every request this process's API clients made, by (verb, resource); metrics.py exports it as
+# bem_operator_api_requests_total. Process-wide, like the one client, so nothing is wired.
+_REQUESTS: Counter[tuple[str, str]] = Counter()
+_REQUESTS_LOCK = threading.Lock()
+
+
+def count_request(method: str, url: str) -> None:
+    """Counts one request: verb as the API server names it (GET of a collection is LIST, or
+    WATCH with ?watch), resource as plural[/subresource] ("discovery", "version" otherwise)."""
+    parts = urlsplit(url)
+    segments = [s for s in parts.path.split("/") if s]
+    rest = segments[2:] if segments[:1] == ["api"] else segments[3:]  # after the version
+    if rest[:1] == ["namespaces"] and len(rest) > 2:
+        rest = rest[2:]
+    resource = "/".join(rest[:1] + rest[2:3]) or (
+        "discovery" if segments[:1] in (["api"], ["apis"]) else "/".join(segments[:1]))
+    verb = method.upper()
+    if verb == "GET" and len(rest) == 1:
+        verb = "WATCH" if parse_qs(parts.query).get("watch") in (["true"], ["1"]) else "LIST"
+    with _REQUESTS_LOCK:
+        _REQUESTS[verb, resource] += 1
+
+
+def request_counts() -> dict[tuple[str, str], int]:
+    with _REQUESTS_LOCK:
+        return dict(_REQUESTS)
 
 
 class ApiError(Exception):
@@ -100,6 +130,7 @@ class KubeApi:
         method, url, headers, body, _ = self._api.param_serialize(
             method=method, resource_path=path, query_params=query or [],
             header_params=headers, body=body, auth_settings=["BearerToken"])
+        count_request(method, url)
         try:
             response = self._api.call_api(method, url, header_params=headers, body=body,
                                           _request_timeout=self._timeout)

@@ -7,8 +7,15 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 
+import aiohttp
+import kopf
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from bem_operator.k8s import count_request, request_counts
 
 RESULTS = ("success", "invalid_spec", "retry", "error")
 # Why a BEMService was queued: its own spec or metadata changed, a child or pod changed,
@@ -17,9 +24,41 @@ TRIGGERS = ("spec", "child", "resync", "retry")
 API_ERROR_KINDS = ("connection", "server", "throttled", "conflict", "invalid", "forbidden")
 
 
+class ApiRequests(Collector):
+    """bem_operator_api_requests_total: what k8s.count_request counted in this process."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "bem_operator_api_requests", "Requests the operator's API clients sent, by verb "
+            "(GET, LIST, WATCH, PATCH, ...) and resource (plural[/subresource])",
+            labels=["verb", "resource"])
+        for (verb, resource), count in sorted(request_counts().items()):
+            family.add_metric([verb, resource], count)
+        yield family
+
+
+def counted_kopf_session(info: kopf.ConnectionInfo) -> kopf.AiohttpSession:
+    """kopf's HTTP session as kopf builds it, plus a trace that counts every request (kopf
+    has no request metrics). Return it from an async @kopf.on.login handler, which runs on
+    the loop the session needs."""
+    async def count(_: aiohttp.ClientSession, __: SimpleNamespace,
+                    params: aiohttp.TraceRequestStartParams) -> None:
+        count_request(params.method, str(params.url))
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(count)
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ssl=info.as_ssl_context()),
+        headers=info.as_http_headers(), proxy=info.proxy_url, trust_env=info.trust_env,
+        trace_configs=[trace])
+    return kopf.AiohttpSession(aiohttp_session=session, server=info.server,
+                               default_namespace=info.default_namespace,
+                               priority=info.priority, expiration=info.expiration)
+
+
 class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self.registry.register(ApiRequests())
         self.reconciles = Counter(
             "bem_operator_reconciles_total", "Reconciles of BEMServices, by result and trigger",
             ["result", "trigger"], registry=self.registry)

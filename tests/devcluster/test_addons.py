@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from devcluster import addons, binaries
-from devcluster.components import SERVICE_CIDR
+from devcluster.network import static_band
 
 # kubectl (kustomize) and the add-ons' module sources come from the Go builds.
 pytestmark = pytest.mark.e2e
@@ -60,9 +60,8 @@ def test_names_without_cluster_dns_resolve_to_fixed_cluster_ips(
     fixed = {services[(addons.MONITORING_NS, "prometheus")]["spec"]["clusterIP"],
              services[(addons.KEDA_NS, "keda-operator")]["spec"]["clusterIP"]}
     assert fixed == {addons.PROMETHEUS_IP, addons.KEDA_OPERATOR_IP}
-    cidr = ipaddress.ip_network(SERVICE_CIDR)
-    static_band = list(cidr.hosts())[:16]  # the API server allocates from above it first
-    assert all(ipaddress.ip_address(ip) in static_band for ip in fixed), fixed
+    band = static_band()  # the API server allocates from above it first
+    assert all(ipaddress.ip_address(ip) in band for ip in fixed), fixed
     pods = _pods(manifests)
     assert pods["keda-operator"]["hostAliases"] == [
         {"ip": addons.PROMETHEUS_IP, "hostnames": [addons.PROMETHEUS_HOST]}]

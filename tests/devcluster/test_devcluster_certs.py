@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from devcluster import certs
+from devcluster.network import KUBERNETES_SERVICE_IP
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_serving_cert_covers_loopback_and_service_names(pki: certs.Pki) -> None:
     _verify(cert, _load(pki.crt("ca")))
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert ipaddress.ip_address("127.0.0.1") in san.get_values_for_type(x509.IPAddress)
-    assert ipaddress.ip_address("10.0.0.1") in san.get_values_for_type(x509.IPAddress)
+    assert ipaddress.ip_address(KUBERNETES_SERVICE_IP) in san.get_values_for_type(x509.IPAddress)
     assert {"localhost", "kubernetes.default.svc"} <= set(san.get_values_for_type(x509.DNSName))
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]

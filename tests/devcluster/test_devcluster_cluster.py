@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from devcluster.client import Client
+from devcluster.network import KUBERNETES_SERVICE_IP, SERVICE_CIDR
 from devcluster.nodes import CPU_NODE, GPU_NODE, GPU_PRODUCT
 
 pytestmark = pytest.mark.e2e
@@ -52,6 +54,16 @@ def test_api_server_ready_and_nodes_registered(cluster: Client) -> None:
     assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in \
         gpu["spec"]["taints"]
     assert "nvidia.com/gpu" not in nodes[CPU_NODE]["status"]["allocatable"]
+
+
+def test_service_range_holds_4000_services(cluster: Client) -> None:
+    # The API server's own record of its range (ServiceCIDR, GA in 1.33), not the flag we pass.
+    cidrs = _json(cluster, "get", "servicecidr", "kubernetes")["spec"]["cidrs"]
+    assert cidrs == [SERVICE_CIDR]
+    network = ipaddress.ip_network(cidrs[0])
+    assert network.num_addresses - 2 >= 4000 + 1  # the `kubernetes` Service takes one
+    kubernetes = _json(cluster, "-n", "default", "get", "service", "kubernetes")
+    assert kubernetes["spec"]["clusterIP"] == KUBERNETES_SERVICE_IP
 
 
 def test_python_api_client_talks_to_the_cluster(cluster: Client) -> None:
