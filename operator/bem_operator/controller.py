@@ -110,7 +110,7 @@ class Cache:
             held = self._bemservices.get(key)
             if held is not None and _newer_or_equal(held, body):
                 return None
-            self._bemservices[key] = body
+            self._bemservices[key] = _slim(body)
         if held is not None and _same_intent(held, body):
             return None  # only its status moved (the operator's own patch): nothing to do
         return key
@@ -121,7 +121,7 @@ class Cache:
             with self._lock:
                 held = self._bemservices.get(key_of(body))
                 if held is None or not _newer_or_equal(held, body):
-                    self._bemservices[key_of(body)] = body
+                    self._bemservices[key_of(body)] = _slim(body)
             return
         parent = parent_of(body)
         if parent is None:
@@ -212,8 +212,9 @@ def _same_declaration(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 
 
 def _slim(body: Mapping[str, Any]) -> Mapping[str, Any]:
-    """What the reconcile reads of an object: managedFields only where the replicas hand-over
-    reads them, and of a pod only its name, config hash, deletion mark and status."""
+    """What the reconcile reads of an object (about a third of a Deployment): of a pod only
+    its name, config hash, deletion mark and status; of managedFields only the operator's
+    hold on spec.replicas, where the hand-over reads it (read_back), else none."""
     meta = body.get("metadata") or {}
     if kind_of(body) == POD.key:
         annotations = meta.get("annotations") or {}
@@ -228,10 +229,25 @@ def _slim(body: Mapping[str, Any]) -> Mapping[str, Any]:
                        if key in ("phase", "conditions", "containerStatuses",
                                   "initContainerStatuses")},
         }
+    if "managedFields" not in meta:
+        return body
     kind = child_kind(*kind_of(body))
-    if "managedFields" in meta and not (kind is not None and kind.read_back):
-        return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
-    return body
+    kept = [_replicas_hold(entry) for entry in meta["managedFields"]
+            if kind is not None and kind.read_back and _holds_replicas(entry)]
+    slim_meta = {k: v for k, v in meta.items() if k != "managedFields"}
+    if kept:
+        slim_meta["managedFields"] = kept
+    return {**body, "metadata": slim_meta}
+
+
+def _holds_replicas(entry: Mapping[str, Any]) -> bool:
+    return entry.get("operation") == "Apply" and "f:replicas" in (
+        ((entry.get("fieldsV1") or {}).get("f:spec")) or {})
+
+
+def _replicas_hold(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {"manager": entry.get("manager"), "operation": "Apply",
+            "fieldsV1": {"f:spec": {"f:replicas": {}}}}
 
 
 class WorkQueue:

@@ -13,6 +13,7 @@ from bem_operator.builders.kinds import CHILD_REGISTRY
 from bem_operator.constants import GROUP, OWNER_LABEL, PLURAL, VERSION
 from bem_operator.controller import Controller
 from bem_operator.kopf_config import WATCHED_RESOURCES, configure
+from bem_operator.metrics import counted_kopf_session
 
 BEMSERVICES = (GROUP, VERSION, PLURAL)
 
@@ -32,9 +33,11 @@ def register(registry: kopf.OperatorRegistry, controller: Controller,
         tasks.append(asyncio.create_task(lead(), name="lead"))
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # A fresh registry has none of kopf's default login handlers: use the same client.
-        return kopf.login_via_client(**kwargs)
+    async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
+        # A fresh registry has none of kopf's default login handlers: use the same client,
+        # through a session that counts kopf's requests in bem_operator_api_requests_total.
+        info = kopf.login_via_client(**kwargs)
+        return None if info is None else counted_kopf_session(info)
 
     @kopf.on.cleanup(registry=registry)
     async def stop(**_: Any) -> None:

@@ -1,6 +1,9 @@
 """kopf settings: watch timeouts, no writes of kopf's own, server-side child filtering."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import kopf
 
 from bem_operator.builders.kinds import CHILD_REGISTRY, READ_REGISTRY
@@ -14,6 +17,21 @@ CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = tuple(
 # runtime pods, whose container states say whether the model loaded (status.pod_findings).
 WATCHED_RESOURCES: tuple[tuple[str, str, str], ...] = tuple(
     (kind.group, kind.version, kind.plural) for kind in READ_REGISTRY if kind.watched)
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf builds a diff base (a deep copy of the object) for every event, for change
+    handlers; the operator has none (only event handlers), so none is built or kept."""
+
+    def build(self, *, body: kopf.Body,
+              extra_fields: Iterable[kopf.FieldSpec] | None = None) -> kopf.BodyEssence:
+        return cast(kopf.BodyEssence, {})
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
 
 
 def configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) -> None:
@@ -31,6 +49,7 @@ def configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) 
     # posts no events (the reconcile posts the events of status transitions itself).
     kopf_settings.posting.enabled = False
     kopf_settings.posting.loggers = False
+    kopf_settings.persistence.diffbase_storage = NoDiffBase()
     kopf_settings.posting.reporting_component = "bem-operator"
     for group, version, plural in CHILD_RESOURCES + WATCHED_RESOURCES:
         # Filter child watches in the API server: only our labelled objects reach us.

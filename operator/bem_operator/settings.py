@@ -32,8 +32,9 @@ class OperatorSettings:
     prometheus_address: str = DEFAULT_PROMETHEUS_ADDRESS
     # Coalesces bursts of child events into one reconcile of the parent.
     child_event_delay_seconds: float = 0.1
-    # Reconciles run at once (each in a thread: its requests block).
-    workers: int = 4
+    # Reconciles run at once (each in a thread: its requests block): 8 keep a burst of
+    # 1000 new BEMServices within 1.2x of a direct apply of the same objects (bench_operator).
+    workers: int = 8
     # How often the cache is checked against a list of names (and after every outage).
     relist_seconds: float = 600.0
     # Watch timeouts keep streams from hanging silently on dead connections.

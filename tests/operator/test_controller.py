@@ -14,7 +14,11 @@ def child(kind: str = "Deployment", rv: str = "5", owner_uid: str = "p-1") -> di
             "metadata": {"name": "chat", "namespace": "ns", "uid": f"{kind}-uid",
                          "resourceVersion": rv, "generation": 1,
                          "labels": {"bem.ai/service": "chat"},
-                         "managedFields": [{"manager": "bem-operator"}],
+                         "managedFields": [
+                             {"manager": "bem-operator", "operation": "Apply",
+                              "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {}}}},
+                             {"manager": "kube-controller-manager", "operation": "Update",
+                              "fieldsV1": {"f:status": {}}}],
                          "ownerReferences": [{"kind": "BEMService", "uid": owner_uid,
                                               "controller": True}]},
             "spec": {"replicas": 2}, "status": {"readyReplicas": 0}}
@@ -32,8 +36,11 @@ def test_children_are_kept_by_parent_and_kind() -> None:
     assert cache.observe("ADDED", child("Service")) == ("ns", "chat")
     assert parent_of(child()) == ("ns", "chat")
     assert cache.get(("apps/v1", "Deployment"), "ns", "chat", "chat")["spec"]["replicas"] == 2
-    # the replicas hand-over reads a Deployment's managedFields; a Service needs none
-    assert "managedFields" in cache.get(("apps/v1", "Deployment"), "ns", "chat", "chat")["metadata"]
+    # the replicas hand-over reads who holds a Deployment's spec.replicas; nothing else of
+    # managedFields is kept, and of a Service none
+    assert cache.get(("apps/v1", "Deployment"), "ns", "chat", "chat")["metadata"][
+        "managedFields"] == [{"manager": "bem-operator", "operation": "Apply",
+                              "fieldsV1": {"f:spec": {"f:replicas": {}}}}]
     assert "managedFields" not in cache.get(("v1", "Service"), "ns", "chat", "chat")["metadata"]
     assert cache.observe("DELETED", child("Deployment")) == ("ns", "chat")
     assert [c["kind"] for c in cache.children("ns", "chat")] == ["Service"]
