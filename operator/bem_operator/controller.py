@@ -80,58 +80,57 @@ class Cache:
         parent = parent_of(body)
         if parent is None:
             return None
-        slim = _slim(body)
-        entry = (*kind_of(body), body["metadata"]["name"])
-        with self._lock:
-            children = self._children.setdefault(parent, {})
-            if event_type == "DELETED":
+        if event_type == "DELETED":
+            entry = (*kind_of(body), body["metadata"]["name"])
+            with self._lock:
+                children = self._children.get(parent, {})
                 held = children.get(entry)
                 if held is not None and held["metadata"].get("uid") == body["metadata"].get("uid"):
                     del children[entry]
                 if not children:
-                    del self._children[parent]
-                return parent
-            held = children.get(entry)
-            if held is not None and _newer_or_equal(held, body):
-                return None  # our own write came back, or an old event: nothing new
-            children[entry] = slim
+                    self._children.pop(parent, None)
+            return parent
+        kept, held = self._put(body)
+        if not kept:
+            return None  # our own write came back, or an old event: nothing new
         kind = child_kind(*kind_of(body))
         if held is not None and kind is not None and not kind.feeds_status \
-                and _same_declaration(held, body):
+                and _same(held, body, _DECLARATION):
             return None  # e.g. a Service's status: nothing the BEMService reports
         return parent
 
     def _observe_bemservice(self, event_type: str | None, body: Mapping[str, Any]) -> Key | None:
         key = key_of(body)
-        with self._lock:
-            if event_type == "DELETED":
+        if event_type == "DELETED":
+            with self._lock:
                 self._bemservices.pop(key, None)
-                return None  # garbage collection removes the children
-            held = self._bemservices.get(key)
-            if held is not None and _newer_or_equal(held, body):
-                return None
-            self._bemservices[key] = _slim(body)
-        if held is not None and _same_intent(held, body):
-            return None  # only its status moved (the operator's own patch): nothing to do
+            return None  # garbage collection removes the children
+        kept, held = self._put(body)
+        if not kept or held is not None and _same(held, body, _INTENT):
+            return None  # an old event, or only its status moved (the operator's own patch)
         return key
 
     def store(self, body: Mapping[str, Any]) -> None:
         """Keeps what one of the operator's own writes returned (the watch repeats it later)."""
-        if kind_of(body) == BEMSERVICE.key:
-            with self._lock:
-                held = self._bemservices.get(key_of(body))
-                if held is None or not _newer_or_equal(held, body):
-                    self._bemservices[key_of(body)] = _slim(body)
-            return
-        parent = parent_of(body)
-        if parent is None:
-            return
-        entry = (*kind_of(body), body["metadata"]["name"])
+        self._put(body)
+
+    def _put(self, body: Mapping[str, Any]) -> tuple[bool, Mapping[str, Any] | None]:
+        """Keeps a BEMService, or a child or pod of one, unless what is held is as new;
+        returns whether it was kept, and what was held before."""
+        bemservice = kind_of(body) == BEMSERVICE.key
+        parent = None if bemservice else parent_of(body)
+        if not bemservice and parent is None:
+            return False, None
+        entry: Any = key_of(body) if bemservice else (*kind_of(body), body["metadata"]["name"])
+        slim = _slim(body)
         with self._lock:
-            children = self._children.setdefault(parent, {})
-            held = children.get(entry)
-            if held is None or not _newer_or_equal(held, body):
-                children[entry] = _slim(body)
+            table: dict[Any, Mapping[str, Any]] = self._bemservices if parent is None \
+                else self._children.setdefault(parent, {})
+            held = table.get(entry)
+            if held is not None and _newer_or_equal(held, body):
+                return False, held
+            table[entry] = slim
+        return True, held
 
     def forget(self, body: Mapping[str, Any]) -> None:
         """Drops a child the operator deleted."""
@@ -190,25 +189,18 @@ class Cache:
     def pods(self, namespace: str, parent: str) -> list[Mapping[str, Any]]:
         return self.children(namespace, parent, POD.key)
 
-    def size(self) -> int:
-        with self._lock:
-            return len(self._bemservices) + sum(len(c) for c in self._children.values())
+
+# The metadata that, with the spec, says what a BEMService asks for (status aside), and what
+# a child declares (only its status differs otherwise).
+_INTENT = ("generation", "labels", "annotations", "deletionTimestamp", "uid")
+_DECLARATION = ("generation", "labels", "annotations", "ownerReferences")
 
 
-def _same_intent(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    """Whether two versions of a BEMService ask for the same children (status aside)."""
+def _same(old: Mapping[str, Any], new: Mapping[str, Any], fields: tuple[str, ...]) -> bool:
+    """Whether two versions of an object have the same spec and metadata `fields`."""
     old_meta, new_meta = old.get("metadata") or {}, new.get("metadata") or {}
     return old.get("spec") == new.get("spec") and all(
-        old_meta.get(field) == new_meta.get(field)
-        for field in ("generation", "labels", "annotations", "deletionTimestamp", "uid"))
-
-
-def _same_declaration(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    """Whether two versions of a child declare the same (only their status differs)."""
-    old_meta, new_meta = old.get("metadata") or {}, new.get("metadata") or {}
-    return old.get("spec") == new.get("spec") and all(
-        old_meta.get(field) == new_meta.get(field)
-        for field in ("generation", "labels", "annotations", "ownerReferences"))
+        old_meta.get(field) == new_meta.get(field) for field in fields)
 
 
 def _slim(body: Mapping[str, Any]) -> Mapping[str, Any]:
