@@ -387,26 +387,28 @@ class Controller:
                 self.metrics.queue_depth.set(len(queue))
 
     async def reconcile(self, key: Key, reason: str, queue: WorkQueue) -> None:
-        """One reconcile of `key` in a worker thread; failures are queued again."""
+        """One reconcile of `key` in a worker thread; failures are queued again, and none
+        ends the worker that runs it."""
         loop = asyncio.get_running_loop()
-        with self.metrics.timed(reason) as outcome:
-            try:
-                result = await loop.run_in_executor(self.executor,
-                                                    self.reconciler.reconcile, key)
-            except RetryableError as exc:
-                outcome[0] = "retry"
-                self._warn_once(key, str(exc))
-                if exc.rejected:  # status and event say it; the periodic check tries again
-                    queue.forget(key)
-                else:
-                    queue.retry(key)
-                return
-            except Exception:
-                logger.exception("Unexpected failure reconciling BEMService %s/%s", *key)
-                queue.retry(key)
-                raise
-        if result is not None and result.invalid:
-            outcome[0] = "invalid_spec"
+        try:
+            with self.metrics.timed(reason) as outcome:
+                try:
+                    result = await loop.run_in_executor(self.executor,
+                                                        self.reconciler.reconcile, key)
+                except RetryableError as exc:
+                    outcome[0] = "retry"
+                    self._warn_once(key, str(exc))
+                    if exc.rejected:  # status and event say it; the periodic check retries
+                        queue.forget(key)
+                    else:
+                        queue.retry(key)
+                    return
+                if result is not None and result.invalid:
+                    outcome[0] = "invalid_spec"
+        except Exception:  # counted as "error" by timed(); a bug, retried with backoff
+            logger.exception("Unexpected failure reconciling BEMService %s/%s", *key)
+            queue.retry(key)
+            return
         queue.forget(key)
         if self._warned.pop(key, None) is not None:
             logger.info("Reconciled BEMService %s/%s again", *key)

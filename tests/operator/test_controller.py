@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from types import SimpleNamespace
 from typing import Any
 
-from bem_operator.controller import Cache, WorkQueue, parent_of
+from bem_operator.controller import Cache, Controller, WorkQueue, parent_of
 
 
 def child(kind: str = "Deployment", rv: str = "5", owner_uid: str = "p-1") -> dict[str, Any]:
@@ -159,3 +160,51 @@ def test_a_fresh_list_drops_what_a_watch_that_was_away_missed() -> None:
     assert cache.prune(("apps/v1", "Deployment"), set(), listed_at=10) == set()
     assert cache.prune(("bem.ai/v1alpha1", "BEMService"), set(), listed_at=10) == set()
     assert cache.keys() == []
+
+
+class _Flaky:
+    """A reconciler whose first run of each key hits a bug, and whose second finds the spec
+    invalid."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, str]] = []
+
+    def reconcile(self, key: tuple[str, str]) -> Any:
+        self.runs.append(key)
+        if self.runs.count(key) == 1:
+            raise KeyError("spec")
+        return SimpleNamespace(invalid=True)
+
+
+def test_a_bug_in_one_reconcile_ends_no_worker_and_results_are_counted() -> None:
+    from bem_operator.k8s import KubeApi
+    from bem_operator.settings import OperatorSettings
+
+    async def scenario() -> tuple[list[tuple[str, str]], Any]:
+        controller = Controller(KubeApi(None), OperatorSettings(workers=1))  # type: ignore[arg-type]
+        flaky = _Flaky()
+        controller.reconciler = flaky  # type: ignore[assignment]
+        await controller.start_leading()
+        assert controller.queue is not None
+        controller.queue._base_delay = 0.01
+        controller.queue.add(("ns", "a"), "spec")
+        for _ in range(200):  # bounded: at most 2 s
+            if len(flaky.runs) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        controller.queue.add(("ns", "b"), "spec")  # the one worker still takes work
+        for _ in range(200):
+            if len(flaky.runs) >= 3:
+                break
+            await asyncio.sleep(0.01)
+        await controller.close()
+        return flaky.runs, controller.metrics
+
+    runs, metrics = asyncio.run(scenario())
+    assert runs == [("ns", "a"), ("ns", "a"), ("ns", "b")]
+    def count(result: str) -> float:
+        return metrics.registry.get_sample_value(
+            "bem_operator_reconciles_total", {"result": result, "trigger": "spec"}) or 0.0
+    assert count("error") == 2  # a, then b: each first run hits the bug
+    assert metrics.registry.get_sample_value(
+        "bem_operator_reconciles_total", {"result": "invalid_spec", "trigger": "retry"}) == 1
