@@ -79,12 +79,15 @@ class NotLeading(ApiError):
         super().__init__(0, "this replica is not the leader: it writes nothing")
 
 
-def object_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+def object_path(api_version: str, kind: str, namespace: str | None,
+                name: str | None = None) -> str:
+    """The path of an object, or of its kind in a namespace (every namespace: None)."""
     plural = plural_of(api_version, kind)  # only the registry's kinds (builders/kinds.py)
     if plural is None:
         raise ValueError(f"The operator does not manage {kind} {api_version}")
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    path = f"{prefix}/namespaces/{namespace}/{plural}"
+    path = f"{prefix}/{plural}" if namespace is None \
+        else f"{prefix}/namespaces/{namespace}/{plural}"
     return f"{path}/{name}" if name else path
 
 
@@ -202,9 +205,7 @@ class KubeApi:
                      namespaces: tuple[str, ...] = ()) -> tuple[int | None, set[tuple[str, str, str]]]:
         """(namespace, name, uid) of every object of a kind (metadata only, by label), and the
         list's resourceVersion (the oldest one when several namespaces are listed)."""
-        prefix = "/api/v1" if kind.api_version == "v1" else f"/apis/{kind.api_version}"
-        paths = [f"{prefix}/namespaces/{ns}/{kind.plural}" for ns in namespaces] \
-            or [f"{prefix}/{kind.plural}"]
+        paths = [object_path(kind.api_version, kind.kind, ns) for ns in namespaces or (None,)]
         query = [("labelSelector", label_selector)] if label_selector else []
         present: set[tuple[str, str, str]] = set()
         versions: list[int] = []

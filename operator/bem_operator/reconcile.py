@@ -28,8 +28,8 @@ from bem_operator.constants import (APPLIED_ANNOTATION, DEFAULT_PROMETHEUS_ADDRE
                                     FIELD_MANAGER, HANDOVER_MANAGER)
 from bem_operator.k8s import ApiError, KubeApi
 from bem_operator.references import Reference, required_references
-from bem_operator.status import Observed, Problem, Reason, compute_status, status_events, \
-    status_changed
+from bem_operator.status import (Observed, Problem, Reason, compute_status, degraded_of,
+                                 status_changed, status_events)
 
 Key = tuple[str, str]  # namespace, name
 
@@ -377,17 +377,16 @@ def _spec_unchanged(bems: Mapping[str, Any]) -> bool:
 
 def _was_refused(bems: Mapping[str, Any]) -> bool:
     """Whether the last status said a child apply failed (then a creation is no re-creation)."""
-    for condition in (bems.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "Degraded" and condition.get("status") == "True":
-            return condition.get("reason") in (Reason.APPLY_REJECTED, Reason.APPLY_FAILED)
-    return False
+    return _degraded_reason(bems) in (Reason.APPLY_REJECTED, Reason.APPLY_FAILED)
 
 
 def _reports_missing_claim(bems: Mapping[str, Any]) -> bool:
-    for condition in (bems.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "Degraded" and condition.get("status") == "True":
-            return condition.get("reason") in (Reason.PVC_NOT_FOUND, Reason.MISSING_REFERENCES)
-    return False
+    return _degraded_reason(bems) in (Reason.PVC_NOT_FOUND, Reason.MISSING_REFERENCES)
+
+
+def _degraded_reason(bems: Mapping[str, Any]) -> str | None:
+    degraded = degraded_of(bems.get("status"))
+    return None if degraded is None else degraded[0]
 
 
 def _terminating(exc: ApiError) -> bool:

@@ -414,7 +414,7 @@ def status_events(old: Mapping[str, Any] | None, new: Mapping[str, Any],
     each new problem (a refused child, a failed apply, a lost dependency, a model that fails
     to load), a Normal event when it clears and when the service becomes Ready."""
     events = _monitor_events(old, new)
-    old_problem, problem = _degraded_of(old), _degraded_of(new)
+    old_problem, problem = degraded_of(old), degraded_of(new)
     if problem is not None and problem != old_problem:
         events.append(("Warning", problem[0], f"BEMService {name} is degraded: {problem[1]}"))
     elif problem is None and old_problem is not None:
@@ -439,7 +439,8 @@ def _monitor_events(old: Mapping[str, Any] | None,
     return []
 
 
-def _degraded_of(status: Mapping[str, Any] | None) -> tuple[str, str] | None:
+def degraded_of(status: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """(reason, message) of a status whose Degraded condition is True, else None."""
     for condition in (status or {}).get("conditions") or []:
         if condition.get("type") == "Degraded" and condition.get("status") == "True":
             return condition.get("reason", ""), condition.get("message", "")
