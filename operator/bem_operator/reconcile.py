@@ -22,7 +22,8 @@ from bem_operator.builders import (CHILD_KINDS, BuildOptions, SpecError, childre
                                    parse_bemservice, selector_string)
 from bem_operator.builders import endpoint as service_endpoint
 from bem_operator.builders.keda import keda_hpa_name
-from bem_operator.builders.kinds import DEPLOYMENT, HPA, SCALED_OBJECT, SERVICE_MONITOR
+from bem_operator.builders.kinds import (CHILD_REGISTRY, DEPLOYMENT, HPA, SCALED_OBJECT,
+                                         SERVICE_MONITOR)
 from bem_operator.builders.spec_types import BEMServiceSpec
 from bem_operator.constants import (APPLIED_ANNOTATION, DEFAULT_PROMETHEUS_ADDRESS,
                                     FIELD_MANAGER, HANDOVER_MANAGER)
@@ -112,8 +113,8 @@ class Reconciler:
     def _reconcile(self, bems: Mapping[str, Any]) -> Result:
         meta = bems["metadata"]
         spec = parse_bemservice(bems)
-        unserved = frozenset(kind.key for kind in (SERVICE_MONITOR, SCALED_OBJECT)
-                             if not self.api.serves(kind))
+        unserved = frozenset(kind.key for kind in CHILD_REGISTRY
+                             if kind.optional_crd and not self.api.serves(kind))
         options = BuildOptions(service_monitor_available=SERVICE_MONITOR.key not in unserved,
                                keda_available=SCALED_OBJECT.key not in unserved,
                                prometheus_address=self.prometheus_address,
