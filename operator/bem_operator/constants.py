@@ -9,6 +9,8 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "BEMService"
 PLURAL = "bemservices"
+CHECKPOINT_KIND = "BEMCheckpoint"
+CHECKPOINT_PLURAL = "bemcheckpoints"
 # The label every child and runtime pod carries; the operator watches children by it.
 OWNER_LABEL = f"{GROUP}/service"
 # Server-side apply manager of every child, and the one that holds Deployment replicas

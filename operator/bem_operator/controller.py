@@ -5,7 +5,8 @@ kopf's watches (handlers.py) hand every event to `Controller.on_event`: the cach
 and says which BEMService, if any, it concerns; that key is queued (at most once, never
 reconciled by two workers at once, a failure retried with a growing delay). The cache
 holds BEMServices by name and their children and runtime pods (owner-labelled, so the
-watches filter them in the API server) by parent; the reconcile reads everything from it
+watches filter them in the API server) by parent, as it holds BEMCheckpoints by the service
+they name (which may not exist); the reconcile reads everything from it
 and keeps nothing of its own between runs. Its own writes go in too (`Cache.store`), so
 the next run never mistakes a stale copy for drift; a watch event older than what is held
 is ignored. Entries are replaced whole, never changed in place: the worker threads read
@@ -23,7 +24,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from bem_operator.builders.kinds import BEMSERVICE, CHILD_REGISTRY, POD, child_kind
+from bem_operator.builders.kinds import BEMCHECKPOINT, BEMSERVICE, CHILD_REGISTRY, POD, child_kind
+from bem_operator.checkpoints import RuntimeAdmin
 from bem_operator.constants import CONFIG_HASH_ANNOTATION, OWNER_LABEL
 from bem_operator.k8s import ApiError, KubeApi
 from bem_operator.metrics import OperatorMetrics
@@ -37,9 +39,13 @@ logger = logging.getLogger(__name__)
 
 
 def parent_of(body: Mapping[str, Any]) -> Key | None:
-    """(namespace, BEMService name) a child or pod belongs to, from its owner label."""
+    """(namespace, BEMService name) a child or pod belongs to, from its owner label; a
+    BEMCheckpoint belongs to the BEMService its spec names."""
     meta = body.get("metadata") or {}
-    parent = (meta.get("labels") or {}).get(OWNER_LABEL)
+    if kind_of(body) == BEMCHECKPOINT.key:
+        parent = (body.get("spec") or {}).get("service")
+    else:
+        parent = (meta.get("labels") or {}).get(OWNER_LABEL)
     namespace = meta.get("namespace")
     return (namespace, parent) if parent and namespace else None
 
@@ -93,6 +99,8 @@ class Cache:
         kept, held = self._put(body)
         if not kept:
             return None  # our own write came back, or an old event: nothing new
+        if kind_of(body) == BEMCHECKPOINT.key:
+            return None if held is not None and _same(held, body, _INTENT) else parent
         kind = child_kind(*kind_of(body))
         if held is not None and kind is not None and not kind.feeds_status \
                 and _same(held, body, _DECLARATION):
@@ -104,7 +112,8 @@ class Cache:
         if event_type == "DELETED":
             with self._lock:
                 self._bemservices.pop(key, None)
-            return None  # garbage collection removes the children
+            # Garbage collection removes the children; its BEMCheckpoints stay, and say so.
+            return key if self.children(*key, BEMCHECKPOINT.key) else None
         kept, held = self._put(body)
         if not kept or held is not None and _same(held, body, _INTENT):
             return None  # an old event, or only its status moved (the operator's own patch)
@@ -169,8 +178,12 @@ class Cache:
             return self._bemservices.get(key)
 
     def keys(self) -> list[Key]:
+        """Every BEMService, and every service a BEMCheckpoint names (it may not exist)."""
         with self._lock:
-            return list(self._bemservices)
+            named = (parent for parent, children in self._children.items()
+                     if any((api_version, kind) == BEMCHECKPOINT.key
+                            for api_version, kind, _ in children))
+            return list(dict.fromkeys([*self._bemservices, *named]))
 
     def get(self, kind: KindKey, namespace: str, parent: str, name: str
             ) -> Mapping[str, Any] | None:
@@ -219,7 +232,7 @@ def _slim(body: Mapping[str, Any]) -> Mapping[str, Any]:
                                if k == CONFIG_HASH_ANNOTATION}},
             "status": {key: value for key, value in (body.get("status") or {}).items()
                        if key in ("phase", "conditions", "containerStatuses",
-                                  "initContainerStatuses")},
+                                  "initContainerStatuses", "podIP")},
         }
     if "managedFields" not in meta:
         return body
@@ -323,7 +336,8 @@ class Controller:
         api.on_apply = lambda kind: self.metrics.applies.labels(kind=kind).inc()
         self.cache = Cache()
         self.reconciler = Reconciler(api, self.cache, settings.runtime_image,
-                                     prometheus_address=settings.prometheus_address)
+                                     prometheus_address=settings.prometheus_address,
+                                     admin=RuntimeAdmin())
         self.queue: WorkQueue | None = None  # made on the loop, when leading starts
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=settings.workers, thread_name_prefix="reconcile")
@@ -450,11 +464,13 @@ class Controller:
 
     def relist(self) -> None:
         """Drops from the cache what the API server no longer has (blocking)."""
-        kinds = [BEMSERVICE, POD, *(kind for kind in CHILD_REGISTRY if self.api.serves(kind))]
+        kinds = [BEMSERVICE, BEMCHECKPOINT, POD,
+                 *(kind for kind in CHILD_REGISTRY if self.api.serves(kind))]
         for kind in kinds:
             try:
                 listed_at, present = self.api.list_present(
-                    kind, None if kind is BEMSERVICE else OWNER_LABEL, self.settings.namespaces)
+                    kind, None if kind in (BEMSERVICE, BEMCHECKPOINT) else OWNER_LABEL,
+                    self.settings.namespaces)
             except ApiError as exc:
                 logger.debug("Failed to list %s to check the cache: %s", kind.plural, exc)
                 continue

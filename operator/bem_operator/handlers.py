@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 
 from bem_operator.builders.kinds import CHILD_REGISTRY
-from bem_operator.constants import GROUP, OWNER_LABEL, PLURAL, VERSION
+from bem_operator.constants import CHECKPOINT_PLURAL, GROUP, OWNER_LABEL, PLURAL, VERSION
 from bem_operator.controller import Controller
 from bem_operator.kopf_config import WATCHED_RESOURCES, configure
 from bem_operator.metrics import counted_kopf_session
@@ -50,6 +50,8 @@ def register(registry: kopf.OperatorRegistry, controller: Controller,
         controller.on_event(type, event["object"])
 
     kopf.on.event(*BEMSERVICES, id="watch-bemservices", registry=registry)(on_event)
+    kopf.on.event(GROUP, VERSION, CHECKPOINT_PLURAL, id="watch-bemcheckpoints",
+                  registry=registry)(on_event)
     for child in CHILD_REGISTRY:
         if child.optional_crd and child.kind in unserved_kinds:
             continue

@@ -221,10 +221,19 @@ class KubeApi:
         oldest = min(versions) if versions else -1
         return (oldest if oldest >= 0 else None), present
 
-    def patch_status(self, namespace: str, name: str,
-                     status: Mapping[str, Any]) -> dict[str, Any]:
-        """Merge-patches a BEMService's status; returns the object as written."""
-        path = object_path(*BEMSERVICE.key, namespace, name) + "/status"
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Creates an object (409 when the name is taken); returns it as written."""
+        meta = obj["metadata"]
+        _, data = self.request("POST", object_path(obj["apiVersion"], obj["kind"], meta["namespace"]),
+                               body=dict(obj), query=[("fieldManager", FIELD_MANAGER)])
+        assert data is not None
+        return data
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any],
+                     kind: tuple[str, str] = BEMSERVICE.key) -> dict[str, Any]:
+        """Merge-patches the status of a BEMService (or a BEMCheckpoint); returns the object as
+        written."""
+        path = object_path(*kind, namespace, name) + "/status"
         _, data = self.request("PATCH", path, body={"status": dict(status)},
                                query=[("fieldManager", FIELD_MANAGER)],
                                content_type="application/merge-patch+json")

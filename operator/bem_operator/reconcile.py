@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import base64
 import hashlib
 import json
 import logging
+import secrets
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -21,10 +23,15 @@ from bem_operator.autoscaler import AutoscalerObserved, parse_quantity
 from bem_operator.builders import (CHILD_KINDS, BuildOptions, SpecError, children_from_spec,
                                    parse_bemservice, selector_string)
 from bem_operator.builders import endpoint as service_endpoint
+from bem_operator.builders.checkpoints import ADMIN_TOKEN_KEY, admin_secret_name
 from bem_operator.builders.keda import keda_hpa_name
-from bem_operator.builders.kinds import (CHILD_REGISTRY, DEPLOYMENT, HPA, SCALED_OBJECT,
-                                         SERVICE_MONITOR)
+from bem_operator.builders.kinds import (BEMCHECKPOINT, CHILD_REGISTRY, DEPLOYMENT, HPA,
+                                         SCALED_OBJECT, SECRET, SERVICE_MONITOR)
+from bem_operator.builders.labels import child_metadata
 from bem_operator.builders.spec_types import BEMServiceSpec
+from bem_operator.checkpoints import (Admin, Declared, Placement, PodReport, RuntimeAdmin,
+                                      checkpoint_events, checkpoint_status, declared_of,
+                                      orphan_events, place, ready_pods, summary, sync, tracked)
 from bem_operator.constants import (APPLIED_ANNOTATION, DEFAULT_PROMETHEUS_ADDRESS,
                                     FIELD_MANAGER, HANDOVER_MANAGER)
 from bem_operator.k8s import ApiError, KubeApi
@@ -41,7 +48,8 @@ class Cache(Protocol):
     def bemservice(self, key: Key) -> Mapping[str, Any] | None: ...
     def get(self, kind: tuple[str, str], namespace: str, parent: str,
             name: str) -> Mapping[str, Any] | None: ...
-    def children(self, namespace: str, parent: str) -> list[Mapping[str, Any]]: ...
+    def children(self, namespace: str, parent: str,
+                 kind: tuple[str, str] | None = None) -> list[Mapping[str, Any]]: ...
     def pods(self, namespace: str, parent: str) -> list[Mapping[str, Any]]: ...
     def store(self, body: Mapping[str, Any]) -> None: ...
     def forget(self, body: Mapping[str, Any]) -> None: ...
@@ -77,18 +85,22 @@ def _now() -> str:
 class Reconciler:
     def __init__(self, api: KubeApi, cache: Cache, default_image: str,
                  clock: Callable[[], str] = _now,
-                 prometheus_address: str = DEFAULT_PROMETHEUS_ADDRESS) -> None:
+                 prometheus_address: str = DEFAULT_PROMETHEUS_ADDRESS,
+                 admin: Admin | None = None) -> None:
         self.api = api
         self.cache = cache
         self.default_image = default_image
         self.prometheus_address = prometheus_address
         self.clock = clock
+        self.admin = admin or RuntimeAdmin()
 
     def reconcile(self, key: Key) -> Result | None:
         """Brings one BEMService's children and status to what its spec asks; None when the
-        object is gone or being deleted (garbage collection removes the children)."""
+        object is gone or being deleted (garbage collection removes the children; the
+        BEMCheckpoints that name it say it is missing)."""
         bems = self.cache.bemservice(key)
         if bems is None or bems["metadata"].get("deletionTimestamp"):
+            self._service_missing(key)
             return None
         label = f"{key[0]}/{key[1]}"
         try:
@@ -119,6 +131,11 @@ class Reconciler:
                                keda_available=SCALED_OBJECT.key not in unserved,
                                prometheus_address=self.prometheus_address,
                                default_runtime_image=self.default_image)
+        declared = declared_of(self.cache.children(meta["namespace"], meta["name"],
+                                                   BEMCHECKPOINT.key))
+        placement = place(declared, spec.name, spec.served_name, spec.runtime.max_checkpoints)
+        options = dataclasses.replace(options, checkpoints=tuple(
+            (item.name, item.path) for item in placement.placed))
         children = children_from_spec(spec, options)
         missing, versions = self._check_secrets(meta["namespace"],
                                                 _find(children, DEPLOYMENT.key))
@@ -136,6 +153,7 @@ class Reconciler:
             # running pods hold theirs, so a settled service costs no request for it.
             missing = sorted(set(missing) | set(self._missing_claims(meta["namespace"],
                                                                      deployment)))
+            self._admin_token(spec)  # the pods mount it
         events = self._delete_obsolete(bems, {(c["apiVersion"], c["kind"]) for c in children})
         if spec.autoscaling is not None:
             self._hand_over_replicas(deployment)
@@ -167,8 +185,10 @@ class Reconciler:
                                "which had been deleted"))
                 logger.info("Recreated %s %s/%s", child["kind"], meta["namespace"],
                             child_meta["name"])
+        checkpoints, orphaned = self._checkpoints(bems, spec, declared, placement)
+        events += orphaned
         observed = self._observed(
-            bems, spec=spec,
+            bems, spec=spec, checkpoints=checkpoints,
             apply_error=None if failure is None else apply_problem(*failure),
             problem=_missing_problem(meta["namespace"], missing),
             service_monitor=None if not spec.monitoring.service_monitor
@@ -188,6 +208,8 @@ class Reconciler:
         """What the cache says of a BEMService's children and pods, with this run's findings."""
         meta = bems["metadata"]
         namespace, name = meta["namespace"], meta["name"]
+        # A run that stopped short (an invalid spec, a failed request) keeps what was known.
+        found.setdefault("checkpoints", (bems.get("status") or {}).get("checkpoints"))
         return Observed(
             generation=meta.get("generation", 0), selector=selector_string(name),
             endpoint=service_endpoint(spec) if spec is not None else None,
@@ -225,6 +247,75 @@ class Reconciler:
             self.api.post_event(bems, event_type, reason, message)
         return Result(status=status, events=events, invalid=invalid)
 
+    def _checkpoints(self, bems: Mapping[str, Any], spec: BEMServiceSpec,
+                     declared: list[Declared], placement: Placement
+                     ) -> tuple[dict[str, int] | None, list[Event]]:
+        """Brings every Ready pod to the placed BEMCheckpoints (asking each what it serves,
+        loading and unloading through its admin API), writes each BEMCheckpoint's status from
+        the answers and says what was done; returns the BEMService's status.checkpoints and
+        the events about it. Costs nothing while no BEMCheckpoint names the service and no
+        pod was left holding one."""
+        if not declared and not tracked(bems.get("status")):
+            return None, []
+        wanted = {item.name: item.target for item in placement.placed}
+        pods = ready_pods(self.cache.pods(spec.namespace, spec.name))
+        reports = sync(self.admin, self._admin_token(spec), pods, wanted,
+                       spec.served_name) if pods else []
+        statuses = {}
+        for item in declared:
+            statuses[item.name] = self._report_checkpoint(item, spec.name, reports,
+                                                          placement.refused.get(item.name))
+        return (summary(declared, placement, statuses, reports, spec.served_name),
+                orphan_events(reports, (item.name for item in declared)))
+
+    def _report_checkpoint(self, item: Declared, service: str, reports: list[PodReport],
+                           refused: Problem | None) -> dict[str, Any]:
+        meta = item.body["metadata"]
+        previous = item.body.get("status") or {}
+        status = checkpoint_status(item, service, reports, refused, previous, self.clock())
+        if status_changed(previous, status):
+            try:
+                self.cache.store(self.api.patch_status(meta["namespace"], meta["name"], status,
+                                                       kind=BEMCHECKPOINT.key))
+            except ApiError as exc:
+                if exc.status != 404:  # deleted meanwhile: nothing to report on
+                    raise
+                return status
+        for event_type, reason, message in checkpoint_events(item, reports, previous, status):
+            self.api.post_event(item.body, event_type, reason, message)
+        return status
+
+    def _service_missing(self, key: Key) -> None:
+        """The BEMCheckpoints that name a BEMService that does not exist (or is going)."""
+        problem = Problem(Reason.SERVICE_NOT_FOUND, (
+            f"BEMService {key[1]} does not exist in namespace {key[0]}: create it, or set "
+            "spec.service to an existing one (a new BEMCheckpoint)"))
+        for item in declared_of(self.cache.children(*key, BEMCHECKPOINT.key)):
+            self._report_checkpoint(item, key[1], [], problem)
+
+    def _admin_token(self, spec: BEMServiceSpec) -> str:
+        """The token of the pods' admin API, from the Secret the operator creates once per
+        service (owned by it, mounted read-only in its pods); created here when missing."""
+        name = admin_secret_name(spec.name)
+        secret = self.api.get(SECRET.api_version, SECRET.kind, spec.namespace, name)
+        if secret is None:
+            token = secrets.token_urlsafe(32)
+            try:
+                secret = self.api.create({
+                    "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                    "metadata": child_metadata(spec, name),
+                    "data": {ADMIN_TOKEN_KEY: base64.b64encode(token.encode()).decode()}})
+                logger.info("Created the admin token Secret %s/%s", spec.namespace, name)
+            except ApiError as exc:
+                if exc.status != 409:  # made by a run of a moment ago: read it
+                    raise
+                secret = self.api.get(SECRET.api_version, SECRET.kind, spec.namespace, name)
+        value = ((secret or {}).get("data") or {}).get(ADMIN_TOKEN_KEY)
+        if not value:
+            raise ApiError(422, f"Secret {spec.namespace}/{name} has no key {ADMIN_TOKEN_KEY}: "
+                           "delete it and the operator creates a new one")
+        return base64.b64decode(value).decode().strip()
+
     def _check_secrets(self, namespace: str, deployment: Mapping[str, Any]
                        ) -> tuple[list[Reference], list[tuple[str, str]]]:
         """Missing Secrets (or keys), and the resourceVersions of those that exist: a Secret's
@@ -232,8 +323,9 @@ class Reconciler:
         missing: list[Reference] = []
         versions: dict[str, str] = {}
         secrets: dict[str, dict[str, Any] | None] = {}
+        admin = admin_secret_name(deployment["metadata"]["name"])
         for ref in required_references(deployment):
-            if ref.kind != "Secret":
+            if ref.kind != "Secret" or ref.name == admin:  # the operator's own (_admin_token)
                 continue
             if ref.name not in secrets:
                 secrets[ref.name] = self.api.get("v1", "Secret", namespace, ref.name)

@@ -58,6 +58,18 @@ class Reason(enum.StrEnum):
     RECOVERED = "Recovered"
     SERVICE_MONITOR_UNAVAILABLE = "ServiceMonitorUnavailable"
     READY = "Ready"
+    # BEMCheckpoints (checkpoints.py)
+    LOADED = "Loaded"
+    LOADING = "Loading"
+    UNLOADED = "Unloaded"
+    CHECKPOINT_CAPACITY = "CheckpointCapacity"
+    NAME_CONFLICT = "NameConflict"
+    SERVICE_NOT_FOUND = "ServiceNotFound"
+    INVALID_CHECKPOINT = "InvalidCheckpoint"
+    INVALID_PATH = "InvalidPath"
+    LOAD_FAILED = "LoadFailed"
+    POD_UNREACHABLE = "PodUnreachable"
+    ADMIN_TOKEN_REJECTED = "AdminTokenRejected"
 
 
 PENDING, PROGRESSING, READY, DEGRADED = "Pending", "Progressing", "Ready", "Degraded"
@@ -94,6 +106,7 @@ class Observed:
     pods: tuple[Mapping[str, Any], ...] = ()  # the runtime pods the pod watch delivered
     service_monitor: str | None = None  # None (not wanted), "applied" or "unavailable"
     autoscaler: AutoscalerObserved | None = None  # None without spec.autoscaling
+    checkpoints: Mapping[str, int] | None = None  # status.checkpoints (checkpoints.summary)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,12 +140,13 @@ def compute_status(observed: Observed, previous: Mapping[str, Any] | None,
         "readyReplicas": ready_replicas,
         "selector": observed.selector,
         "endpoint": observed.endpoint,
-        "conditions": _with_times(conditions, (previous or {}).get("conditions") or [],
+        "conditions": with_times(conditions, (previous or {}).get("conditions") or [],
                                   observed.generation, now),
     }
     # None removes a stanza left from before (the status is written by merge patch).
     status["autoscaling"] = None if observed.autoscaler is None \
         else autoscaling_status(observed.autoscaler)
+    status["checkpoints"] = None if observed.checkpoints is None else dict(observed.checkpoints)
     return status
 
 
@@ -380,7 +394,7 @@ def _dep_condition(dep: Mapping[str, Any], kind: str) -> bool:
     return bool(condition and condition.get("status") == "True")
 
 
-def _with_times(conditions: list[Condition], previous: Sequence[Mapping[str, Any]],
+def with_times(conditions: list[Condition], previous: Sequence[Mapping[str, Any]],
                 generation: int, now: str) -> list[dict[str, Any]]:
     before = {c.get("type"): c for c in previous}
     result = []

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from bem_operator.builders import build_children
-from bem_operator.builders.kinds import BEMSERVICE, CHILD_REGISTRY, READ_REGISTRY
+from bem_operator.builders.kinds import BEMCHECKPOINT, BEMSERVICE, CHILD_REGISTRY, READ_REGISTRY
 from bem_operator.handlers import BEMSERVICES
 from bem_operator.k8s import object_path
 from bem_operator.kopf_config import CHILD_RESOURCES, WATCHED_RESOURCES
@@ -23,11 +23,12 @@ from .support import CHART, MANIFESTS, by_kind, load_yaml_docs, rule_set
 
 Rule = tuple[str, str, str]  # apiGroup, resource, verb
 
-# The custom resource: watched, read, annotated by kopf (patch); status by merge patch;
-# kopf posts core/v1 events. Not child kinds, so fixed here.
+# The custom resources: listed and watched (never written but for their status, by merge
+# patch); the reconcile posts core/v1 events. Not child kinds, so fixed here.
 PARENT_RULES: set[Rule] = {
-    *((BEMSERVICE.group, BEMSERVICE.plural, verb) for verb in ("list", "watch")),
-    (BEMSERVICE.group, f"{BEMSERVICE.plural}/status", "patch"),
+    *((kind.group, kind.plural, verb) for kind in (BEMSERVICE, BEMCHECKPOINT)
+      for verb in ("list", "watch")),
+    *((kind.group, f"{kind.plural}/status", "patch") for kind in (BEMSERVICE, BEMCHECKPOINT)),
     ("", "events", "create"),
 }
 
@@ -66,7 +67,7 @@ def test_watches_and_paths_come_from_the_registry() -> None:
     assert CHILD_RESOURCES == tuple((c.group, c.version, c.plural) for c in CHILD_REGISTRY)
     assert WATCHED_RESOURCES == (("", "v1", "pods"),)  # runtime pods: read-only, for status
     assert BEMSERVICES == (BEMSERVICE.group, BEMSERVICE.version, BEMSERVICE.plural)
-    for kind in (*CHILD_REGISTRY, *READ_REGISTRY, BEMSERVICE):
+    for kind in (*CHILD_REGISTRY, *READ_REGISTRY, BEMSERVICE, BEMCHECKPOINT):
         assert object_path(kind.api_version, kind.kind, "ns").endswith(f"/ns/{kind.plural}")
 
 

@@ -35,13 +35,14 @@ def kinds(children: list[dict]) -> list[str]:
 
 def test_default_spec_gives_deployment_service_pdb_and_service_monitor_in_apply_order():
     children = build_children(make_bems(), BuildOptions())
-    assert kinds(children) == ["Deployment", "Service", "PodDisruptionBudget", "ServiceMonitor"]
+    assert kinds(children) == ["ConfigMap", "Deployment", "Service", "PodDisruptionBudget",
+                               "ServiceMonitor"]
 
 
 def test_autoscaling_adds_the_hpa_after_the_service():
     children = build_children(with_spec(**AUTOSCALED), BuildOptions())
-    assert kinds(children) == [
-        "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor"]
+    assert kinds(children) == ["ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler",
+                               "PodDisruptionBudget", "ServiceMonitor"]
 
 
 @pytest.mark.parametrize("provider, other", [("HPA", "ScaledObject"), ("KEDA", "HorizontalPodAutoscaler")])
@@ -55,11 +56,11 @@ def test_apply_order_matches_child_kinds(provider, other):
 def test_keda_provider_builds_a_scaled_object_instead_of_the_hpa():
     bems = with_spec(autoscaling={"maxReplicas": 4, "provider": "KEDA"})
     assert kinds(build_children(bems, BuildOptions())) == [
-        "Deployment", "Service", "ScaledObject", "PodDisruptionBudget", "ServiceMonitor"]
+        "ConfigMap", "Deployment", "Service", "ScaledObject", "PodDisruptionBudget", "ServiceMonitor"]
     assert build_hpa(bems) is None
     # Without KEDA's CRD there is no ScaledObject, and no HPA in its place either.
     assert kinds(build_children(bems, BuildOptions(keda_available=False))) == [
-        "Deployment", "Service", "PodDisruptionBudget", "ServiceMonitor"]
+        "ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "ServiceMonitor"]
 
 
 def test_no_service_monitor_when_its_crd_is_missing():
@@ -84,13 +85,15 @@ def test_every_child_is_named_labelled_and_owned_by_the_bemservice():
     bems["spec"].update(AUTOSCALED)
     for child in build_children(bems, BuildOptions()):
         meta = child["metadata"]
-        assert meta["name"] == "chat"
+        # The start list is named for what it holds (the Service takes the plain name).
+        assert meta["name"] == ("chat-checkpoints" if child["kind"] == "ConfigMap" else "chat")
         assert meta["namespace"] == "ml"
         assert meta["labels"] == child_labels("chat")
         assert meta["ownerReferences"] == [{
             "apiVersion": "bem.ai/v1alpha1", "kind": "BEMService", "name": "chat", "uid": "uid-123",
             "controller": True, "blockOwnerDeletion": True}]
-        assert set(child) == {"apiVersion", "kind", "metadata", "spec"}
+        assert set(child) == {"apiVersion", "kind", "metadata",
+                              "data" if child["kind"] == "ConfigMap" else "spec"}
 
 
 def test_labels_follow_the_architecture_contract():
@@ -125,7 +128,7 @@ def test_builders_do_not_mutate_their_input():
     children = build_children(bems, BuildOptions())
     assert bems == before
     # Nor does the output alias the input: editing it leaves the input alone.
-    children[0]["spec"]["template"]["spec"]["tolerations"][0]["key"] = "changed"
+    by_kind(children)["Deployment"]["spec"]["template"]["spec"]["tolerations"][0]["key"] = "changed"
     assert bems == before
 
 

@@ -15,7 +15,8 @@ from builders_factory import make_bems
 
 from bem_operator.builders import DEFAULTS, RESERVED_ENV, BuildOptions, build_children
 from bem_operator.builders.runtime_fields import OPERATOR_FLAGS, RUNTIME_FIELDS
-from bem_operator.constants import GROUP, KIND, VERSION
+from bem_operator.builders.spec_types import CheckpointSpec
+from bem_operator.constants import CHECKPOINT_KIND, GROUP, KIND, VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "bemservice.yaml"
@@ -77,11 +78,11 @@ def test_one_served_storage_version_with_status_and_scale(version):
 def test_printer_columns(version):
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     assert list(columns) == ["Ready", "Replicas", "Phase", "Endpoint", "Autoscaler", "Desired",
-                             "RPS/Pod", "Age"]
+                             "RPS/Pod", "Checkpoints", "Waiting", "Age"]
     assert columns["Ready"] == ".status.readyReplicas"
     # The autoscaler's columns are for -o wide only (priority 1).
     wide = {c["name"] for c in version["additionalPrinterColumns"] if c.get("priority") == 1}
-    assert wide == {"Autoscaler", "Desired", "RPS/Pod"}
+    assert wide == {"Autoscaler", "Desired", "RPS/Pod", "Checkpoints", "Waiting"}
     assert columns["Desired"] == ".status.autoscaling.desiredReplicas"
     assert columns["Endpoint"] == ".status.endpoint"
 
@@ -181,11 +182,15 @@ def test_no_default_on_replicas(version):
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=[s.name for s in SAMPLES])
 def test_every_sample_builds(sample):
-    doc = yaml.safe_load(sample.read_text())
-    assert (doc["apiVersion"], doc["kind"]) == (f"{GROUP}/{VERSION}", KIND)
-    bems = make_bems(doc["spec"], name=doc["metadata"]["name"])
-    children = build_children(bems, BuildOptions())
-    assert children[0]["kind"] == "Deployment"
+    for doc in yaml.safe_load_all(sample.read_text()):
+        assert (doc["apiVersion"], doc["kind"]) in {(f"{GROUP}/{VERSION}", KIND),
+                                                    (f"{GROUP}/{VERSION}", CHECKPOINT_KIND)}
+        if doc["kind"] == CHECKPOINT_KIND:
+            CheckpointSpec.model_validate(doc["spec"])
+            continue
+        bems = make_bems(doc["spec"], name=doc["metadata"]["name"])
+        children = build_children(bems, BuildOptions())
+        assert "Deployment" in {child["kind"] for child in children}
 
 
 def test_the_required_samples_exist():

@@ -111,7 +111,9 @@ def test_model_claim_is_mounted_read_only_at_models():
 
 def test_image_source_mounts_no_model_volume():
     deployment = build_deployment(make_bems({"model": {"source": "Image"}}))
-    assert [v["name"] for v in pod_spec(deployment)["volumes"]] == ["tmp"]
+    # No model volume: /tmp, the BEMCheckpoints' start list and the admin token only.
+    assert [v["name"] for v in pod_spec(deployment)["volumes"]] == ["tmp", "checkpoints",
+                                                                     "admin-token"]
     assert env_of(deployment)["BEM_MODEL_DIR"] == "/models/base"
 
 

@@ -39,8 +39,8 @@ def test_object_paths() -> None:
     assert object_path("v1", "Service", "ns", "x") == "/api/v1/namespaces/ns/services/x"
     assert object_path("apps/v1", "Deployment", "ns") == "/apis/apps/v1/namespaces/ns/deployments"
     assert object_path("v1", "Pod", None) == "/api/v1/pods"  # every namespace
-    with pytest.raises(ValueError, match="ConfigMap"):
-        object_path("v1", "ConfigMap", "ns", "x")
+    with pytest.raises(ValueError, match="Namespace"):
+        object_path("v1", "Namespace", "ns", "x")
 
 
 def test_apply_is_server_side_with_our_manager_and_reports_creation() -> None:

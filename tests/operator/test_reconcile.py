@@ -29,6 +29,8 @@ class FakeApi:
         self.applied: list[tuple[str, str, str]] = []  # kind, name, manager
         self.deleted: list[tuple[str, str]] = []
         self.statuses: list[dict[str, Any]] = []
+        self.checkpoint_statuses: list[dict[str, Any]] = []
+        self.created: list[tuple[str, str]] = []
         self.events: list[tuple[str, str, str]] = []
         self.monitoring = monitoring
         self.fail_with: ApiError | None = None
@@ -79,10 +81,20 @@ class FakeApi:
         self.deleted.append((kind, name))
         return True
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        self.statuses.append(copy.deepcopy(status))
-        bems = self.objects[("bem.ai/v1alpha1", "BEMService", namespace, name)]
-        return self.add({**bems, "status": copy.deepcopy(status)})
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if self.key(obj) in self.objects:
+            raise ApiError(409, "already exists")
+        self.created.append((obj["kind"], obj["metadata"]["name"]))
+        return self.add(obj)
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any],
+                     kind: tuple[str, str] = ("bem.ai/v1alpha1", "BEMService")) -> dict[str, Any]:
+        (self.statuses if kind[1] == "BEMService" else self.checkpoint_statuses).append(
+            copy.deepcopy(status))
+        found = self.objects.get((*kind, namespace, name))
+        if found is None:
+            raise ApiError(404, "not found")
+        return self.add({**found, "status": copy.deepcopy(status)})
 
     def post_event(self, about: dict[str, Any], event_type: str, reason: str,
                    message: str) -> None:
@@ -142,8 +154,10 @@ def test_creates_children_and_reports_pending() -> None:
     api = FakeApi()
     result = reconciler(api)(image_bems(replicas=2))
     kinds = {kind for kind, _, _ in api.applied}
-    assert kinds == {"Deployment", "Service", "PodDisruptionBudget"}
+    assert kinds == {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget"}
     assert all(manager == FIELD_MANAGER for _, _, manager in api.applied)
+    # The pods mount the admin token: the operator creates its Secret (a random token).
+    assert api.created == [("Secret", "demo-admin-token")]
     assert result.status["phase"] == "Pending" and api.statuses == [result.status]
     monitor = next(c for c in result.status["conditions"] if c["type"] == "ServiceMonitor")
     assert monitor["reason"] == "CRDNotInstalled"

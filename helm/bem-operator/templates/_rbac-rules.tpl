@@ -11,10 +11,21 @@ mode. manifests/rbac.yaml holds the same list; tests/install/test_consistency.py
 - apiGroups: [bem.ai]
   resources: [bemservices/status]
   verbs: [patch]
+# BEMCheckpoints likewise: listed and watched, status written from what each pod says.
+- apiGroups: [bem.ai]
+  resources: [bemcheckpoints]
+  verbs: [list, watch]
+- apiGroups: [bem.ai]
+  resources: [bemcheckpoints/status]
+  verbs: [patch]
 # Children, watched by owner label for drift correction (list, watch) and written by
 # server-side apply (patch, plus create when absent); the operator reads them from its
 # watch cache, never by get. Deployment and Service always exist; the others are deleted
 # when the spec stops asking for them.
+# The start list of BEMCheckpoints the pods mount, then the Deployment.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [list, watch, create, patch]
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [list, watch, create, patch]
@@ -39,10 +50,12 @@ mode. manifests/rbac.yaml holds the same list; tests/install/test_consistency.py
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-# References checked before rollout, so a missing one gives Degraded with a clear message.
+# References checked before rollout, so a missing one gives Degraded with a clear message;
+# create: each BEMService's admin token for its pods' checkpoint API (made once, never
+# listed or watched).
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get]
+  verbs: [get, create]
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get]

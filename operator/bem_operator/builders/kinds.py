@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bem_operator.builders.autoscaling import hpa_from_spec
+from bem_operator.builders.checkpoints import start_list_from_spec
 from bem_operator.builders.deployment import deployment_from_spec
 from bem_operator.builders.disruption import pdb_from_spec
 from bem_operator.builders.keda import scaled_object_from_spec
@@ -23,9 +24,9 @@ from bem_operator.builders.monitoring import service_monitor_from_spec
 from bem_operator.builders.options import BuildOptions
 from bem_operator.builders.service import service_from_spec
 from bem_operator.builders.spec_types import BEMServiceSpec
-from bem_operator.constants import API_VERSION, KIND, PLURAL
+from bem_operator.constants import API_VERSION, CHECKPOINT_KIND, CHECKPOINT_PLURAL, KIND, PLURAL
 
-__all__ = ["BEMSERVICE", "CHILD_REGISTRY", "DEPLOYMENT", "HPA", "POD", "READ_REGISTRY",
+__all__ = ["BEMCHECKPOINT", "BEMSERVICE", "CHILD_REGISTRY", "SECRET", "DEPLOYMENT", "HPA", "POD", "READ_REGISTRY",
            "SCALED_OBJECT", "SERVICE_MONITOR", "ChildKind", "ReadKind", "child_kind",
            "children_from_spec", "plural_of"]
 
@@ -83,10 +84,13 @@ class ReadKind(_Kind):
     looked up by name (the Secrets and claims the pods reference)."""
 
     watched: bool = False
+    # The operator also creates it, once, with content no builder makes (the admin token).
+    created: bool = False
 
     @property
     def verbs(self) -> frozenset[str]:
-        return frozenset({"list", "watch"} if self.watched else {"get"})
+        verbs = {"list", "watch"} if self.watched else {"get"}
+        return frozenset(verbs | ({"create"} if self.created else set()))
 
 
 def _service(spec: BEMServiceSpec, _options: BuildOptions) -> dict[str, Any]:
@@ -111,8 +115,9 @@ HPA = ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautos
 SCALED_OBJECT = ChildKind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects",
                           scaled_object_from_spec, optional_crd=True, feeds_status=True)
 
-# In apply order: the Deployment first, then what points at its pods.
+# In apply order: what the pods mount, the Deployment, then what points at its pods.
 CHILD_REGISTRY: tuple[ChildKind, ...] = (
+    ChildKind("v1", "ConfigMap", "configmaps", start_list_from_spec, always=True),
     DEPLOYMENT,
     ChildKind("v1", "Service", "services", _service, always=True),
     HPA,
@@ -124,18 +129,23 @@ CHILD_REGISTRY: tuple[ChildKind, ...] = (
 # Runtime pods: their container states say whether the model loaded (status).
 POD = ReadKind("v1", "Pod", "pods", watched=True)
 
+# Secrets the pods reference, read on every run (a change rolls the pods), and each service's
+# admin token, which the operator creates (builders/checkpoints.py).
+SECRET = ReadKind("v1", "Secret", "secrets", created=True)
+
 READ_REGISTRY: tuple[ReadKind, ...] = (
     POD,
-    # References checked before a rollout.
-    ReadKind("v1", "Secret", "secrets"),
+    SECRET,
+    # Claims checked before a rollout.
     ReadKind("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
 )
 
-# The custom resource itself (its RBAC rules are the chart's own, not derived from here).
+# The custom resources (their RBAC rules are the chart's own, not derived from here).
 BEMSERVICE = _Kind(API_VERSION, KIND, PLURAL)
+BEMCHECKPOINT = _Kind(API_VERSION, CHECKPOINT_KIND, CHECKPOINT_PLURAL)
 
 _PLURALS: dict[tuple[str, str], str] = {
-    k.key: k.plural for k in (*CHILD_REGISTRY, *READ_REGISTRY, BEMSERVICE)}
+    k.key: k.plural for k in (*CHILD_REGISTRY, *READ_REGISTRY, BEMSERVICE, BEMCHECKPOINT)}
 _CHILDREN: dict[tuple[str, str], ChildKind] = {k.key: k for k in CHILD_REGISTRY}
 
 

@@ -42,10 +42,11 @@ def owner_reference(spec: BEMServiceSpec) -> dict[str, Any]:
     }
 
 
-def child_metadata(spec: BEMServiceSpec) -> dict[str, Any]:
-    """Metadata of every child: named after the BEMService, labelled, owned by it."""
+def child_metadata(spec: BEMServiceSpec, name: str | None = None) -> dict[str, Any]:
+    """Metadata of every child: named after the BEMService (unless `name` is given), labelled,
+    owned by it."""
     return {
-        "name": spec.name,
+        "name": name or spec.name,
         "namespace": spec.namespace,
         "labels": child_labels(spec.name),
         "ownerReferences": [owner_reference(spec)],

@@ -23,3 +23,6 @@ class BuildOptions:
     # ("Secret/redis", "<resourceVersion>"): they enter the pod-template config hash so that
     # a changed Secret rolls the pods. Versions only; builders never see Secret contents.
     referenced_versions: tuple[tuple[str, str], ...] = ()
+    # (name, path under /models) of the BEMCheckpoints placed on the pods: the start list's
+    # ConfigMap only (never the pod template, so a BEMCheckpoint does not roll the pods).
+    checkpoints: tuple[tuple[str, str], ...] = ()

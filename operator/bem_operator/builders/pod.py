@@ -6,6 +6,8 @@ import copy
 import math
 from typing import Any
 
+from bem_operator.builders.checkpoints import (ADMIN_TOKEN_DIR, ADMIN_TOKEN_KEY, START_LIST_DIR,
+                                               START_LIST_KEY, admin_secret_name, start_list_name)
 from bem_operator.builders.labels import child_labels
 from bem_operator.builders.options import BuildOptions
 from bem_operator.builders.runtime_fields import read_runtime_fields
@@ -158,6 +160,11 @@ def runtime_env(spec: BEMServiceSpec) -> list[dict[str, Any]]:
         ("BEM_MODEL_NAME", spec.served_name),
         ("BEM_DEVICE", "cuda" if spec.gpu.count > 0 else "cpu"),
         ("BEM_LOG_LEVEL", spec.runtime.log_level),
+        # BEMCheckpoints: loaded at start from the start list, later through the admin API;
+        # their paths are relative to /models.
+        ("BEM_CHECKPOINT_ROOT", MODELS_DIR),
+        ("BEM_CHECKPOINTS_FILE", f"{START_LIST_DIR}/{START_LIST_KEY}"),
+        ("BEM_ADMIN_TOKEN_FILE", f"{ADMIN_TOKEN_DIR}/{ADMIN_TOKEN_KEY}"),
     ]
     values += [(env, _fmt(v)) for env, v in read_runtime_fields(spec).items()]
     if spec.api_keys is not None:
@@ -193,7 +200,12 @@ def _resources(spec: BEMServiceSpec) -> dict[str, Any]:
 
 
 def _volumes(spec: BEMServiceSpec) -> list[dict[str, Any]]:
-    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "checkpoints", "configMap": {"name": start_list_name(spec.name)}},
+        {"name": "admin-token", "secret": {"secretName": admin_secret_name(spec.name),
+                                           "defaultMode": 0o440}},
+    ]
     if spec.model.source == "PersistentVolumeClaim":
         volumes.append({"name": "models", "persistentVolumeClaim": {
             "claimName": spec.model.claim_name, "readOnly": True}})
@@ -207,7 +219,11 @@ def _volumes(spec: BEMServiceSpec) -> list[dict[str, Any]]:
 
 
 def _volume_mounts(spec: BEMServiceSpec) -> list[dict[str, Any]]:
-    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    mounts: list[dict[str, Any]] = [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "checkpoints", "mountPath": START_LIST_DIR, "readOnly": True},
+        {"name": "admin-token", "mountPath": ADMIN_TOKEN_DIR, "readOnly": True},
+    ]
     if spec.model.source == "PersistentVolumeClaim":
         mounts.append({"name": "models", "mountPath": MODELS_DIR, "readOnly": True})
     if spec.api_keys is not None:

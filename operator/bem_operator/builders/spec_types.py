@@ -32,6 +32,8 @@ PERCENT = r"^(100|[1-9]?[0-9])%$"
 # so comparing the strings compares the directories.
 _SEGMENT = r"([A-Za-z0-9_-][A-Za-z0-9_.-]*|\.[A-Za-z0-9_-][A-Za-z0-9_.-]*|\.\.[A-Za-z0-9_.-]+)"
 MODEL_PATH = rf"^{_SEGMENT}(/{_SEGMENT})*$"
+# The runtime's --max-checkpoints default, set explicitly so the operator and the pods agree.
+DEFAULT_MAX_CHECKPOINTS = 8
 
 
 def _int_or_percent(value: int | str) -> int | str:
@@ -81,7 +83,7 @@ class Governance(Section):
 
 def _path_rule(field: str) -> dict[str, Any]:
     return rules(cel("!self.split('/').exists(s, s == '' || s == '.' || s == '..')",
-                     f"spec.model.{field} must be a normalised path under /models: no '.' or '..' "
+                     f"{field} must be a normalised path under /models: no '.' or '..' "
                      "segment, no leading, doubled or trailing '/'", reason="FieldValueInvalid"))
 
 
@@ -112,10 +114,10 @@ class ModelSpec(Section):
     claim_name: DnsName | None = Field(None, description=(
         "Name of a PersistentVolumeClaim in this namespace that holds the base model and the "
         "checkpoint (source PersistentVolumeClaim only)."))
-    base_path: ModelPath = Field("base", json_schema_extra=_path_rule("basePath"), description=(
+    base_path: ModelPath = Field("base", json_schema_extra=_path_rule("spec.model.basePath"), description=(
         "Base model directory (Hugging Face layout: config.json, *.safetensors, tokenizer "
         "files), relative to /models (default base)."))
-    checkpoint_path: ModelPath = Field("bem", json_schema_extra=_path_rule("checkpointPath"), description=(
+    checkpoint_path: ModelPath = Field("bem", json_schema_extra=_path_rule("spec.model.checkpointPath"), description=(
         "BEM checkpoint directory (bem_config.json and experts.safetensors), relative to "
         "/models (default bem)."))
     served_name: str | None = Field(
@@ -296,6 +298,11 @@ class Runtime(Section):
         None, ge=1, le=512, description="Most requests batched into one forward pass (runtime default 16).")
     max_queue: Annotated[int | None, RuntimeEnv("BEM_MAX_QUEUE")] = Field(None, ge=1, le=100000, description=(
         "Requests waiting per pod before new ones get 503 with Retry-After (runtime default 256)."))
+    max_checkpoints: Annotated[int, RuntimeEnv("BEM_MAX_CHECKPOINTS")] = Field(
+        DEFAULT_MAX_CHECKPOINTS, ge=1, le=64, description=(
+            "BEM checkpoints each pod holds at once over its one base model, the service's own "
+            "(spec.model.checkpointPath) included (default 8): the BEMCheckpoints of this service "
+            "beyond maxCheckpoints - 1 wait, Degraded with reason CheckpointCapacity."))
     startup_timeout_seconds: int = Field(600, ge=10, le=7200, description=(
         "Time a pod may take to load and warm up the model before it is restarted; liveness "
         "checks start only after. Default 600."))
@@ -383,3 +390,18 @@ class BEMServiceSpec(Spec):
     @property
     def api_keys(self) -> ApiKeySecretRef | None:
         return self.auth.api_key_secret_ref if self.auth is not None else None
+
+
+class CheckpointSpec(Section):
+    """Desired state of a BEMCheckpoint: one more BEM checkpoint served by every Ready pod of
+    a BEMService in this namespace, over the same base model, under the BEMCheckpoint's name."""
+
+    service: str = Field(max_length=63, pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", json_schema_extra=rules(
+        cel("self == oldSelf", "spec.service cannot change: delete this BEMCheckpoint and create "
+            "one for the other BEMService.", reason="FieldValueForbidden")),
+        description="Name of the BEMService (in this namespace) whose pods serve this checkpoint.")
+    path: ModelPath = Field(json_schema_extra=_path_rule("spec.path"),
+        description=("Checkpoint directory (bem_config.json and experts.safetensors), relative to "
+                     "/models in the service's pods (its model volume or image). Changing it "
+                     "replaces the checkpoint on the running pods; requests already running "
+                     "finish on the old one."))

@@ -1,4 +1,4 @@
-"""The BEMService CRD, generated: the schema from the typed spec (builders/spec_types.py) and the
+"""The BEMService and BEMCheckpoint CRDs, generated: the schema from the typed spec (builders/spec_types.py) and the
 status classes below, Kubernetes types from the Kubernetes OpenAPI (core_v1.py), plus the
 names, subresources and printer columns. scripts/gen_crds.py writes it; a unit test checks that
 the committed files equal what this returns.
@@ -8,6 +8,7 @@ Not imported by the running operator (it needs the dev dependency kubernetes-val
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,8 +16,9 @@ from pydantic.alias_generators import to_camel
 
 from bem_operator.builders.runtime_fields import OPERATOR_FLAGS, RESERVED_ENV
 from bem_operator.builders.spec_schema import cel, rules
-from bem_operator.builders.spec_types import Spec
-from bem_operator.constants import GROUP, KIND, PLURAL, VERSION
+from bem_operator.builders.spec_types import CheckpointSpec, Spec
+from bem_operator.constants import (CHECKPOINT_KIND, CHECKPOINT_PLURAL, GROUP, KIND, PLURAL,
+                                    VERSION)
 from bem_operator.crdgen.core_v1 import kubernetes_type
 from bem_operator.crdgen.structural import from_pydantic
 
@@ -57,6 +59,18 @@ class AutoscalingStatus(_Status):
         "When the HorizontalPodAutoscaler last changed the replica count."))
 
 
+class CheckpointsSummary(_Status):
+    """The BEMCheckpoints of this service (present once one names it)."""
+    declared: int | None = Field(None, description="BEMCheckpoints that name this service.")
+    ready: int | None = Field(None, description="Of those, the ones loaded on every Ready pod.")
+    waiting: int | None = Field(None, description=(
+        "Of those, the ones beyond spec.runtime.maxCheckpoints - 1, which no pod loads "
+        "(Degraded, reason CheckpointCapacity) until a slot frees up or the limit is raised."))
+    resident: int | None = Field(None, description=(
+        "Checkpoints besides the service's own that the pods held at the operator's last "
+        "look (a deleted BEMCheckpoint counts until every pod unloaded it)."))
+
+
 class Status(_Status):
     """Observed state, written by the operator."""
     observed_generation: int | None = Field(None, json_schema_extra={"format": "int64"}, description=(
@@ -71,6 +85,7 @@ class Status(_Status):
     endpoint: str | None = Field(None,
         description="In-cluster URL of the service, e.g. http://NAME.NAMESPACE.svc:8080.")
     autoscaling: AutoscalingStatus | None = None
+    checkpoints: CheckpointsSummary | None = None
     conditions: list[Condition] | None = Field(None, json_schema_extra={
         "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
         description="Ready, Progressing and Degraded, each with a reason and a message.")
@@ -97,8 +112,56 @@ class BEMService(BaseModel):
     status: Status | None = None
 
 
-# (name, type, JSON path, description, shown only with -o wide)
-PRINTER_COLUMNS = (
+class CheckpointPod(_Status):
+    """What one Ready pod of the service answered on GET /v1/checkpoints."""
+    name: str = Field(description="Pod name.")
+    loaded: bool = Field(description="Whether the pod serves this checkpoint from spec.path.")
+    loaded_at: str | None = Field(None, json_schema_extra={"format": "date-time"},
+                                  description="When the pod loaded it (the runtime's loaded_at).")
+    message: str | None = Field(None, max_length=4096, description=(
+        "Why it is not loaded there: the runtime's own answer to the load, or why the pod "
+        "could not be asked."))
+
+
+class CheckpointStatus(_Status):
+    """Observed state, written by the operator from what each pod says."""
+    observed_generation: int | None = Field(None, json_schema_extra={"format": "int64"}, description=(
+        "metadata.generation of the BEMCheckpoint that this status describes."))
+    replicas: int | None = Field(None, description="Ready pods of the service.")
+    loaded_replicas: int | None = Field(None, description="Of those, the pods that serve this checkpoint.")
+    loaded: str | None = Field(None, description="loadedReplicas/replicas, e.g. 2/3 (for kubectl get).")
+    pods: list[CheckpointPod] | None = Field(None, json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        description="Each Ready pod of the service and whether it serves this checkpoint.")
+    conditions: list[Condition] | None = Field(None, json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        description="Ready (served by every Ready pod) and Degraded, with a reason and a message.")
+
+
+class _CheckpointMetadata(BaseModel):
+    name: str | None = Field(None, max_length=63, json_schema_extra=rules(cel(
+        "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
+        "must be a DNS-1123 label (lower-case letters, digits and '-', at most 63 characters): it "
+        "is the model name clients send.")))
+
+
+class BEMCheckpoint(BaseModel):
+    """BEMCheckpoint puts one more BEM checkpoint on every Ready pod of a BEMService, over the
+    service's base model: clients select it by sending its name as `model`. The bem-operator
+    loads it on the running pods through the runtime's admin API, lists it in the start list
+    of new pods, and reports in status what each pod says it serves."""
+    model_config = ConfigDict(populate_by_name=True)
+    api_version: str | None = Field(None, alias="apiVersion",
+                                    description=f"Versioned schema of this object; {GROUP}/{VERSION}.")
+    kind: str | None = Field(None, description=f"Kind of this object; {CHECKPOINT_KIND}.")
+    metadata: _CheckpointMetadata | None = None
+    spec: CheckpointSpec
+    status: CheckpointStatus | None = None
+
+
+Column = tuple[str, str, str, str, bool]  # name, type, JSON path, description, -o wide only
+
+PRINTER_COLUMNS: tuple[Column, ...] = (
     ("Ready", "integer", ".status.readyReplicas",
      "Pods that passed their readiness probe (model loaded and warm).", False),
     ("Replicas", "integer", ".status.replicas", "Pods that exist for this service.", False),
@@ -109,20 +172,36 @@ PRINTER_COLUMNS = (
     ("Desired", "integer", ".status.autoscaling.desiredReplicas", "Replicas the autoscaler asks for.", True),
     ("RPS/Pod", "number", ".status.autoscaling.currentRequestsPerSecond",
      "Requests per second per pod the autoscaler last read.", True),
+    ("Checkpoints", "integer", ".status.checkpoints.declared",
+     "BEMCheckpoints that name this service.", True),
+    ("Waiting", "integer", ".status.checkpoints.waiting",
+     "Of those, the ones beyond spec.runtime.maxCheckpoints.", True),
+)
+
+CHECKPOINT_COLUMNS: tuple[Column, ...] = (
+    ("Service", "string", ".spec.service", "The BEMService whose pods serve it.", False),
+    ("Loaded", "string", ".status.loaded", "Ready pods that serve it, of the Ready pods.", False),
+    ("Ready", "string", '.status.conditions[?(@.type=="Ready")].status',
+     "Served by every Ready pod of the service.", False),
+    ("Path", "string", ".spec.path", "Checkpoint directory under /models.", True),
 )
 
 
-def _columns(schema: dict[str, Any]) -> list[dict[str, Any]]:
-    columns = []
-    for name, kind, path, description, wide in PRINTER_COLUMNS:
+def _columns(schema: dict[str, Any], columns: tuple[Column, ...]) -> list[dict[str, Any]]:
+    out = []
+    for name, kind, path, description, wide in columns:
         node = schema
-        for part in path.strip(".").split("."):  # a column must name a field of the schema
+        # A column must name a field of the schema (a filter such as [?(@.type=="Ready")]
+        # picks an item of a list).
+        for part in re.sub(r"\[[^\]]*\]", "", path).strip(".").split("."):
             node = node["properties"][part]
+            if node["type"] == "array":
+                node = node["items"]
         if node["type"] != kind:
             raise ValueError(f"printer column {name}: {path} is {node['type']}, not {kind}")
-        columns.append({"name": name, "type": kind, **({"priority": 1} if wide else {}),
-                        "description": description, "jsonPath": path})
-    return [*columns, {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]
+        out.append({"name": name, "type": kind, **({"priority": 1} if wide else {}),
+                    "description": description, "jsonPath": path})
+    return [*out, {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]
 
 
 def _refusals(runtime: dict[str, Any]) -> None:
@@ -146,27 +225,37 @@ def openapi_schema() -> dict[str, Any]:
     return schema
 
 
-def bemservice_crd() -> dict[str, Any]:
-    schema = openapi_schema()
+def _crd(kind: str, plural: str, short_name: str, schema: dict[str, Any],
+         columns: tuple[Column, ...], subresources: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{GROUP}", "labels": {
+        "metadata": {"name": f"{plural}.{GROUP}", "labels": {
             "app.kubernetes.io/name": "bem-operator", "app.kubernetes.io/component": "crd"}},
         "spec": {
             "group": GROUP,
             "scope": "Namespaced",
-            "names": {"kind": KIND, "listKind": f"{KIND}List", "plural": PLURAL,
-                      "singular": KIND.lower(), "shortNames": ["bems"], "categories": ["bem"]},
+            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural,
+                      "singular": kind.lower(), "shortNames": [short_name], "categories": ["bem"]},
             "versions": [{
                 "name": VERSION, "served": True, "storage": True,
-                # kubectl scale writes spec.replicas; it is refused while spec.autoscaling is
-                # set, so nobody fights the HorizontalPodAutoscaler.
-                "subresources": {"status": {}, "scale": {
-                    "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
-                    "labelSelectorPath": ".status.selector"}},
-                "additionalPrinterColumns": _columns(schema),
+                "subresources": subresources,
+                "additionalPrinterColumns": _columns(schema, columns),
                 "schema": {"openAPIV3Schema": schema},
             }],
         },
     }
+
+
+def bemservice_crd() -> dict[str, Any]:
+    # kubectl scale writes spec.replicas; it is refused while spec.autoscaling is set, so
+    # nobody fights the HorizontalPodAutoscaler.
+    return _crd(KIND, PLURAL, "bems", openapi_schema(), PRINTER_COLUMNS, {"status": {}, "scale": {
+        "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector"}})
+
+
+def bemcheckpoint_crd() -> dict[str, Any]:
+    schema = from_pydantic(BEMCheckpoint.model_json_schema(by_alias=True), kubernetes_type)
+    return _crd(CHECKPOINT_KIND, CHECKPOINT_PLURAL, "bemck", schema, CHECKPOINT_COLUMNS,
+                {"status": {}})
