@@ -30,6 +30,7 @@ import yaml
 from devcluster import hoststate, processes
 from devcluster import kubeconfig as kcfg
 from devcluster.binaries import Binaries, cache_root
+from devcluster.components import POD_CIDR as KWOK_POD_CIDR
 from devcluster.health import StartupError, http_ok, wait_for_component, wait_until
 from devcluster.network import SERVICE_CIDR
 from devcluster.nodes import REAL_NODE, node_ready
@@ -37,6 +38,7 @@ from devcluster.nodes import REAL_NODE, node_ready
 NODE_NAME = REAL_NODE
 NODE_LABEL = "bem.ai/node"  # =real on the real node
 POD_CIDR = "10.88.0.0/24"  # kwok hands its fake pods 10.244.0.0/16
+KWOK_POD_RANGE = str(ipaddress.ip_network(KWOK_POD_CIDR, strict=False))
 BRIDGE = "bemnode0"
 BRIDGE_IP = "10.88.0.1"
 # Pods reach the API server (loopback-only) through the `kubernetes` Service:
@@ -344,6 +346,10 @@ class RealNode:
         # kube-proxy's DNAT still sends served ClusterIPs on to their pods. The route goes
         # with the bridge at teardown.
         run(["ip", "route", "replace", SERVICE_CIDR, "dev", BRIDGE], check=True)
+        # kwok's fake pods have addresses nothing serves: a packet to one (the operator asking
+        # a "Ready" kwok pod for its checkpoints) is dropped here instead of leaving by the
+        # default route. Removed at teardown.
+        run(["ip", "route", "replace", "blackhole", KWOK_POD_RANGE], check=True)
 
     def _ready(self) -> bool:
         out = self.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
@@ -407,6 +413,7 @@ def teardown(state_dir: Path, baseline: dict[str, Any] | None) -> None:
     processes.stop_all(state_dir, ("containerd",))
     hoststate.unmount_under(lay.root)
     hoststate.delete_bridge(BRIDGE)
+    subprocess.run(["ip", "route", "del", "blackhole", KWOK_POD_RANGE], capture_output=True)
     if baseline is not None:
         hoststate.restore_iptables(baseline)
         hoststate.remove_kubepods_cgroups()

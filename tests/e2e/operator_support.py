@@ -19,6 +19,7 @@ from devcluster.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "bemservice.yaml"
+CHECKPOINT_CRD = REPO / "crds" / "bemcheckpoint.yaml"
 RBAC = REPO / "manifests" / "rbac.yaml"
 # KEDA's own CRDs, from the KEDA module the add-on build downloads (devcluster/build-addons.sh).
 ADDONS_SCRIPT = REPO / "devcluster" / "build-addons.sh"
@@ -46,15 +47,17 @@ def eventually(what: str, probe: Callable[[], T], timeout: float = 90.0,
 
 
 def install_crd(cluster: Any, crd: Path = CRD) -> None:
-    """Applies the CRD and waits until it is Established and served. (`kubectl wait` right
-    after the apply can fail: the status has no conditions yet.)"""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    """Applies the CRD (and the BEMCheckpoint CRD, which the operator watches too) and waits
+    until both are Established and served. (`kubectl wait` right after the apply can fail:
+    the status has no conditions yet.)"""
     jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
-    eventually("the CRD Established", lambda: cluster.kubectl(
-        "get", "crd", "bemservices.bem.ai", "-o", f"jsonpath={jsonpath}",
-        check=False).stdout.strip() == "True", timeout=60)
-    eventually("the bemservices API", lambda: cluster.kubectl(
-        "get", "bemservices", "-A", check=False).returncode == 0, timeout=60)
+    for path, plural in ((crd, "bemservices"), (CHECKPOINT_CRD, "bemcheckpoints")):
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        eventually(f"the {plural} CRD Established", lambda plural=plural: cluster.kubectl(
+            "get", "crd", f"{plural}.bem.ai", "-o", f"jsonpath={jsonpath}",
+            check=False).stdout.strip() == "True", timeout=60)
+        eventually(f"the {plural} API", lambda plural=plural: cluster.kubectl(
+            "get", plural, "-A", check=False).returncode == 0, timeout=60)
 
 
 def keda_crd() -> Path:
