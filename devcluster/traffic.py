@@ -61,6 +61,7 @@ class Load:
     max_requests: int = 2000
     max_seconds: float = 180.0
     pause: float = 0.05
+    model: str | None = None  # the checkpoint each request names (the runtime's default if None)
     results: list[tuple[float, int, str]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -83,7 +84,8 @@ class Load:
         while not self._stop.is_set() and len(self.results) < self.max_requests \
                 and time.monotonic() - began < self.max_seconds:
             t = time.monotonic()
-            status, body = post(f"{self.url}/v1/generate", GENERATE, timeout=30)
+            request = GENERATE if self.model is None else {**GENERATE, "model": self.model}
+            status, body = post(f"{self.url}/v1/generate", request, timeout=30)
             detail = "" if status == 200 else json.dumps(body)[:300]
             self.results.append((t, status, detail))
             time.sleep(self.pause)

@@ -7,7 +7,9 @@
 #   3. the operator installed by Helm, running as a pod under the chart's ServiceAccount;
 #   4. the sample BEMService manifests/samples/image-model.yaml (toy model baked into the
 #      image) Ready on the real node;
-#   5. a request answered by a runtime pod through the BEMService's Service (ClusterIP);
+#   5. a request answered by a runtime pod through the BEMService's Service (ClusterIP), then
+#      two BEMCheckpoints (manifests/samples/checkpoints.yaml) loaded on its pods and one
+#      request answered by each, by name;
 #   6. request-rate autoscaling: Prometheus (run by the Prometheus operator) and KEDA installed,
 #      the sample switched to the KEDA provider, and a short load through the Service scales it
 #      from 1 to 2+ replicas, printed as the count changes.
@@ -82,6 +84,21 @@ curl -sS --fail-with-body -m 60 -X POST "http://$CIP:$PORT/v1/generate" \
 POD="$(kubectl -n bem-demo get pods -l bem.ai/service=bem-baked -o jsonpath='{.items[0].metadata.name}')"
 say "The runtime pod's own log (kubectl logs $POD, JSON lines)"
 kubectl -n bem-demo logs "$POD" --tail=3
+
+say "Two more checkpoints on the same pods (manifests/samples/checkpoints.yaml): no pod restarts"
+kubectl -n bem-demo apply -f manifests/samples/checkpoints.yaml
+if ! kubectl -n bem-demo wait --for=condition=Ready bemck/alpha bemck/beta --timeout=120s; then
+  kubectl -n bem-demo get bemck -o yaml >&2
+  exit 1
+fi
+kubectl -n bem-demo get bemck -o wide
+for MODEL in alpha beta; do
+  say "POST /v1/generate with \"model\": \"$MODEL\" through the Service"
+  curl -sS --fail-with-body -m 60 -X POST "http://$CIP:$PORT/v1/generate" \
+    -H 'Content-Type: application/json' \
+    -d "{\"model\": \"$MODEL\", \"prompt\": \"The operator reconciled\", \"max_new_tokens\": 12, \"temperature\": 0, \"seed\": 7}" \
+    | .venv/bin/python -m json.tool
+done
 
 if [[ $SCALE -eq 1 ]]; then
   say "Installing Prometheus (by the Prometheus operator) and KEDA into the cluster"

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "bemservice.yaml"
-SAMPLES = sorted((ROOT / "manifests" / "samples").glob("*.yaml"))
+# The BEMService samples (checkpoints.yaml holds BEMCheckpoints: tests/install checks it).
+SAMPLES = sorted(p for p in (ROOT / "manifests" / "samples").glob("*.yaml")
+                 if next(yaml.safe_load_all(p.read_text()))["kind"] == "BEMService")
 MODEL = {"claimName": "models"}
 
 
@@ -207,7 +209,7 @@ def test_sections_are_defaulted_even_when_omitted(crd, namespace):
     assert got["rollout"] == {"strategy": "RollingUpdate"}
     assert got["disruptionBudget"] == {"enabled": True}
     assert got["monitoring"] == {"serviceMonitor": True, "interval": "30s"}
-    assert got["runtime"] == {"logLevel": "info", "startupTimeoutSeconds": 600}
+    assert got["runtime"] == {"logLevel": "info", "maxCheckpoints": 8, "startupTimeoutSeconds": 600}
     assert got["model"] == {"source": "PersistentVolumeClaim", "claimName": "models",
                             "basePath": "base", "checkpointPath": "bem"}
     for absent in ("replicas", "autoscaling", "gpu", "auth", "cache"):

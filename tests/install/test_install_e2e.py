@@ -23,6 +23,7 @@ pytestmark = pytest.mark.e2e
 
 CRD_NAME = "bemservices.bem.ai"
 CRD_FILE = ROOT / "crds" / "bemservice.yaml"
+CHECKPOINT_CRD_FILE = ROOT / "crds" / "bemcheckpoint.yaml"
 
 
 @pytest.fixture
@@ -246,9 +247,10 @@ def test_kubectl_apply_manifests_installs_the_operator(cluster: Any) -> None:
 def test_every_sample_is_accepted_by_the_api_server(
     cluster: Any, namespace: str, sample: Path
 ) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    for crd, name in ((CRD_FILE, CRD_NAME), (CHECKPOINT_CRD_FILE, "bemcheckpoints.bem.ai")):
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
     docs = load_yaml_docs(sample)
-    assert any(d["kind"] == "BEMService" for d in docs)
+    assert docs and all(d["kind"] in ("BEMService", "BEMCheckpoint") for d in docs)
     out = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(sample))
     assert "(server dry run)" in out.stdout
