@@ -86,15 +86,26 @@ class Registry:
         self._count()
 
     async def load_start_list(self, items: dict[str, Path]) -> None:
-        """Load the start list in order; a checkpoint that fails is logged, counted and dropped."""
+        """Load the start list in order; a checkpoint that fails is logged, counted and dropped,
+        so one bad checkpoint never keeps the process from serving (or turning Ready with) the
+        others."""
         for name, path in items.items():
             try:
                 await self.put(name, str(path), start_list=True)
-            except errors.ApiError as err:
-                self.entries.pop(name, None)
-                self._count()
-                log.error("Failed to load a checkpoint of the start list",
-                          extra={"checkpoint": name, "path": str(path), "error": err.message})
+                continue
+            except errors.ApiError as err:  # counted by put()
+                message = err.message
+            except Exception as exc:  # the engine failing to install it: a bug or no memory
+                self._failed(LoadFailure.ERROR)
+                message = f"{type(exc).__name__}: {exc}"
+            self.entries.pop(name, None)
+            self._count()
+            log.error("Failed to load a checkpoint of the start list",
+                      extra={"checkpoint": name, "path": str(path), "error": message})
+
+    def loading(self) -> list[str]:
+        """The start-list checkpoints not loaded (nor failed) yet: while any is, /ready is 503."""
+        return sorted(n for n, e in self.entries.items() if e.state is EntryState.LOADING)
 
     # Requests
 

@@ -1,5 +1,6 @@
 """Many checkpoints per process over HTTP, against a real runtime: selection by `model`, the start
-list (503 + Retry-After while one loads), /v1/models, and every status of the admin API."""
+list (/ready 503 and 503 + Retry-After for its name while one loads), /v1/models, and every
+status of the admin API."""
 from __future__ import annotations
 
 import http.client
@@ -46,8 +47,10 @@ def multi(start_server, root, tmp_path_factory):
     files = tmp_path_factory.mktemp("admin")
     (files / "token").write_text(ADMIN_TOKEN + "\n")
     (files / "start.json").write_text(json.dumps({"slow": "slow", "listed-broken": "broken"}))
+    # Not Ready until 'slow' is in: wait only for the base model (its start checkpoint 'toy').
     return start_server("--admin-token-file", str(files / "token"), "--checkpoint-root", str(root),
-                        "--checkpoints-file", str(files / "start.json"), "--max-checkpoints", "4")
+                        "--checkpoints-file", str(files / "start.json"), "--max-checkpoints", "4",
+                        until=lambda ready: "toy" not in ready.json().get("loading", []))
 
 
 def admin(server, method, path, body=None, token=ADMIN_TOKEN):
@@ -61,7 +64,14 @@ def _release_slow(root) -> None:
         pipe.write(data)
 
 
-def test_start_list_checkpoint_is_503_while_loading_then_served(multi, root):
+def test_not_ready_until_the_start_list_is_in_then_served(multi, root):
+    """A pod of a scale-up must not take traffic before it holds its start list: /ready is 503
+    while 'slow' loads, 200 once it is served and the broken entry was dropped."""
+    not_ready = multi.request("GET", "/ready", key=None)
+    assert not_ready.status == 503, not_ready.body
+    assert not_ready.json() == {"ready": False, "reason": "loading",
+                                "loading": ["listed-broken", "slow"]}
+    assert multi.metric("bem_ready") == 0
     loading = multi.request("POST", "/v1/completions", {"model": "slow", "prompt": "hi"})
     assert loading.status == 503 and int(loading.headers["Retry-After"]) >= 1
     assert "still loading" in loading.json()["error"]["message"]
@@ -75,13 +85,18 @@ def test_start_list_checkpoint_is_503_while_loading_then_served(multi, root):
     assert sum(e["type"] == "token" for e in events) >= 1 and events[-1]["usage"]["completion_tokens"] >= 1
     states = {c["name"]: c["state"] for c in admin(multi, "GET", "/v1/checkpoints").json()["data"]}
     assert states["slow"] == "loading"  # still held: the stream did not wait for it
+    assert multi.request("GET", "/ready", key=None).status == 503
     writer = threading.Thread(target=_release_slow, args=(root,))
     writer.start()
     deadline = time.monotonic() + 30
-    while multi.request("POST", "/v1/completions", {"model": "slow", "prompt": "hi"}).status != 200:
+    while (ready := multi.request("GET", "/ready", key=None)).status != 200:
+        assert ready.json()["reason"] == "loading", ready.body
         assert time.monotonic() < deadline, multi.log()[-2000:]
         time.sleep(0.1)
     writer.join(10)
+    # Ready means served: no request for the start list waits any more.
+    assert multi.request("POST", "/v1/completions", {"model": "slow", "prompt": "hi"}).status == 200
+    assert multi.metric("bem_ready") == 1
     # The start list's broken entry was refused, logged, counted and dropped.
     names = [c["name"] for c in admin(multi, "GET", "/v1/checkpoints").json()["data"]]
     assert "listed-broken" not in names and "slow" in names
