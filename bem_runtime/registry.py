@@ -19,7 +19,8 @@ from typing import Any, Awaitable, Callable
 
 from bem_runtime import errors
 from bem_runtime.metrics import Metrics
-from bem_runtime.settings import Settings, checkpoint_root, is_checkpoint_name
+from bem_runtime.settings import (CHECKPOINT_NAME_RULE, Settings, checkpoint_root,
+                                  is_checkpoint_name)
 
 log = logging.getLogger("bem_runtime.registry")
 LOADING_RETRY_AFTER_S = 5
@@ -150,8 +151,8 @@ class Registry:
         """Load `name` from a directory; (201, entry) when new, (200, entry) when it was already
         loaded from that path, the old one replaced otherwise."""
         if not is_checkpoint_name(name):
-            raise errors.InvalidInput(f"name '{name[:80]}' is not a DNS-1123 label (lower-case "
-                                      "letters, digits and '-', at most 63)", field="name")
+            raise errors.InvalidInput(f"name '{name[:80]}' is not a DNS-1123 label "
+                                      f"({CHECKPOINT_NAME_RULE})", field="name")
         async with self._lock:
             try:
                 path = Path(raw_path).resolve() if start_list else self.resolve_path(raw_path)

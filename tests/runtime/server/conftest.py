@@ -87,9 +87,10 @@ class ServerProcess:
 
 @pytest.fixture(scope="session")
 def toy_assets(tmp_path_factory) -> tuple[Path, Path]:
-    """The toy model, written by the CLI itself (so `make-toy` is exercised too)."""
+    """The toy model, written by the CLI itself (so `make-toy` is exercised too), and beside
+    it foreign/bem, a checkpoint for another base."""
     out = tmp_path_factory.mktemp("toy")
-    subprocess.run([sys.executable, "-m", "bem_runtime", "make-toy", "--out", str(out)],
+    subprocess.run([sys.executable, "-m", "bem_runtime", "make-toy", "--out", str(out), "--foreign"],
                    check=True, capture_output=True, timeout=180)
     return out / "base", out / "bem"
 

@@ -25,8 +25,8 @@ GEN = {"prompt": "The quick brown fox", "max_new_tokens": 12, "temperature": 0}
 @pytest.fixture(scope="module")
 def root(toy_assets, tmp_path_factory):
     """A checkpoint root: a smaller variant, a twin of the start checkpoint, one with a
-    mis-shaped tensor, one whose tensor file is a pipe (its load waits until the test writes
-    it), and a symlink that leads outside."""
+    mis-shaped tensor, one for another base (make-toy --foreign), one whose tensor file is a
+    pipe (its load waits until the test writes it), and a symlink that leads outside."""
     root = tmp_path_factory.mktemp("ckpts")
     bem = toy_assets[1]
     write_variant(bem, root / "small", seed=2, num_experts=3, rank=2)
@@ -35,6 +35,7 @@ def root(toy_assets, tmp_path_factory):
     tensors = load_file(str(root / "broken" / "experts.safetensors"))
     tensors["B.model.layers.3.mlp.down_proj"] = tensors["B.model.layers.3.mlp.down_proj"][:, :5].contiguous()
     save_file(tensors, str(root / "broken" / "experts.safetensors"))
+    shutil.copytree(bem.parent / "foreign" / "bem", root / "foreign")
     (root / "slow").mkdir()
     shutil.copy(bem / "bem_config.json", root / "slow")
     os.mkfifo(root / "slow" / "experts.safetensors")
@@ -134,6 +135,10 @@ def test_put_validates_name_path_and_checkpoint_and_a_failure_changes_nothing(mu
     assert broken.status == 422
     assert "B.model.layers.3.mlp.down_proj' has shape [4, 5, 4]" in broken.json()["error"]["message"]
     assert "needs [4, 64, 4]" in broken.json()["error"]["message"]
+    foreign = admin(multi, "PUT", "/v1/checkpoints/foreign", {"path": "foreign"})
+    assert foreign.status == 422 and foreign.json()["error"]["field"] == "path"
+    assert ("tensor 'router.weight' has shape [4, 96] in the checkpoint but the base model needs "
+            "[4, 64]") in foreign.json()["error"]["message"]
     missing = admin(multi, "PUT", "/v1/checkpoints/missing", {"path": "nothing-here"})
     assert missing.status == 422 and "has no bem_config.json" in missing.json()["error"]["message"]
     body = admin(multi, "PUT", "/v1/checkpoints/small", {"pathh": "small"})
