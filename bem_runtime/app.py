@@ -123,7 +123,7 @@ async def _load_and_warm(state: AppState) -> None:
     if not state.draining:
         state.metrics.ready.set(1)
     log.info("Became ready", extra={"checkpoints": state.registry.served(),
-                             "seconds": round(time.perf_counter() - start, 2)})
+                                    "seconds": round(time.perf_counter() - start, 2)})
 
 
 def _load_engine(s: Settings) -> Any:
