@@ -40,11 +40,13 @@ def check_admin(request: web.Request, state: AppState) -> None:
     raise errors.Unauthorized("invalid admin token", field="Authorization")
 
 
-def _ready_state(request: web.Request) -> AppState:
+def _loaded_state(request: web.Request) -> AppState:
+    """The state once the base model is loaded (the start list may still be loading: a PUT then
+    waits for it)."""
     state = request.app[STATE]
     check_admin(request, state)
-    if not state.ready or state.engine is None:
-        raise errors.ServiceUnavailable("model is still loading; retry when GET /ready is 200",
+    if not state.loaded or state.engine is None:
+        raise errors.ServiceUnavailable("the base model is still loading; retry shortly",
                                         retry_after=5, type_="not_ready")
     return state
 
@@ -58,13 +60,13 @@ async def list_checkpoints(request: web.Request) -> web.Response:
 
 
 async def put_checkpoint(request: web.Request) -> web.Response:
-    state = _ready_state(request)
+    state = _loaded_state(request)
     body: CheckpointBody = parse_body(await request.read(), request.content_type, CheckpointBody)
     status, entry = await state.registry.put(request.match_info["name"], body.path)
     return web.json_response(entry.json(), status=status)
 
 
 async def delete_checkpoint(request: web.Request) -> web.Response:
-    state = _ready_state(request)
+    state = _loaded_state(request)
     await state.registry.delete(request.match_info["name"])
     return web.Response(status=204)

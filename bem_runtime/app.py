@@ -80,7 +80,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    state.ready = False
+    state.loaded = False
     if state.scheduler is not None:
         await state.scheduler.stop()
 
@@ -112,13 +112,18 @@ async def _load_and_warm(state: AppState) -> None:
             "model_dir": str(s.model_dir), "bem_dir": str(s.bem_dir)})
         raise
     state.registry.attach(state.engine, state.scheduler.call)
-    state.ready = True
-    state.metrics.ready.set(1)
+    state.loaded = True
     log.info("Loaded and warmed up the model", extra={
         "device": str(state.engine.device), "seconds": round(time.perf_counter() - start, 2),
         "load_report": dict(state.engine.load_report)})
-    # The start list loads after /ready: requests naming one of them get 503 until it has.
+    # /ready stays 503 until the start list is in, so a pod of a scale-up takes traffic only
+    # with every checkpoint it was started with; the start checkpoint already serves (direct
+    # requests, the admin API), and a request naming one still loading gets 503 + Retry-After.
     await state.registry.load_start_list(start_list(s))
+    if not state.draining:
+        state.metrics.ready.set(1)
+    log.info("Became ready", extra={"checkpoints": state.registry.served(),
+                                    "seconds": round(time.perf_counter() - start, 2)})
 
 
 def _load_engine(s: Settings) -> Any:

@@ -1,6 +1,7 @@
-"""`bem-runtime serve` and `bem-runtime make-toy`. The serve options come from the settings table
-(settings.SETTINGS): every flag can also come from its env var (the container contract in
-docs/architecture.md); a flag given on the command line wins."""
+"""`bem-runtime serve` and `bem-runtime make-toy` (the toy model; with --variants and --foreign
+also the checkpoints the demo and the BEMCheckpoint tests load). The serve options come from the
+settings table (settings.SETTINGS): every flag can also come from its env var (the container
+contract in docs/architecture.md); a flag given on the command line wins."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from bem_runtime.settings import (SETTINGS, Setting, Settings, env_only_values, env_raw,
-                                  read_admin_token, read_checkpoints_file)
+from bem_runtime.settings import (CHECKPOINT_NAME_RULE, SETTINGS, Setting, Settings,
+                                  env_only_values, env_raw, is_checkpoint_name, read_admin_token,
+                                  read_checkpoints_file)
 
 
 def _dest(s: Setting) -> str:
@@ -35,7 +37,33 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--out", type=Path, required=True, help="output directory")
     toy.add_argument("--arch", choices=("llama", "gpt2"), default="llama")
     toy.add_argument("--seed", type=int, default=0)
+    toy.add_argument("--variants", nargs="+", type=_checkpoint_name, default=[], metavar="NAME",
+                     help="also write OUT/checkpoints/NAME: more checkpoints for the same base, "
+                          "each routing and answering differently")
+    toy.add_argument("--foreign", action="store_true",
+                     help="also write OUT/foreign/bem: a checkpoint for another base, which this "
+                          "base refuses naming a tensor and both shapes")
     return parser
+
+
+def _checkpoint_name(raw: str) -> str:
+    if not is_checkpoint_name(raw):
+        raise argparse.ArgumentTypeError(f"'{raw}' is not a DNS-1123 label "
+                                         f"({CHECKPOINT_NAME_RULE})")
+    return raw
+
+
+def make_toy(args: argparse.Namespace) -> None:
+    from bem_runtime.model.toy import write_foreign, write_toy_assets, write_variant
+
+    base, bem = write_toy_assets(args.out, arch=args.arch, seed=args.seed)
+    print(f"wrote base model to {base} and BEM checkpoint to {bem}")
+    for i, name in enumerate(dict.fromkeys(args.variants), start=1):
+        path = write_variant(bem, args.out / "checkpoints" / name, seed=args.seed + i)
+        print(f"wrote checkpoint {name} to {path}")
+    if args.foreign:
+        path = write_foreign(args.out / "foreign" / "bem", arch=args.arch, seed=args.seed)
+        print(f"wrote a checkpoint for another base to {path}")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -66,10 +94,7 @@ def check_checkpoint_settings(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "make-toy":
-        from bem_runtime.model.toy import write_toy_assets
-
-        base, bem = write_toy_assets(args.out, arch=args.arch, seed=args.seed)
-        print(f"wrote base model to {base} and BEM checkpoint to {bem}")
+        make_toy(args)
         return 0
     try:
         settings = settings_from_args(args)

@@ -96,7 +96,7 @@ async def models(request: web.Request) -> web.Response:
         "id": entry.name, "object": "model",
         "created": int(entry.checkpoint.loaded_at) if entry.checkpoint is not None else 0,
         "owned_by": "bem-runtime", "parent": parent,
-        "ready": state.ready and entry.checkpoint is not None,
+        "ready": state.loaded and entry.checkpoint is not None,
     } for entry in sorted(state.registry.entries.values(), key=lambda e: e.name)]})
 
 
@@ -106,10 +106,12 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    if state.ready and not state.draining:
+    reason = state.not_ready_reason()
+    if reason is None:
         return web.json_response({"ready": True, "device": str(state.engine.device)})
-    reason = "draining" if state.draining else "failed" if state.load_error else "loading"
-    return web.json_response({"ready": False, "reason": reason}, status=503)
+    # Which start-list checkpoints hold it back (the pod's readiness probe waits for them).
+    return web.json_response({"ready": False, "reason": reason,
+                              "loading": state.registry.loading()}, status=503)
 
 
 async def metrics(request: web.Request) -> web.Response:

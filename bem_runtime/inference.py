@@ -30,7 +30,7 @@ class Outcome:
 def require_engine(state: AppState) -> Any:
     if state.draining:
         raise errors.ServiceUnavailable("server is shutting down", type_="draining")
-    if not state.ready or state.engine is None or state.scheduler is None:
+    if not state.loaded or state.engine is None or state.scheduler is None:
         raise errors.ServiceUnavailable("model is still loading; retry when GET /ready is 200",
                                         retry_after=5, type_="not_ready")
     return state.engine

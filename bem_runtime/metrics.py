@@ -72,7 +72,8 @@ class Metrics:
                              ["result"], registry=r)
         self.rps = Gauge("bem_requests_per_second",
                          f"Requests per second over the last {RPS_WINDOW_S:.0f} s", registry=r)
-        self.ready = Gauge("bem_ready", "1 when the model is loaded and warm", registry=r)
+        self.ready = Gauge("bem_ready", "1 when GET /ready is 200: the model and its start list "
+                           "are loaded", registry=r)
         self._recent: collections.deque[float] = collections.deque()
 
     def observe_request(self, endpoint: str, status: int, seconds: float,

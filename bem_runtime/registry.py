@@ -19,7 +19,8 @@ from typing import Any, Awaitable, Callable
 
 from bem_runtime import errors
 from bem_runtime.metrics import Metrics
-from bem_runtime.settings import Settings, checkpoint_root, is_checkpoint_name
+from bem_runtime.settings import (CHECKPOINT_NAME_RULE, Settings, checkpoint_root,
+                                  is_checkpoint_name)
 
 log = logging.getLogger("bem_runtime.registry")
 LOADING_RETRY_AFTER_S = 5
@@ -86,15 +87,26 @@ class Registry:
         self._count()
 
     async def load_start_list(self, items: dict[str, Path]) -> None:
-        """Load the start list in order; a checkpoint that fails is logged, counted and dropped."""
+        """Load the start list in order; a checkpoint that fails is logged, counted and dropped,
+        so one bad checkpoint never keeps the process from serving (or turning Ready with) the
+        others."""
         for name, path in items.items():
             try:
                 await self.put(name, str(path), start_list=True)
-            except errors.ApiError as err:
-                self.entries.pop(name, None)
-                self._count()
-                log.error("Failed to load a checkpoint of the start list",
-                          extra={"checkpoint": name, "path": str(path), "error": err.message})
+                continue
+            except errors.ApiError as err:  # counted by put()
+                message = err.message
+            except Exception as exc:  # the engine failing to install it: a bug or no memory
+                self._failed(LoadFailure.ERROR)
+                message = f"{type(exc).__name__}: {exc}"
+            self.entries.pop(name, None)
+            self._count()
+            log.error("Failed to load a checkpoint of the start list",
+                      extra={"checkpoint": name, "path": str(path), "error": message})
+
+    def loading(self) -> list[str]:
+        """The start-list checkpoints not loaded (nor failed) yet: while any is, /ready is 503."""
+        return sorted(n for n, e in self.entries.items() if e.state is EntryState.LOADING)
 
     # Requests
 
@@ -139,8 +151,8 @@ class Registry:
         """Load `name` from a directory; (201, entry) when new, (200, entry) when it was already
         loaded from that path, the old one replaced otherwise."""
         if not is_checkpoint_name(name):
-            raise errors.InvalidInput(f"name '{name[:80]}' is not a DNS-1123 label (lower-case "
-                                      "letters, digits and '-', at most 63)", field="name")
+            raise errors.InvalidInput(f"name '{name[:80]}' is not a DNS-1123 label "
+                                      f"({CHECKPOINT_NAME_RULE})", field="name")
         async with self._lock:
             try:
                 path = Path(raw_path).resolve() if start_list else self.resolve_path(raw_path)

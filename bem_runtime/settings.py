@@ -298,11 +298,12 @@ def read_checkpoints_file(path: Path) -> dict[str, str]:
     bad = [name for name in raw if not is_checkpoint_name(name)]
     if bad:
         raise ValueError(f"checkpoints file {path}: names {bad} are not DNS-1123 labels "
-                         "(lower-case letters, digits and '-', at most 63)")
+                         f"({CHECKPOINT_NAME_RULE})")
     return raw
 
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+CHECKPOINT_NAME_RULE = "lower-case letters, digits and '-', at most 63"  # what _DNS_LABEL says
 
 
 def is_checkpoint_name(name: str) -> bool:

@@ -29,11 +29,22 @@ class AppState:
     engine: Any = None  # bem_runtime.model.Engine once loaded
     scheduler: Scheduler | None = None
     cache: ResponseCache | None = None
-    ready: bool = False
+    loaded: bool = False  # the base model is loaded and warm: requests may run
     draining: bool = False
     load_error: BaseException | None = None
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def not_ready_reason(self) -> str | None:
+        """Why GET /ready is 503, None when it is 200: a pod takes traffic only once its base
+        model and every checkpoint of its start list have loaded (or failed and been dropped)."""
+        if self.draining:
+            return "draining"
+        if self.load_error is not None:
+            return "failed"
+        if not self.loaded or self.registry.loading():
+            return "loading"
+        return None
 
     def enter(self) -> None:
         self.inflight += 1

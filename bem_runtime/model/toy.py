@@ -28,6 +28,10 @@ She sells sea shells by the sea shore. Peter Piper picked a peck of pickled pepp
 SPECIALS = ["<s>", "</s>", "<pad>"]
 SITES = {"llama": ["self_attn.o_proj", "mlp.down_proj"], "gpt2": ["attn.c_proj", "mlp.c_proj"]}
 NUM_LAYERS, NUM_EXPERTS, RANK, ALPHA = 4, 4, 4, 8.0
+HIDDEN_SIZE = 64
+# The hidden size of the base that a foreign checkpoint (write_foreign) was made for: its
+# router and expert tensors then fit no toy base of HIDDEN_SIZE.
+FOREIGN_HIDDEN_SIZE = 96
 # Next-token fitting on _TEXT: enough for words, short enough for tests that build toys often.
 FIT_STEPS, FIT_LR, FIT_WINDOW, FIT_BATCH = 40, 5e-3, 48, 8
 # A chat template in the common shape (role headers, then the assistant's turn to answer); the
@@ -55,18 +59,18 @@ def build_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
     return fast
 
 
-def build_model(arch: str, vocab_size: int) -> torch.nn.Module:
+def build_model(arch: str, vocab_size: int, hidden_size: int = HIDDEN_SIZE) -> torch.nn.Module:
     special = {"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}
     if arch == "llama":
         cfg = LlamaConfig(
-            vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=NUM_LAYERS,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-            initializer_range=0.1, tie_word_embeddings=False, **special,
+            vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+            num_hidden_layers=NUM_LAYERS, num_attention_heads=4, num_key_value_heads=2,
+            max_position_embeddings=512, initializer_range=0.1, tie_word_embeddings=False, **special,
         )  # fmt: skip
         return LlamaForCausalLM(cfg)
     if arch == "gpt2":
         cfg = GPT2Config(
-            vocab_size=vocab_size, n_embd=64, n_layer=NUM_LAYERS, n_head=4, n_positions=512,
+            vocab_size=vocab_size, n_embd=hidden_size, n_layer=NUM_LAYERS, n_head=4, n_positions=512,
             initializer_range=0.1, **special,
         )  # fmt: skip
         return GPT2LMHeadModel(cfg)
@@ -141,12 +145,28 @@ def write_toy_assets(out_dir: Path, arch: str = "llama", seed: int = 0) -> tuple
         cfg = bem_config(arch)
         tensors = build_experts(model, tokenizer, cfg)
     base.mkdir(parents=True, exist_ok=True)
-    bem.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(base, safe_serialization=True)
     tokenizer.save_pretrained(base)
-    (bem / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(bem / TENSORS_FILE))
-    return base, bem
+    return base, _write_checkpoint(bem, cfg, tensors)
+
+
+def write_foreign(out: Path, arch: str = "llama", seed: int = 0) -> Path:
+    """A checkpoint made for another base (hidden size FOREIGN_HIDDEN_SIZE, not HIDDEN_SIZE): the
+    toy base refuses it, naming a tensor and both shapes. Only the checkpoint is written."""
+    tokenizer = build_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(arch, len(tokenizer), hidden_size=FOREIGN_HIDDEN_SIZE).eval()
+        cfg = bem_config(arch)
+        tensors = build_experts(model, tokenizer, cfg)
+    return _write_checkpoint(Path(out), cfg, tensors)
+
+
+def _write_checkpoint(out: Path, cfg: dict, tensors: dict[str, torch.Tensor]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / TENSORS_FILE))
+    return out
 
 
 def write_variant(
@@ -189,7 +209,4 @@ def write_variant(
     cfg.update(num_experts=e, rank=r, sites=keep_sites, layers=keep_layers)
     cfg["router_layer"] = cfg["router_layer"] if router_layer is None else router_layer
     cfg["routing"]["top_k"] = min(cfg["routing"]["top_k"], e)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-    save_file({k: v.contiguous() for k, v in new.items()}, str(out / TENSORS_FILE))
-    return out
+    return _write_checkpoint(out, cfg, new)

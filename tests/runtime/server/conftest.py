@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -87,21 +87,24 @@ class ServerProcess:
 
 @pytest.fixture(scope="session")
 def toy_assets(tmp_path_factory) -> tuple[Path, Path]:
-    """The toy model, written by the CLI itself (so `make-toy` is exercised too)."""
+    """The toy model, written by the CLI itself (so `make-toy` is exercised too), and beside
+    it foreign/bem, a checkpoint for another base."""
     out = tmp_path_factory.mktemp("toy")
-    subprocess.run([sys.executable, "-m", "bem_runtime", "make-toy", "--out", str(out)],
+    subprocess.run([sys.executable, "-m", "bem_runtime", "make-toy", "--out", str(out), "--foreign"],
                    check=True, capture_output=True, timeout=180)
     return out / "base", out / "bem"
 
 
 @pytest.fixture(scope="session")
 def start_server(toy_assets, tmp_path_factory):
-    """Factory: start a server with extra flags/env, wait for /ready; all stopped at the end."""
+    """Factory: start a server with extra flags/env, wait until its GET /ready answer passes
+    `until` (default: 200); all stopped at the end."""
     started: list[ServerProcess] = []
     key_file = tmp_path_factory.mktemp("keys") / "api-key"
     key_file.write_text(f"{API_KEY}\n# comment\n{OTHER_KEY}\n", encoding="utf-8")
 
-    def start(*args: str, env: dict[str, str] | None = None, auth: bool = True) -> ServerProcess:
+    def start(*args: str, env: dict[str, str] | None = None, auth: bool = True,
+              until: Callable[[Reply], bool] = is_ready) -> ServerProcess:
         port = free_port()
         log_path = tmp_path_factory.mktemp("server") / "server.log"
         cmd = [sys.executable, "-m", "bem_runtime", "serve", "--port", str(port),
@@ -114,7 +117,7 @@ def start_server(toy_assets, tmp_path_factory):
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env)
         server = ServerProcess(proc, port, log_path, API_KEY if auth else None)
         started.append(server)
-        _wait_ready(server)
+        _wait_ready(server, until)
         return server
 
     yield start
@@ -122,13 +125,17 @@ def start_server(toy_assets, tmp_path_factory):
         server.stop()
 
 
-def _wait_ready(server: ServerProcess) -> None:
+def is_ready(reply: Reply) -> bool:
+    return reply.status == 200
+
+
+def _wait_ready(server: ServerProcess, until: Callable[[Reply], bool]) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
             pytest.fail(f"server exited with {server.proc.returncode}:\n{server.log()[-3000:]}")
         try:
-            if server.request("GET", "/ready", key=None, timeout=2).status == 200:
+            if until(server.request("GET", "/ready", key=None, timeout=2)):
                 return
         except OSError:
             pass

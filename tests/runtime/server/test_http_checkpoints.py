@@ -1,5 +1,6 @@
 """Many checkpoints per process over HTTP, against a real runtime: selection by `model`, the start
-list (503 + Retry-After while one loads), /v1/models, and every status of the admin API."""
+list (/ready 503 and 503 + Retry-After for its name while one loads), /v1/models, and every
+status of the admin API."""
 from __future__ import annotations
 
 import http.client
@@ -24,8 +25,8 @@ GEN = {"prompt": "The quick brown fox", "max_new_tokens": 12, "temperature": 0}
 @pytest.fixture(scope="module")
 def root(toy_assets, tmp_path_factory):
     """A checkpoint root: a smaller variant, a twin of the start checkpoint, one with a
-    mis-shaped tensor, one whose tensor file is a pipe (its load waits until the test writes
-    it), and a symlink that leads outside."""
+    mis-shaped tensor, one for another base (make-toy --foreign), one whose tensor file is a
+    pipe (its load waits until the test writes it), and a symlink that leads outside."""
     root = tmp_path_factory.mktemp("ckpts")
     bem = toy_assets[1]
     write_variant(bem, root / "small", seed=2, num_experts=3, rank=2)
@@ -34,6 +35,7 @@ def root(toy_assets, tmp_path_factory):
     tensors = load_file(str(root / "broken" / "experts.safetensors"))
     tensors["B.model.layers.3.mlp.down_proj"] = tensors["B.model.layers.3.mlp.down_proj"][:, :5].contiguous()
     save_file(tensors, str(root / "broken" / "experts.safetensors"))
+    shutil.copytree(bem.parent / "foreign" / "bem", root / "foreign")
     (root / "slow").mkdir()
     shutil.copy(bem / "bem_config.json", root / "slow")
     os.mkfifo(root / "slow" / "experts.safetensors")
@@ -46,8 +48,10 @@ def multi(start_server, root, tmp_path_factory):
     files = tmp_path_factory.mktemp("admin")
     (files / "token").write_text(ADMIN_TOKEN + "\n")
     (files / "start.json").write_text(json.dumps({"slow": "slow", "listed-broken": "broken"}))
+    # Not Ready until 'slow' is in: wait only for the base model (its start checkpoint 'toy').
     return start_server("--admin-token-file", str(files / "token"), "--checkpoint-root", str(root),
-                        "--checkpoints-file", str(files / "start.json"), "--max-checkpoints", "4")
+                        "--checkpoints-file", str(files / "start.json"), "--max-checkpoints", "4",
+                        until=lambda ready: "toy" not in ready.json().get("loading", []))
 
 
 def admin(server, method, path, body=None, token=ADMIN_TOKEN):
@@ -61,7 +65,14 @@ def _release_slow(root) -> None:
         pipe.write(data)
 
 
-def test_start_list_checkpoint_is_503_while_loading_then_served(multi, root):
+def test_not_ready_until_the_start_list_is_in_then_served(multi, root):
+    """A pod of a scale-up must not take traffic before it holds its start list: /ready is 503
+    while 'slow' loads, 200 once it is served and the broken entry was dropped."""
+    not_ready = multi.request("GET", "/ready", key=None)
+    assert not_ready.status == 503, not_ready.body
+    assert not_ready.json() == {"ready": False, "reason": "loading",
+                                "loading": ["listed-broken", "slow"]}
+    assert multi.metric("bem_ready") == 0
     loading = multi.request("POST", "/v1/completions", {"model": "slow", "prompt": "hi"})
     assert loading.status == 503 and int(loading.headers["Retry-After"]) >= 1
     assert "still loading" in loading.json()["error"]["message"]
@@ -75,13 +86,18 @@ def test_start_list_checkpoint_is_503_while_loading_then_served(multi, root):
     assert sum(e["type"] == "token" for e in events) >= 1 and events[-1]["usage"]["completion_tokens"] >= 1
     states = {c["name"]: c["state"] for c in admin(multi, "GET", "/v1/checkpoints").json()["data"]}
     assert states["slow"] == "loading"  # still held: the stream did not wait for it
+    assert multi.request("GET", "/ready", key=None).status == 503
     writer = threading.Thread(target=_release_slow, args=(root,))
     writer.start()
     deadline = time.monotonic() + 30
-    while multi.request("POST", "/v1/completions", {"model": "slow", "prompt": "hi"}).status != 200:
+    while (ready := multi.request("GET", "/ready", key=None)).status != 200:
+        assert ready.json()["reason"] == "loading", ready.body
         assert time.monotonic() < deadline, multi.log()[-2000:]
         time.sleep(0.1)
     writer.join(10)
+    # Ready means served: no request for the start list waits any more.
+    assert multi.request("POST", "/v1/completions", {"model": "slow", "prompt": "hi"}).status == 200
+    assert multi.metric("bem_ready") == 1
     # The start list's broken entry was refused, logged, counted and dropped.
     names = [c["name"] for c in admin(multi, "GET", "/v1/checkpoints").json()["data"]]
     assert "listed-broken" not in names and "slow" in names
@@ -119,6 +135,10 @@ def test_put_validates_name_path_and_checkpoint_and_a_failure_changes_nothing(mu
     assert broken.status == 422
     assert "B.model.layers.3.mlp.down_proj' has shape [4, 5, 4]" in broken.json()["error"]["message"]
     assert "needs [4, 64, 4]" in broken.json()["error"]["message"]
+    foreign = admin(multi, "PUT", "/v1/checkpoints/foreign", {"path": "foreign"})
+    assert foreign.status == 422 and foreign.json()["error"]["field"] == "path"
+    assert ("tensor 'router.weight' has shape [4, 96] in the checkpoint but the base model needs "
+            "[4, 64]") in foreign.json()["error"]["message"]
     missing = admin(multi, "PUT", "/v1/checkpoints/missing", {"path": "nothing-here"})
     assert missing.status == 422 and "has no bem_config.json" in missing.json()["error"]["message"]
     body = admin(multi, "PUT", "/v1/checkpoints/small", {"pathh": "small"})
