@@ -7,14 +7,19 @@ admin route answers 403 naming it. The API-key guard and the rate limit do not a
 from __future__ import annotations
 
 import hmac
+import logging
+import time
 
 from aiohttp import web
 
 from bem_runtime import errors
 from bem_runtime.schemas import CheckpointBody, parse_body
+from bem_runtime.settings import read_admin_token
 from bem_runtime.state import STATE, AppState
 
 ADMIN_PREFIX = "/v1/checkpoints"
+TOKEN_REREAD_INTERVAL_S = 1.0
+log = logging.getLogger("bem_runtime.admin")
 
 
 def is_admin_path(path: str) -> bool:
@@ -32,12 +37,35 @@ def check_admin(request: web.Request, state: AppState) -> None:
     if not given:
         raise errors.Unauthorized("missing admin token: send 'Authorization: Bearer <token>'",
                                   field="Authorization")
-    if hmac.compare_digest(given.encode("utf-8"), state.admin_token.encode("utf-8")):
+    if _matches(given, state.admin_token) or _matches(given, _reread_token(state)):
         return
     if state.keys.enabled and state.keys.matches(given):
         raise errors.Forbidden("a client API key is never accepted on the admin API; send the "
                                "admin token", field="Authorization")
     raise errors.Unauthorized("invalid admin token", field="Authorization")
+
+
+def _matches(given: str, token: str | None) -> bool:
+    return token is not None and hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8"))
+
+
+def _reread_token(state: AppState) -> str | None:
+    """The token file again, when a token did not match: the file is a mounted Secret, which
+    the kubelet updates in place when the Secret is replaced (the operator recreates a deleted
+    one with a new token). At most once a second, so wrong tokens cannot make it busy."""
+    path = state.settings.admin_token_file
+    now = time.monotonic()
+    if path is None or now - state.admin_token_read_at < TOKEN_REREAD_INTERVAL_S:
+        return None
+    state.admin_token_read_at = now
+    try:
+        token = read_admin_token(path)
+    except ValueError:  # mid-update or gone: keep the one held
+        return None
+    if token != state.admin_token:
+        log.info("Read a new admin token from %s", path)
+        state.admin_token = token
+    return token
 
 
 def _loaded_state(request: web.Request) -> AppState:

@@ -26,6 +26,7 @@ class AppState:
     buckets: TokenBuckets
     registry: Registry
     admin_token: str | None = None  # None: the admin API is off
+    admin_token_read_at: float = 0.0  # monotonic time of the last re-read (admin._reread_token)
     engine: Any = None  # bem_runtime.model.Engine once loaded
     scheduler: Scheduler | None = None
     cache: ResponseCache | None = None

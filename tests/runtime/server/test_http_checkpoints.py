@@ -44,7 +44,9 @@ def root(toy_assets, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def multi(start_server, root, tmp_path_factory):
+def multi_held(start_server, root, tmp_path_factory):
+    """A server whose start-list checkpoint 'slow' is held (its file is a pipe) until a test
+    writes it: the first test below watches /ready wait for it."""
     files = tmp_path_factory.mktemp("admin")
     (files / "token").write_text(ADMIN_TOKEN + "\n")
     (files / "start.json").write_text(json.dumps({"slow": "slow", "listed-broken": "broken"}))
@@ -52,6 +54,21 @@ def multi(start_server, root, tmp_path_factory):
     return start_server("--admin-token-file", str(files / "token"), "--checkpoint-root", str(root),
                         "--checkpoints-file", str(files / "start.json"), "--max-checkpoints", "4",
                         until=lambda ready: "toy" not in ready.json().get("loading", []))
+
+
+@pytest.fixture
+def multi(multi_held, root):
+    """That server once its start list is in. The first test releases 'slow'; a test that gets
+    the module's server first (pytest-xdist hands the tests of a module to both workers)
+    releases it here."""
+    ready = multi_held.request("GET", "/ready", key=None)
+    if ready.status != 200 and "slow" in ready.json().get("loading", []):
+        _release_slow(root)
+    deadline = time.monotonic() + 30
+    while multi_held.request("GET", "/ready", key=None).status != 200:
+        assert time.monotonic() < deadline, multi_held.log()[-2000:]
+        time.sleep(0.1)
+    return multi_held
 
 
 def admin(server, method, path, body=None, token=ADMIN_TOKEN):
@@ -65,9 +82,10 @@ def _release_slow(root) -> None:
         pipe.write(data)
 
 
-def test_not_ready_until_the_start_list_is_in_then_served(multi, root):
+def test_not_ready_until_the_start_list_is_in_then_served(multi_held, root):
     """A pod of a scale-up must not take traffic before it holds its start list: /ready is 503
     while 'slow' loads, 200 once it is served and the broken entry was dropped."""
+    multi = multi_held
     not_ready = multi.request("GET", "/ready", key=None)
     assert not_ready.status == 503, not_ready.body
     assert not_ready.json() == {"ready": False, "reason": "loading",
@@ -229,3 +247,18 @@ def test_per_checkpoint_metrics(multi):
     assert multi.metric("bem_checkpoint_load_duration_seconds_count") >= 2
     assert multi.metric("bem_checkpoint_load_failures_total", reason="capacity") >= 1
     assert multi.metric("bem_checkpoints_resident") == len(multi.request("GET", "/v1/models").json()["data"])
+
+
+def test_a_replaced_admin_token_is_read_again_and_the_old_one_refused(start_server, tmp_path):
+    """The token file is a mounted Secret; the operator recreates a deleted one with a new token
+    and the kubelet updates the file in place: the runtime takes the new token without a
+    restart."""
+    token = tmp_path / "token"
+    token.write_text(ADMIN_TOKEN + "\n")
+    server = start_server("--admin-token-file", str(token))
+    assert admin(server, "GET", "/v1/checkpoints").status == 200
+    new = "replaced-token-0123456789abcdef"
+    token.write_text(new + "\n")
+    time.sleep(1.1)  # the runtime reads the file again at most once a second
+    assert admin(server, "GET", "/v1/checkpoints", token=new).status == 200
+    assert admin(server, "GET", "/v1/checkpoints").status == 401
