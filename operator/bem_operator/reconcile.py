@@ -153,7 +153,9 @@ class Reconciler:
             # running pods hold theirs, so a settled service costs no request for it.
             missing = sorted(set(missing) | set(self._missing_claims(meta["namespace"],
                                                                      deployment)))
-            self._admin_token(spec)  # the pods mount it
+            # The pods mount the admin token: a new service creates it at once (one request),
+            # a rollout checks it is still there.
+            self._admin_token(spec, created=live_deployment is None)
         events = self._delete_obsolete(bems, {(c["apiVersion"], c["kind"]) for c in children})
         if spec.autoscaling is not None:
             self._hand_over_replicas(deployment)
@@ -293,11 +295,13 @@ class Reconciler:
         for item in declared_of(self.cache.children(*key, BEMCHECKPOINT.key)):
             self._report_checkpoint(item, key[1], [], problem)
 
-    def _admin_token(self, spec: BEMServiceSpec) -> str:
+    def _admin_token(self, spec: BEMServiceSpec, created: bool = False) -> str:
         """The token of the pods' admin API, from the Secret the operator creates once per
-        service (owned by it, mounted read-only in its pods); created here when missing."""
+        service (owned by it, mounted read-only in its pods); created here when missing, at
+        once when `created` (a new service: it cannot exist yet, so no read first)."""
         name = admin_secret_name(spec.name)
-        secret = self.api.get(SECRET.api_version, SECRET.kind, spec.namespace, name)
+        secret = None if created else self.api.get(SECRET.api_version, SECRET.kind,
+                                                   spec.namespace, name)
         if secret is None:
             token = secrets.token_urlsafe(32)
             try:
