@@ -1,5 +1,7 @@
 """BEMCheckpoints on real pods: three checkpoints applied to a 2-replica BEMService, scaled to 4,
-a runtime pod deleted, the operator's leader pod deleted, and one checkpoint deleted, under
+a runtime pod deleted, the operator's leader pod deleted, two bad checkpoints (one made for
+another base, one directory that is no checkpoint) degraded with the runtime's own message,
+and one checkpoint deleted, under
 bounded request loops (one per checkpoint, through the Service, each started only once its
 checkpoint is Ready). After every step each BEMCheckpoint's status.pods equals what each Ready
 pod answers on GET /v1/checkpoints (asked with the admin token, as the operator does), and no
@@ -29,6 +31,9 @@ from .support import (BAKED_IMAGE, SMALL, Load, apply, bems_ready, figure, get_j
 SERVICE = "ck"
 CHECKPOINTS = {"alpha": "checkpoints/alpha", "beta": "checkpoints/beta",
                "gamma": "checkpoints/gamma"}  # baked into the image (docker/toy-model.Dockerfile)
+# Directories of the image the pods must refuse: a checkpoint made for another base (hidden
+# size 96, ours is 64), and the base model's own directory, which is no checkpoint.
+BAD = {"foreign": "foreign/bem", "not-a-checkpoint": "base"}
 LEASE = "bem-operator"  # the chart's default: the release's full name
 
 
@@ -48,7 +53,13 @@ def service(replicas: int) -> dict[str, Any]:
 
 def checkpoint(name: str) -> dict[str, Any]:
     return {"apiVersion": "bem.ai/v1alpha1", "kind": "BEMCheckpoint", "metadata": {"name": name},
-            "spec": {"service": SERVICE, "path": CHECKPOINTS[name]}}
+            "spec": {"service": SERVICE, "path": {**CHECKPOINTS, **BAD}[name]}}
+
+
+def degraded(cluster: Any, ns: str, name: str) -> dict[str, Any] | None:
+    body = get_json(cluster, "bemcheckpoint", name, "-n", ns)
+    return next((c for c in (body.get("status") or {}).get("conditions") or []
+                 if c["type"] == "Degraded" and c["status"] == "True"), None)
 
 
 def _ready(pod: dict[str, Any]) -> str | None:
@@ -183,6 +194,24 @@ def test_checkpoints_follow_the_pods_through_scaling_restarts_and_deletion(
         wait_until("a new operator leader", lambda: lease_holder(cluster) not in ("", leader),
                    timeout=60, interval=0.5)
         wait_in_step(cluster, ns, list(CHECKPOINTS), "the operator's leader replaced")
+
+        # Bad checkpoints: Degraded with the runtime's own message, loaded nowhere, while the
+        # others keep serving (their loops run on).
+        for name in BAD:
+            apply(cluster, ns, checkpoint(name))
+        wait_until("both bad checkpoints Degraded", lambda: all(
+            degraded(cluster, ns, name) for name in BAD), timeout=60, interval=0.5)
+        foreign = degraded(cluster, ns, "foreign")
+        assert foreign is not None and foreign["reason"] == "InvalidCheckpoint", foreign
+        assert "[4, 96]" in foreign["message"] and "[4, 64]" in foreign["message"], foreign
+        assert degraded(cluster, ns, "not-a-checkpoint")["reason"] == "InvalidCheckpoint"
+        for pod in ready_pods(cluster, ns):
+            assert not set(BAD) & set(served_by(pod, token))
+        events = get_json(cluster, "events", "-n", ns, "--field-selector",
+                          "involvedObject.kind=BEMCheckpoint,involvedObject.name=foreign")["items"]
+        assert any(e["type"] == "Warning" and e["reason"] == "InvalidCheckpoint" for e in events)
+        for name in BAD:
+            cluster.kubectl("delete", "bemcheckpoint", name, "-n", ns)
 
         # One checkpoint deleted (its clients stopped first): unloaded from every pod by the
         # new leader, the others still served.

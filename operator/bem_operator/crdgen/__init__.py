@@ -23,6 +23,18 @@ from bem_operator.crdgen.core_v1 import kubernetes_type
 from bem_operator.crdgen.structural import from_pydantic
 
 
+def _map_list(key: str, description: str) -> Any:
+    """An optional list merged by `key` (server-side apply, kubectl's strategic merge)."""
+    return Field(None, description=description, json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]})
+
+
+def _name(pattern: str, message: str) -> Any:
+    """metadata.name: at most 63 characters matching `pattern` (CEL, with our message)."""
+    return Field(None, max_length=63, json_schema_extra=rules(cel(f"self.matches('{pattern}')",
+                                                                  message)))
+
+
 class _Status(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel)
 
@@ -86,16 +98,14 @@ class Status(_Status):
         description="In-cluster URL of the service, e.g. http://NAME.NAMESPACE.svc:8080.")
     autoscaling: AutoscalingStatus | None = None
     checkpoints: CheckpointsSummary | None = None
-    conditions: list[Condition] | None = Field(None, json_schema_extra={
-        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-        description="Ready, Progressing and Degraded, each with a reason and a message.")
+    conditions: list[Condition] | None = _map_list(
+        "type", "Ready, Progressing and Degraded, each with a reason and a message.")
 
 
 class _Metadata(BaseModel):
-    name: str | None = Field(None, max_length=63, json_schema_extra=rules(cel(
-        "self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+    name: str | None = _name("^[a-z]([-a-z0-9]*[a-z0-9])?$", (
         "must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter, at "
-        "most 63 characters): it also names the Service.")))
+        "most 63 characters): it also names the Service."))
 
 
 class BEMService(BaseModel):
@@ -130,19 +140,16 @@ class CheckpointStatus(_Status):
     replicas: int | None = Field(None, description="Ready pods of the service.")
     loaded_replicas: int | None = Field(None, description="Of those, the pods that serve this checkpoint.")
     loaded: str | None = Field(None, description="loadedReplicas/replicas, e.g. 2/3 (for kubectl get).")
-    pods: list[CheckpointPod] | None = Field(None, json_schema_extra={
-        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
-        description="Each Ready pod of the service and whether it serves this checkpoint.")
-    conditions: list[Condition] | None = Field(None, json_schema_extra={
-        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-        description="Ready (served by every Ready pod) and Degraded, with a reason and a message.")
+    pods: list[CheckpointPod] | None = _map_list(
+        "name", "Each Ready pod of the service and whether it serves this checkpoint.")
+    conditions: list[Condition] | None = _map_list(
+        "type", "Ready (served by every Ready pod) and Degraded, with a reason and a message.")
 
 
 class _CheckpointMetadata(BaseModel):
-    name: str | None = Field(None, max_length=63, json_schema_extra=rules(cel(
-        "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
+    name: str | None = _name("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", (
         "must be a DNS-1123 label (lower-case letters, digits and '-', at most 63 characters): it "
-        "is the model name clients send.")))
+        "is the model name clients send."))
 
 
 class BEMCheckpoint(BaseModel):
