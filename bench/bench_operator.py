@@ -47,7 +47,7 @@ from devcluster.health import self_signed_tls
 from devcluster.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-CRD = REPO / "crds" / "bemservice.yaml"
+CRDS = (REPO / "crds" / "bemservice.yaml", REPO / "crds" / "bemcheckpoint.yaml")
 BEMSERVICES = "/apis/bem.ai/v1alpha1/namespaces/{ns}/bemservices"
 CHILD_PATHS = ("/apis/apps/v1/namespaces/{ns}/deployments", "/api/v1/namespaces/{ns}/services",
                "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets")
@@ -382,8 +382,10 @@ def bench(args: argparse.Namespace, cluster: Any) -> int:
     kubectl = cluster.kubectl_bin if cluster else "kubectl"
     run = lambda *a: subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", *a],  # noqa: E731
                                     check=True, capture_output=True, text=True)
-    run("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    run("wait", "--for=condition=Established", "crd/bemservices.bem.ai", "--timeout=60s")
+    for crd in CRDS:  # the operator watches BEMCheckpoints too (none here)
+        run("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    run("wait", "--for=condition=Established", "crd/bemservices.bem.ai",
+        "crd/bemcheckpoints.bem.ai", "--timeout=60s")
     clients = []
     for pool in (SUBMITTERS * 2, 2 * len(CHILD_PATHS) + 2):  # requests; watch streams
         configuration = client.Configuration()
