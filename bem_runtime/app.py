@@ -13,7 +13,8 @@ from aiohttp import web
 
 from bem_runtime.auth import ApiKeys
 from bem_runtime.metrics import Metrics
-from bem_runtime.middlewares import add_headers, context_middleware, guard_middleware
+from bem_runtime.middlewares import (add_headers, context_middleware, guard_middleware,
+                                     port_middleware)
 from bem_runtime.ratelimit import TokenBuckets
 from bem_runtime.routes import setup_routes
 from bem_runtime.scheduler import Scheduler
@@ -37,7 +38,8 @@ def start_list(settings: Settings) -> dict[str, Path]:
 def create_app(settings: Settings, engine: Any = None) -> web.Application:
     """Build the app; pass `engine` to serve an already loaded model (tests, the bench)."""
     app = web.Application(client_max_size=settings.max_body_bytes,
-                          middlewares=[context_middleware, guard_middleware])
+                          middlewares=[context_middleware, port_middleware,
+                                       guard_middleware])
     metrics = Metrics()
     registry = Registry(settings, metrics)
     if settings.bem_dir is not None:

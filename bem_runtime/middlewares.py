@@ -1,5 +1,5 @@
-"""Request context (id, logs, metrics), the one error-mapping point, and the API guard
-(drain, API key, rate limit). Security headers are added for every response, streamed or not."""
+"""Request context (id, logs, metrics), the one error-mapping point, the port guard (which
+routes each listening port serves) and the API guard (drain, API key, rate limit). Security headers are added for every response, streamed or not."""
 from __future__ import annotations
 
 import logging
@@ -12,6 +12,7 @@ from aiohttp import web
 from bem_runtime import errors
 from bem_runtime.admin import is_admin_path
 from bem_runtime.logs import request_id
+from bem_runtime.settings import Settings
 from bem_runtime.state import STATE
 
 log = logging.getLogger("bem_runtime.http")
@@ -68,6 +69,35 @@ async def context_middleware(request: web.Request, handler) -> web.StreamRespons
             "status": status, "duration_ms": round(elapsed * 1000, 2),
             "client": request.remote, "endpoint": endpoint})
         request_id.reset(token)
+
+
+def port_for(path: str, settings: Settings) -> int:
+    """The one port that serves `path`: /metrics and the admin API on their own ports when
+    those are set, everything else (the API, the probes) on --port."""
+    if path == "/metrics" and settings.metrics_port is not None:
+        return settings.metrics_port
+    if is_admin_path(path) and settings.admin_port is not None:
+        return settings.admin_port
+    return settings.port
+
+
+def _local_port(request: web.Request) -> int | None:
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    return sockname[1] if isinstance(sockname, tuple) and len(sockname) >= 2 else None
+
+
+@web.middleware
+async def port_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """With a metrics or admin port set, each route answers on its own port only (404 on the
+    others), so a NetworkPolicy that admits a client to one port admits it to those routes
+    alone. One port (the default): every route on it."""
+    settings = request.app[STATE].settings
+    if len(settings.listen_ports) > 1:
+        wanted = port_for(request.path, settings)
+        if _local_port(request) != wanted:
+            raise errors.NotFound(f"no endpoint at {request.path} on this port; it is served on "
+                                  f"port {wanted}", field="path")
+    return await handler(request)
 
 
 @web.middleware

@@ -42,9 +42,12 @@ async def serve(settings: Settings) -> int:
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
-    log.info("Listening", extra={"host": settings.host, "port": settings.port})
+    # One app on every port; port_middleware decides which routes each one answers.
+    for port in settings.listen_ports:
+        await web.TCPSite(runner, settings.host, port).start()
+    log.info("Listening", extra={"host": settings.host, "port": settings.port,
+                                 "metrics_port": settings.metrics_port,
+                                 "admin_port": settings.admin_port})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

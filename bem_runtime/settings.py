@@ -99,7 +99,16 @@ class Settings:
         "API answers 403",
         "--admin-token-file")
     host: str = _setting("127.0.0.1", "BEM_HOST", "bind address (0.0.0.0 in a pod)", "--host")
-    port: int = _setting(8080, "BEM_PORT", "TCP port", "--port")
+    port: int = _setting(8080, "BEM_PORT", "TCP port of the API and the probes", "--port")
+    # Ports of their own, so a NetworkPolicy can admit the scraper and the operator apart from
+    # the API's clients: once set, that port alone answers those routes.
+    metrics_port: int | None = _setting(
+        None, "BEM_METRICS_PORT",
+        "TCP port that alone serves /metrics (default: /metrics on --port)", "--metrics-port")
+    admin_port: int | None = _setting(
+        None, "BEM_ADMIN_PORT",
+        "TCP port that alone serves the admin API, /v1/checkpoints (default: on --port)",
+        "--admin-port")
     api_key_file: Path | None = _setting(
         None, "BEM_API_KEY_FILE",
         "file with one API key per line; BEM_API_KEYS=k1,k2 adds keys; no keys = auth off",
@@ -189,10 +198,20 @@ class Settings:
         for name in ("request_timeout", "drain_timeout", "cache_ttl", "rate_limit_rps"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
-        if not 0 < self.port < 65536:
-            problems.append(f"port must be in 1..65535, got {self.port}")
+        for name, port in (("port", self.port), ("metrics-port", self.metrics_port),
+                           ("admin-port", self.admin_port)):
+            if port is not None and not 0 < port < 65536:
+                problems.append(f"{name} must be in 1..65535, got {port}")
+        if len(set(self.listen_ports)) != len(self.listen_ports):
+            problems.append(f"port, metrics-port and admin-port must differ, got "
+                            f"{', '.join(map(str, self.listen_ports))}")
         if problems:
             raise ValueError("invalid settings: " + "; ".join(problems))
+
+    @property
+    def listen_ports(self) -> tuple[int, ...]:
+        """Every port the server listens on: --port, then the metrics and admin ports if set."""
+        return tuple(p for p in (self.port, self.metrics_port, self.admin_port) if p is not None)
 
     def all_api_keys(self) -> tuple[str, ...]:
         """Keys from the mounted Secret file plus BEM_API_KEYS; empty means auth is off."""

@@ -48,15 +48,16 @@ class ServerProcess:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def request(self, method: str, path: str, body: Any = None, *, headers: dict | None = None,
-                key: str | None = "default", timeout: float = 30.0) -> Reply:
-        """One plain HTTP request; `body` may be raw bytes (for malformed input) or JSON."""
+                key: str | None = "default", timeout: float = 30.0, port: int | None = None) -> Reply:
+        """One plain HTTP request; `body` may be raw bytes (for malformed input) or JSON; `port`
+        another of the server's ports (default: --port)."""
         hdrs = {"Content-Type": "application/json"} if body is not None else {}
         key = self.key if key == "default" else key
         if key:
             hdrs["Authorization"] = f"Bearer {key}"
         hdrs.update(headers or {})
         raw = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout)
         try:
             conn.request(method, path, body=raw, headers=hdrs)
             resp = conn.getresponse()

@@ -72,6 +72,10 @@ def test_bad_env_value_and_bad_settings_are_refused(monkeypatch, capsys):
         Settings(device="tpu")
     with pytest.raises(ValueError, match="max-batch-size must be >= 1"):
         Settings(max_batch_size=0)
+    with pytest.raises(ValueError, match="admin-port must be in 1..65535, got 70000"):
+        Settings(admin_port=70000)
+    with pytest.raises(ValueError, match="port, metrics-port and admin-port must differ"):
+        Settings(port=8080, metrics_port=9090, admin_port=8080)
 
 
 def test_help_documents_every_env_var():
