@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import urllib3
 
-from bem_operator.builders.pod import HTTP_PORT, MODELS_DIR
+from bem_operator.builders.pod import ADMIN_PORT, MODELS_DIR
 from bem_operator.status import (MESSAGE_LIMIT, Condition, Problem, Reason, degraded_of,
                                  with_times)
 
@@ -114,12 +114,12 @@ class RuntimeAdmin:
         host = f"[{address}]" if ":" in address else address
         try:
             response = self._http.request(
-                method, f"http://{host}:{HTTP_PORT}{path}",
+                method, f"http://{host}:{ADMIN_PORT}{path}",
                 body=None if body is None else json.dumps(body).encode(),
                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
                 timeout=urllib3.Timeout(connect=2.0, read=timeout or self._timeout))
         except urllib3.exceptions.HTTPError as exc:
-            raise AdminError(0, f"no answer from {host}:{HTTP_PORT} ({type(exc).__name__})") from None
+            raise AdminError(0, f"no answer from {host}:{ADMIN_PORT} ({type(exc).__name__})") from None
         try:
             data = json.loads(response.data) if response.data else None
         except ValueError:

@@ -337,7 +337,7 @@ class Controller:
         self.cache = Cache()
         self.reconciler = Reconciler(api, self.cache, settings.runtime_image,
                                      prometheus_address=settings.prometheus_address,
-                                     admin=RuntimeAdmin())
+                                     admin=RuntimeAdmin(), operator_pods=settings.operator_pods)
         self.queue: WorkQueue | None = None  # made on the loop, when leading starts
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=settings.workers, thread_name_prefix="reconcile")

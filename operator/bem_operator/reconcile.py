@@ -28,6 +28,7 @@ from bem_operator.builders.keda import keda_hpa_name
 from bem_operator.builders.kinds import (BEMCHECKPOINT, CHILD_REGISTRY, DEPLOYMENT, HPA,
                                          SCALED_OBJECT, SECRET, SERVICE_MONITOR)
 from bem_operator.builders.labels import child_metadata
+from bem_operator.builders.options import OperatorPods
 from bem_operator.builders.spec_types import BEMServiceSpec
 from bem_operator.checkpoints import (Admin, Declared, Placement, PodReport, RuntimeAdmin,
                                       checkpoint_events, checkpoint_status, declared_of,
@@ -86,8 +87,9 @@ class Reconciler:
     def __init__(self, api: KubeApi, cache: Cache, default_image: str,
                  clock: Callable[[], str] = _now,
                  prometheus_address: str = DEFAULT_PROMETHEUS_ADDRESS,
-                 admin: Admin | None = None) -> None:
+                 admin: Admin | None = None, operator_pods: OperatorPods = OperatorPods()) -> None:
         self.api = api
+        self.operator_pods = operator_pods
         self.cache = cache
         self.default_image = default_image
         self.prometheus_address = prometheus_address
@@ -130,7 +132,8 @@ class Reconciler:
         options = BuildOptions(service_monitor_available=SERVICE_MONITOR.key not in unserved,
                                keda_available=SCALED_OBJECT.key not in unserved,
                                prometheus_address=self.prometheus_address,
-                               default_runtime_image=self.default_image)
+                               default_runtime_image=self.default_image,
+                               operator=self.operator_pods)
         declared = declared_of(self.cache.children(meta["namespace"], meta["name"],
                                                    BEMCHECKPOINT.key))
         placement = place(declared, spec.name, spec.served_name, spec.runtime.max_checkpoints)

@@ -9,6 +9,8 @@ import dataclasses
 import re
 from collections.abc import Mapping
 
+from bem_operator.builders.options import OperatorPods
+from bem_operator.builders.spec_types import LABEL_KEY, LABEL_VALUE
 from bem_operator.constants import DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_RUNTIME_IMAGE
 
 __all__ = ["DEFAULT_PROMETHEUS_ADDRESS", "DEFAULT_RUNTIME_IMAGE", "OperatorSettings", "SettingsError"]
@@ -43,6 +45,9 @@ class OperatorSettings:
     connect_timeout: int = 10
     request_timeout: int = 30
     log_level: str = "INFO"
+    # The operator's own pods (POD_NAMESPACE from the downward API, BEM_OPERATOR_POD_LABELS):
+    # the runtime pods' NetworkPolicy admits the admin port from them alone.
+    operator_pods: OperatorPods = OperatorPods()
 
     @property
     def clusterwide(self) -> bool:
@@ -60,6 +65,7 @@ class OperatorSettings:
             runtime_image=_image(env.get("BEM_RUNTIME_IMAGE", "")),
             prometheus_address=_url(env, "BEM_OPERATOR_PROMETHEUS_ADDRESS", cls.prometheus_address),
             log_level=_log_level(env.get("BEM_OPERATOR_LOG_LEVEL", cls.log_level)),
+            operator_pods=_operator_pods(env),
         )
 
 
@@ -122,3 +128,23 @@ def _log_level(raw: str) -> str:
             f"BEM_OPERATOR_LOG_LEVEL={raw!r} is not one of debug, info, warning, error"
         )
     return level
+
+
+def _operator_pods(env: Mapping[str, str]) -> OperatorPods:
+    namespace = env.get("POD_NAMESPACE", "").strip() or None
+    if namespace is not None and not _NAMESPACE_RE.match(namespace):
+        raise SettingsError(f"POD_NAMESPACE={namespace!r} is not a namespace name")
+    raw = env.get("BEM_OPERATOR_POD_LABELS", "").strip()
+    if not raw:
+        return OperatorPods(namespace)
+    labels = []
+    for part in raw.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep or not re.match(LABEL_KEY, key.strip()) \
+                or len(value.strip()) > 63 or not re.match(LABEL_VALUE, value.strip()):
+            raise SettingsError(
+                f"BEM_OPERATOR_POD_LABELS={raw!r} is not a list of labels: give key=value pairs "
+                "separated by commas, the labels that select the operator's pods, e.g. "
+                "app.kubernetes.io/name=bem-operator,app.kubernetes.io/instance=bem")
+        labels.append((key.strip(), value.strip()))
+    return OperatorPods(namespace, tuple(sorted(dict(labels).items())))

@@ -81,7 +81,8 @@ def test_always_built_children_are_the_ones_never_deleted() -> None:
     minimal = {"apiVersion": "bem.ai/v1alpha1", "kind": "BEMService",
                "metadata": {"name": "x", "namespace": "ns", "uid": "u"},
                "spec": {"model": {"claimName": "models"}, "disruptionBudget": {"enabled": False},
-                        "monitoring": {"serviceMonitor": False}}}
+                        "monitoring": {"serviceMonitor": False},
+                        "networkPolicy": {"enabled": False}}}
     built = {(c["apiVersion"], c["kind"]) for c in build_children(minimal)}
     assert built == {c.key for c in CHILD_REGISTRY if c.always}
     assert all(("delete" in c.verbs) is not c.always for c in CHILD_REGISTRY)

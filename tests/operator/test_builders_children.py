@@ -33,15 +33,15 @@ def kinds(children: list[dict]) -> list[str]:
     return [child["kind"] for child in children]
 
 
-def test_default_spec_gives_deployment_service_pdb_and_service_monitor_in_apply_order():
+def test_default_spec_gives_policy_deployment_service_pdb_and_service_monitor_in_apply_order():
     children = build_children(make_bems(), BuildOptions())
-    assert kinds(children) == ["ConfigMap", "Deployment", "Service", "PodDisruptionBudget",
+    assert kinds(children) == ["ConfigMap", "NetworkPolicy", "Deployment", "Service", "PodDisruptionBudget",
                                "ServiceMonitor"]
 
 
 def test_autoscaling_adds_the_hpa_after_the_service():
     children = build_children(with_spec(**AUTOSCALED), BuildOptions())
-    assert kinds(children) == ["ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler",
+    assert kinds(children) == ["ConfigMap", "NetworkPolicy", "Deployment", "Service", "HorizontalPodAutoscaler",
                                "PodDisruptionBudget", "ServiceMonitor"]
 
 
@@ -56,11 +56,11 @@ def test_apply_order_matches_child_kinds(provider, other):
 def test_keda_provider_builds_a_scaled_object_instead_of_the_hpa():
     bems = with_spec(autoscaling={"maxReplicas": 4, "provider": "KEDA"})
     assert kinds(build_children(bems, BuildOptions())) == [
-        "ConfigMap", "Deployment", "Service", "ScaledObject", "PodDisruptionBudget", "ServiceMonitor"]
+        "ConfigMap", "NetworkPolicy", "Deployment", "Service", "ScaledObject", "PodDisruptionBudget", "ServiceMonitor"]
     assert build_hpa(bems) is None
     # Without KEDA's CRD there is no ScaledObject, and no HPA in its place either.
     assert kinds(build_children(bems, BuildOptions(keda_available=False))) == [
-        "ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "ServiceMonitor"]
+        "ConfigMap", "NetworkPolicy", "Deployment", "Service", "PodDisruptionBudget", "ServiceMonitor"]
 
 
 def test_no_service_monitor_when_its_crd_is_missing():

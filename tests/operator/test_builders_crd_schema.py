@@ -167,7 +167,8 @@ def crd_defaults(version: dict[str, Any]) -> dict[str, Any]:
 def test_sections_with_defaults_are_defaulted_as_a_whole(version):
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     whole = {name for name, node in spec.items() if node.get("default") == {}}
-    assert whole == {"rollout", "disruptionBudget", "service", "monitoring", "runtime"}
+    assert whole == {"rollout", "disruptionBudget", "service", "monitoring", "networkPolicy",
+                     "runtime"}
 
 
 def test_crd_defaults_equal_the_builders_defaults(version):

@@ -28,10 +28,16 @@ def test_selector_is_the_stable_pod_selector():
     assert spec["selector"] == {"matchLabels": {"app.kubernetes.io/instance": "chat", "bem.ai/service": "chat"}}
 
 
-def test_container_runs_bem_runtime_serve_on_port_8080_named_http():
+def test_container_runs_bem_runtime_serve_with_http_metrics_and_admin_ports():
     c = container(build_deployment(make_bems()))
     assert c["command"] == ["bem-runtime", "serve"]
-    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                          {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
+                          {"name": "admin", "containerPort": 8081, "protocol": "TCP"}]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert (env["BEM_PORT"], env["BEM_METRICS_PORT"], env["BEM_ADMIN_PORT"]) == ("8080", "9090", "8081")
+    # The probes stay on the API port (the runtime serves them there only).
+    assert {c[p]["httpGet"]["port"] for p in ("startupProbe", "readinessProbe", "livenessProbe")} == {"http"}
     assert c["image"] == "bem-runtime:0.1.0"
     assert "args" not in c
 

@@ -9,13 +9,16 @@ from bem_operator.builders import BuildOptions
 from bem_operator.builders.autoscaling import quantity
 
 
-def test_service_defaults_to_cluster_ip_on_8080_targeting_http():
+METRICS = {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+
+
+def test_service_defaults_to_cluster_ip_on_8080_targeting_http_plus_metrics():
     svc = build_service(make_bems(name="chat"))
     assert svc["apiVersion"] == "v1"
     assert svc["spec"] == {
         "type": "ClusterIP",
         "selector": {"app.kubernetes.io/instance": "chat", "bem.ai/service": "chat"},
-        "ports": [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}],
+        "ports": [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}, METRICS],
     }
 
 
@@ -23,7 +26,8 @@ def test_service_type_port_and_node_port():
     svc = build_service(with_spec(service={"type": "NodePort", "port": 80, "nodePort": 30080}))
     assert svc["spec"]["type"] == "NodePort"
     assert svc["spec"]["ports"] == [
-        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP", "nodePort": 30080}]
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP", "nodePort": 30080},
+        METRICS]
 
 
 def test_hpa_scales_the_deployment_on_request_rate():
@@ -85,12 +89,12 @@ def test_pdb_min_available_or_max_unavailable(budget, key, value):
     assert {"minAvailable", "maxUnavailable"} & set(spec) == {key}
 
 
-def test_service_monitor_scrapes_http_metrics_at_the_interval():
+def test_service_monitor_scrapes_the_metrics_port_at_the_interval():
     sm = build_service_monitor(with_spec(monitoring={"interval": "15s"}), BuildOptions())
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     assert sm["spec"] == {
         "selector": {"matchLabels": {"app.kubernetes.io/instance": "demo", "bem.ai/service": "demo"}},
-        "endpoints": [{"port": "http", "path": "/metrics", "scheme": "http", "interval": "15s"}],
+        "endpoints": [{"port": "metrics", "path": "/metrics", "scheme": "http", "interval": "15s"}],
     }
 
 

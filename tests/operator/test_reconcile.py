@@ -154,7 +154,7 @@ def test_creates_children_and_reports_pending() -> None:
     api = FakeApi()
     result = reconciler(api)(image_bems(replicas=2))
     kinds = {kind for kind, _, _ in api.applied}
-    assert kinds == {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget"}
+    assert kinds == {"ConfigMap", "NetworkPolicy", "Deployment", "Service", "PodDisruptionBudget"}
     assert all(manager == FIELD_MANAGER for _, _, manager in api.applied)
     # The pods mount the admin token: the operator creates its Secret (a random token).
     assert api.created == [("Secret", "demo-admin-token")]

@@ -22,10 +22,14 @@ mode. manifests/rbac.yaml holds the same list; tests/install/test_consistency.py
 # server-side apply (patch, plus create when absent); the operator reads them from its
 # watch cache, never by get. Deployment and Service always exist; the others are deleted
 # when the spec stops asking for them.
-# The start list of BEMCheckpoints the pods mount, then the Deployment.
+# The start list of BEMCheckpoints the pods mount, their NetworkPolicy, then the Deployment.
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [list, watch, create, patch]
+# The runtime pods' NetworkPolicy (spec.networkPolicy, on by default).
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [list, watch, create, patch]

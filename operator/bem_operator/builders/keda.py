@@ -47,7 +47,7 @@ def request_rate_query(spec: BEMServiceSpec) -> str:
     The series are the runtime's bem_requests_total as our ServiceMonitor has Prometheus
     scrape them: prometheus-operator labels every target with namespace and service (the
     Service is named after the BEMService and selects only its pods), and with endpoint (the
-    port name, "http"), which renames the runtime's own endpoint label to exported_endpoint
+    port name, "metrics"), which renames the runtime's own endpoint label to exported_endpoint
     (honorLabels is off)."""
     endpoints = "|".join(GENERATION_ENDPOINTS)
     selector = (f'namespace="{spec.namespace}",service="{spec.name}",'

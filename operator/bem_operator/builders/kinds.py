@@ -21,14 +21,15 @@ from bem_operator.builders.deployment import deployment_from_spec
 from bem_operator.builders.disruption import pdb_from_spec
 from bem_operator.builders.keda import scaled_object_from_spec
 from bem_operator.builders.monitoring import service_monitor_from_spec
+from bem_operator.builders.network_policy import network_policy_from_spec
 from bem_operator.builders.options import BuildOptions
 from bem_operator.builders.service import service_from_spec
 from bem_operator.builders.spec_types import BEMServiceSpec
 from bem_operator.constants import API_VERSION, CHECKPOINT_KIND, CHECKPOINT_PLURAL, KIND, PLURAL
 
-__all__ = ["BEMCHECKPOINT", "BEMSERVICE", "CHILD_REGISTRY", "SECRET", "DEPLOYMENT", "HPA", "POD", "READ_REGISTRY",
-           "SCALED_OBJECT", "SERVICE_MONITOR", "ChildKind", "ReadKind", "child_kind",
-           "children_from_spec", "plural_of"]
+__all__ = ["BEMCHECKPOINT", "BEMSERVICE", "CHILD_REGISTRY", "SECRET", "DEPLOYMENT", "HPA",
+           "NETWORK_POLICY", "POD", "READ_REGISTRY", "SCALED_OBJECT", "SERVICE_MONITOR",
+           "ChildKind", "ReadKind", "child_kind", "children_from_spec", "plural_of"]
 
 # Builds one child from the parsed spec; None when the spec does not ask for it.
 Builder = Callable[[BEMServiceSpec, BuildOptions], "dict[str, Any] | None"]
@@ -114,10 +115,15 @@ HPA = ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautos
                 feeds_status=True)
 SCALED_OBJECT = ChildKind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects",
                           scaled_object_from_spec, optional_crd=True, feeds_status=True)
+# Who may reach the runtime pods' ports (spec.networkPolicy, on by default).
+NETWORK_POLICY = ChildKind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies",
+                           network_policy_from_spec)
 
-# In apply order: what the pods mount, the Deployment, then what points at its pods.
+# In apply order: what the pods mount and the policy that guards them, the Deployment, then
+# what points at its pods.
 CHILD_REGISTRY: tuple[ChildKind, ...] = (
     ChildKind("v1", "ConfigMap", "configmaps", start_list_from_spec, always=True),
+    NETWORK_POLICY,
     DEPLOYMENT,
     ChildKind("v1", "Service", "services", _service, always=True),
     HPA,

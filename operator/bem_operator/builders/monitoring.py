@@ -19,7 +19,7 @@ def service_monitor_from_spec(spec: BEMServiceSpec, options: BuildOptions) -> di
         "spec": {
             # Selects the Service, which carries the same labels as the pods.
             "selector": {"matchLabels": selector_labels(spec.name)},
-            "endpoints": [{"port": "http", "path": "/metrics", "scheme": "http",
+            "endpoints": [{"port": "metrics", "path": "/metrics", "scheme": "http",
                            "interval": spec.monitoring.interval}],
         },
     }

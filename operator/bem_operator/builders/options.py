@@ -8,6 +8,15 @@ from bem_operator.constants import DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_RUNTIME_I
 
 
 @dataclass(frozen=True)
+class OperatorPods:
+    """Where the operator's own pods run and the labels that select them: the runtime pods'
+    NetworkPolicy admits the admin port from those pods only. namespace None (an operator run
+    outside the cluster): no pod is admitted to the admin port."""
+    namespace: str | None = None
+    labels: tuple[tuple[str, str], ...] = (("app.kubernetes.io/name", "bem-operator"),)
+
+
+@dataclass(frozen=True)
 class BuildOptions:
     # False when the monitoring.coreos.com ServiceMonitor CRD is not installed: then no
     # ServiceMonitor is built (the API layer reports it in a status condition).
@@ -26,3 +35,5 @@ class BuildOptions:
     # (name, path under /models) of the BEMCheckpoints placed on the pods: the start list's
     # ConfigMap only (never the pod template, so a BEMCheckpoint does not roll the pods).
     checkpoints: tuple[tuple[str, str], ...] = ()
+    # The operator's pods, admitted to the runtime pods' admin port (network_policy.py).
+    operator: OperatorPods = OperatorPods()

@@ -15,7 +15,16 @@ from bem_operator.builders.spec_types import BEMServiceSpec
 from bem_operator.constants import CONFIG_HASH_ANNOTATION
 
 CONTAINER_NAME = "bem-runtime"
-HTTP_PORT = 8080
+# The runtime's ports, apart so that the NetworkPolicy (network_policy.py) can admit each kind
+# of client to its own: name -> (number, the runtime setting that opens it).
+HTTP_PORT = 8080  # the API and the probes
+METRICS_PORT = 9090  # /metrics only
+ADMIN_PORT = 8081  # the admin API (/v1/checkpoints) only, called by the operator
+RUNTIME_PORTS: dict[str, tuple[int, str]] = {
+    "http": (HTTP_PORT, "BEM_PORT"),
+    "metrics": (METRICS_PORT, "BEM_METRICS_PORT"),
+    "admin": (ADMIN_PORT, "BEM_ADMIN_PORT"),
+}
 RUNTIME_UID = 10001
 MODELS_DIR = "/models"
 API_KEYS_DIR = "/var/run/secrets/bem/api-keys"
@@ -94,7 +103,8 @@ def _container(spec: BEMServiceSpec, options: BuildOptions) -> dict[str, Any]:
         "image": rt.image or options.default_runtime_image,
         "command": ["bem-runtime", "serve"],
         "env": runtime_env(spec),
-        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "ports": [{"name": name, "containerPort": number, "protocol": "TCP"}
+                  for name, (number, _env) in RUNTIME_PORTS.items()],
         "resources": _resources(spec),
         "volumeMounts": _volume_mounts(spec),
         # A model that fails to load: the runtime writes why to /dev/termination-log and exits
@@ -154,7 +164,7 @@ def runtime_env(spec: BEMServiceSpec) -> list[dict[str, Any]]:
     """Runtime settings as BEM_* env vars (architecture.md), then the user's own variables."""
     values: list[tuple[str, str]] = [
         ("BEM_HOST", "0.0.0.0"),
-        ("BEM_PORT", str(HTTP_PORT)),
+        *((env, str(number)) for number, env in RUNTIME_PORTS.values()),
         ("BEM_MODEL_DIR", f"{MODELS_DIR}/{spec.model.base_path}"),
         ("BEM_CHECKPOINT_DIR", f"{MODELS_DIR}/{spec.model.checkpoint_path}"),
         ("BEM_MODEL_NAME", spec.served_name),

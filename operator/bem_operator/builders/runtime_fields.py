@@ -55,10 +55,10 @@ RUNTIME_FIELDS: tuple[RuntimeField, ...] = _rows()
 
 # Env vars the operator sets from spec fields: a user env var of the same name is refused (by
 # the CRD), so each setting has one place. Besides the table's: the ones pod.py works out from
-# other facts (paths under /models, the GPU, the log level, the Secrets, the BEMCheckpoints'
+# other facts (the ports, paths under /models, the GPU, the log level, the Secrets, the BEMCheckpoints'
 # start list and admin token; BEM_API_KEYS because keys come from a Secret).
 RESERVED_ENV: frozenset[str] = frozenset({
-    "BEM_HOST", "BEM_PORT", "BEM_MODEL_DIR", "BEM_CHECKPOINT_DIR", "BEM_MODEL_NAME", "BEM_DEVICE",
+    "BEM_HOST", "BEM_PORT", "BEM_METRICS_PORT", "BEM_ADMIN_PORT", "BEM_MODEL_DIR", "BEM_CHECKPOINT_DIR", "BEM_MODEL_NAME", "BEM_DEVICE",
     "BEM_LOG_LEVEL", "BEM_API_KEY_FILE", "BEM_API_KEYS", "BEM_REDIS_URL", "BEM_CACHE_TTL",
     "BEM_CHECKPOINT_ROOT", "BEM_CHECKPOINTS_FILE", "BEM_ADMIN_TOKEN_FILE",
     *(f.env for f in RUNTIME_FIELDS),

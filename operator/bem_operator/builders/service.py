@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bem_operator.builders.labels import child_metadata, selector_labels
+from bem_operator.builders.pod import METRICS_PORT
 from bem_operator.builders.spec_types import BEMServiceSpec
 
 
@@ -19,7 +20,10 @@ def service_from_spec(spec: BEMServiceSpec) -> dict[str, Any]:
         "spec": {
             "type": spec.service.type,
             "selector": selector_labels(spec.name),
-            "ports": [port],
+            # metrics: what the ServiceMonitor scrapes (Prometheus names the target's endpoint
+            # label after it). The admin port stays off the Service: the operator calls each pod.
+            "ports": [port, {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics",
+                             "protocol": "TCP"}],
         },
     }
 

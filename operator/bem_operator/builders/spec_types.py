@@ -248,6 +248,25 @@ class Monitoring(Section):
                           description="Scrape interval, e.g. 30s (default) or 1m.")
 
 
+class NetworkPolicySpec(Section):
+    """The NetworkPolicy the operator writes for the runtime pods (on by default). It admits the
+    API port (http, 8080) from pods of this namespace and from the peers in spec.networkPolicy.from,
+    the metrics port (9090) from the monitoring namespace, and the admin port (8081) from the
+    operator's pods only; everything else is refused. It takes effect only where the cluster's
+    network plugin enforces NetworkPolicies."""
+    enabled: bool = Field(True, description="Write the NetworkPolicy (default true).")
+    from_: list[dict[str, Any]] = Field(
+        default_factory=list, alias="from",
+        json_schema_extra=core("networking.v1.NetworkPolicyPeer", maxItems=16), description=(
+            "More clients allowed on the API port, as core networking/v1 NetworkPolicyPeers "
+            "(podSelector, namespaceSelector, ipBlock): e.g. the namespace of a Gateway or an "
+            "ingress controller. Pods of this namespace are always allowed."))
+    monitoring_namespace: str = Field(
+        "monitoring", max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description=(
+            "Namespace whose pods may scrape the metrics port (default monitoring), matched by "
+            "its kubernetes.io/metadata.name label."))
+
+
 class ApiKeySecretRef(Section):
     """Secret in this namespace whose key holds one API key per line; mounted read-only into the pods."""
     name: DnsName = Field(description="Secret name.")
@@ -372,6 +391,8 @@ class Spec(Section):
                                                 json_schema_extra=SECTION_DEFAULT)
     service: ServiceSpec = Field(default_factory=ServiceSpec, json_schema_extra=SECTION_DEFAULT)
     monitoring: Monitoring = Field(default_factory=Monitoring, json_schema_extra=SECTION_DEFAULT)
+    network_policy: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec,
+                                              json_schema_extra=SECTION_DEFAULT)
     auth: Auth | None = None
     cache: Cache | None = None
     runtime: Runtime = Field(default_factory=Runtime, json_schema_extra=SECTION_DEFAULT)

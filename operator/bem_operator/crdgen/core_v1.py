@@ -1,5 +1,5 @@
 """Kubernetes types (core/v1 Affinity, Toleration, ResourceRequirements, EnvVar, autoscaling/v2
-HorizontalPodAutoscalerBehavior) for the CRD, read from the Kubernetes OpenAPI rather than copied
+HorizontalPodAutoscalerBehavior, networking/v1 NetworkPolicyPeer) for the CRD, read from the Kubernetes OpenAPI rather than copied
 by hand, with this project's limits on top.
 
 Source: the JSON schemas that the pinned PyPI package kubernetes-validate ships, generated from
@@ -160,6 +160,23 @@ OVERLAYS: dict[str, dict[str, Any]] = {
             "metadata.uid, metadata.labels['KEY'], metadata.annotations['KEY'], spec.nodeName, "
             "spec.serviceAccountName, status.hostIP(s) or status.podIP(s).", reason="FieldValueInvalid")]},
         "apiVersion": {"enum": ["v1"]},
+    },
+    "networking.v1.NetworkPolicyPeer": {
+        "x-kubernetes-validations": [
+            cel("has(self.podSelector) || has(self.namespaceSelector) || has(self.ipBlock)",
+                "set podSelector, namespaceSelector or ipBlock.", reason="FieldValueRequired"),
+            cel("!has(self.ipBlock) || (!has(self.podSelector) && !has(self.namespaceSelector))",
+                "ipBlock cannot be combined with podSelector or namespaceSelector.", ".ipBlock",
+                "FieldValueForbidden")],
+    },
+    "networking.v1.IPBlock": {
+        "cidr": {"maxLength": 43, "x-kubernetes-validations": [cel(
+            "isCIDR(self)", "must be a CIDR such as 10.0.0.0/16 or 2001:db8::/64.",
+            reason="FieldValueInvalid")]},
+        "except": {"maxItems": 16, "[]": {
+            "description": "A CIDR inside cidr that is not admitted.", "maxLength": 43,
+            "x-kubernetes-validations": [cel(
+            "isCIDR(self)", "must be a CIDR such as 10.0.1.0/24.", reason="FieldValueInvalid")]}},
     },
     "autoscaling.v2.HPAScalingRules": {
         "pick": ["stabilizationWindowSeconds", "selectPolicy", "policies"],
