@@ -51,7 +51,8 @@ def test_default_render_is_cluster_wide_with_every_object(helm: Helm) -> None:
     objects = helm.template()
     kinds = sorted(o["kind"] for o in objects)
     assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
-                            "RoleBinding", "Deployment", "Service", "PodDisruptionBudget"])
+                            "RoleBinding", "Deployment", "Service", "PodDisruptionBudget",
+                            "NetworkPolicy"])
     binding = by_kind(objects, "ClusterRoleBinding")[0]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "bem-operator",
                                     "namespace": "bem-system"}]

@@ -59,7 +59,7 @@ def test_manifest_operator_matches_the_chart_default_render(helm: Helm) -> None:
     # Labels differ on purpose (Helm adds its own); the running operator must not.
     assert manifest_deploy["spec"] == chart_deploy["spec"]
     assert manifest_deploy["metadata"]["name"] == chart_deploy["metadata"]["name"]
-    for kind in ("Service", "PodDisruptionBudget"):
+    for kind in ("Service", "PodDisruptionBudget", "NetworkPolicy"):
         [ours], [theirs] = by_kind(manifest, kind), by_kind(chart, kind)
         assert ours["spec"] == theirs["spec"], kind
         assert ours["metadata"]["name"] == theirs["metadata"]["name"], kind

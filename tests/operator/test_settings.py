@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from bem_operator.builders.options import OperatorPods
 from bem_operator.settings import (DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_RUNTIME_IMAGE, OperatorSettings,
                                    SettingsError)
 
@@ -44,3 +45,24 @@ def test_values_are_read() -> None:
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         OperatorSettings.from_env({name: value})
+
+
+def test_operator_pods_from_the_downward_api_and_the_chart() -> None:
+    assert OperatorSettings.from_env({}).operator_pods == OperatorPods(
+        None, (("app.kubernetes.io/name", "bem-operator"),))
+    pods = OperatorSettings.from_env({
+        "POD_NAMESPACE": "bem-system",
+        "BEM_OPERATOR_POD_LABELS": " app.kubernetes.io/name=bem-operator, app.kubernetes.io/instance=prod "})
+    assert pods.operator_pods == OperatorPods("bem-system", (
+        ("app.kubernetes.io/instance", "prod"), ("app.kubernetes.io/name", "bem-operator")))
+
+
+@pytest.mark.parametrize("env, field", [
+    ({"BEM_OPERATOR_POD_LABELS": "app.kubernetes.io/name"}, "BEM_OPERATOR_POD_LABELS"),
+    ({"BEM_OPERATOR_POD_LABELS": "a=b c"}, "BEM_OPERATOR_POD_LABELS"),
+    ({"BEM_OPERATOR_POD_LABELS": "a=" + "x" * 64}, "BEM_OPERATOR_POD_LABELS"),
+    ({"POD_NAMESPACE": "Bem_System"}, "POD_NAMESPACE"),
+])
+def test_bad_operator_pod_identity_is_refused_naming_the_variable(env, field) -> None:
+    with pytest.raises(SettingsError, match=field):
+        OperatorSettings.from_env(env)
