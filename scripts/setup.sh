@@ -107,6 +107,7 @@ addons() {
   local dir
   dir="$(bash devcluster/build-addons.sh)"
   log "Add-on binaries in $dir"
+  log "NetworkPolicy analyser: $(bash devcluster/build-analyser.sh)"
 }
 phase "Add-on binaries" "waiting for the project images" addons
 
