@@ -35,6 +35,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bem_operator.builders.pod import METRICS_PORT
 from devcluster import addons, images, realnode
 from devcluster.cluster import DevCluster, default_state_dir
 from devcluster.traffic import Load
@@ -43,7 +44,6 @@ REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "bem-operator"
 NAMESPACE = f"bench-autoscaling-{secrets.token_hex(3)}"  # a fresh one per run
 NAME = "stepped"
-HTTP_PORT = 8080
 SCRAPE_SECONDS = 5
 # Each loop a few requests a second: several times the target in all, and well under the
 # runtime's per-client rate limit (20/s per pod), which would answer 429 to anything faster.
@@ -107,7 +107,7 @@ def prometheus_value(expr: str) -> float:
 
 def generated(pod_ip: str) -> float:
     """Generation requests a pod has answered, from its own /metrics."""
-    with urllib.request.urlopen(f"http://{pod_ip}:{HTTP_PORT}/metrics", timeout=5) as resp:
+    with urllib.request.urlopen(f"http://{pod_ip}:{METRICS_PORT}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     pattern = re.compile(r'^bem_requests_total\{endpoint="/v1/generate",status="200"\} (\S+)$',
                          re.MULTILINE)

@@ -48,10 +48,12 @@ def operator_kubeconfig(cluster: Any, crd_installed: None) -> Path:
 def operator(operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory,
              request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
     """One operator per test module (watching every namespace), stopped cleanly after it.
-    A module sets OPERATOR_RESYNC_SECONDS to prove the watches work without the timer."""
+    A module sets OPERATOR_RESYNC_SECONDS to prove the watches work without the timer, and
+    OPERATOR_ENV for settings of its own."""
     log_path = tmp_path_factory.mktemp("operator") / "operator.log"
     resync = getattr(request.module, "OPERATOR_RESYNC_SECONDS", RESYNC_SECONDS)
-    proc = OperatorProcess(operator_kubeconfig, log_path, resync_seconds=resync)
+    proc = OperatorProcess(operator_kubeconfig, log_path, resync_seconds=resync,
+                           extra_env=getattr(request.module, "OPERATOR_ENV", None))
     proc.start()
     try:
         yield proc

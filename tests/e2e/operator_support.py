@@ -83,8 +83,10 @@ class OperatorProcess:
     """The operator under test, started and stopped like a real deployment would be."""
 
     def __init__(self, kubeconfig: Path, log_path: Path,
-                 resync_seconds: float = RESYNC_SECONDS) -> None:
+                 resync_seconds: float = RESYNC_SECONDS,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.kubeconfig = kubeconfig
+        self.extra_env = dict(extra_env or {})
         self.log_path = log_path
         self.resync_seconds = resync_seconds
         self.metrics_port = free_port()
@@ -100,6 +102,7 @@ class OperatorProcess:
             "BEM_OPERATOR_METRICS_PORT": str(self.metrics_port),
             "BEM_OPERATOR_HEALTH_PORT": str(self.health_port),
             "BEM_OPERATOR_RESYNC_SECONDS": str(self.resync_seconds),
+            **self.extra_env,
         }
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(

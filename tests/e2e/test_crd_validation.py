@@ -15,6 +15,7 @@ import yaml
 from operator_support import install_keda_crd
 
 from bem_operator.builders import DEFAULTS, BuildOptions, build_children, selector_string
+from bem_operator.builders.options import OperatorPods
 
 pytestmark = pytest.mark.e2e
 
@@ -109,6 +110,18 @@ INVALID = [
         "fieldRef": {"fieldPath": "metadata.name"}, "secretKeyRef": {"name": "s", "key": "k"}}}]}},
      "svc", "spec.runtime.env[0].valueFrom", "exactly one of"),
     ("model-missing", {"replicas": 1}, "svc", "spec.model", "Required value"),
+    ("netpol-empty-peer", {"model": MODEL, "networkPolicy": {"from": [{}]}},
+     "svc", "spec.networkPolicy.from[0]", "set podSelector, namespaceSelector or ipBlock"),
+    ("netpol-ip-block-with-selector", {"model": MODEL, "networkPolicy": {"from": [
+        {"ipBlock": {"cidr": "10.0.0.0/8"}, "namespaceSelector": {}}]}},
+     "svc", "spec.networkPolicy.from[0].ipBlock", "cannot be combined"),
+    ("netpol-bad-cidr", {"model": MODEL, "networkPolicy": {"from": [{"ipBlock": {"cidr": "10.0.0/33"}}]}},
+     "svc", "spec.networkPolicy.from[0].ipBlock.cidr", "must be a CIDR"),
+    ("netpol-bad-selector", {"model": MODEL, "networkPolicy": {"from": [{"podSelector": {
+        "matchExpressions": [{"key": "app", "operator": "In"}]}}]}},
+     "svc", "spec.networkPolicy.from[0].podSelector.matchExpressions[0].values", "at least one value"),
+    ("netpol-monitoring-namespace", {"model": MODEL, "networkPolicy": {"monitoringNamespace": "Mon_1"}},
+     "svc", "spec.networkPolicy.monitoringNamespace", "should match"),
     ("name-not-a-dns-label", {"model": MODEL}, "9lives", "metadata.name", "DNS-1035"),
 ]
 
@@ -141,7 +154,8 @@ def test_children_of_every_sample_are_valid_objects(crd, namespace, sample):
     bems = get_json(crd, namespace, "bems", name)  # with the API server's defaults
     options = BuildOptions(
         service_monitor_available=_crd_installed(crd, "servicemonitors.monitoring.coreos.com"),
-        keda_available=_crd_installed(crd, "scaledobjects.keda.sh"))
+        keda_available=_crd_installed(crd, "scaledobjects.keda.sh"),
+        operator=OperatorPods("bem-system", (("app.kubernetes.io/name", "bem-operator"),)))
     children = build_children(bems, options)
     body = yaml.safe_dump_all(children)
     out = crd.kubectl("apply", "--server-side", "--field-manager=bem-operator", "-f", "-",

@@ -84,7 +84,7 @@ def test_operator_reconciles_with_the_namespaced_release_rights(
     except Exception:
         print(operator_log.read_text()[-8000:])
         raise
-    for kind in ("deployment", "service", "poddisruptionbudget"):
+    for kind in ("deployment", "service", "poddisruptionbudget", "networkpolicy"):
         cluster.kubectl("get", kind, "bem-baked", "-n", namespace)
     events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
     assert "bem-operator" in events, "the operator posted no event"

@@ -21,6 +21,7 @@ import urllib.request
 from datetime import datetime
 from typing import Any
 
+from bem_operator.builders.pod import ADMIN_PORT
 from devcluster.health import wait_until
 from devcluster.realnode import wait_served_here
 
@@ -83,7 +84,7 @@ def served_by(pod: dict[str, Any], token: str) -> dict[str, dict[str, Any]]:
     """What the pod's runtime says it serves: GET /v1/checkpoints, as the operator asks."""
     ip = pod["status"]["podIP"]
     wait_served_here(ip)
-    request = urllib.request.Request(f"http://{ip}:8080/v1/checkpoints",
+    request = urllib.request.Request(f"http://{ip}:{ADMIN_PORT}/v1/checkpoints",
                                      headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=10) as resp:
         body = json.loads(resp.read())
