@@ -72,10 +72,26 @@ def test_namespaced_mode_renders_roles_not_cluster_roles(helm: Helm) -> None:
     assert _env(_container(objects))["BEM_OPERATOR_NAMESPACES"] == "team-a,team-b"
 
 
+def test_operator_network_policy_admits_metrics_from_the_monitoring_namespace(helm: Helm) -> None:
+    objects = helm.template("--set", "networkPolicy.monitoringNamespace=observability",
+                            "--set", "operator.metricsPort=9100")
+    [policy] = by_kind(objects, "NetworkPolicy")
+    deployment = by_kind(objects, "Deployment")[0]
+    assert policy["spec"]["podSelector"] == deployment["spec"]["selector"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [{
+        "ports": [{"protocol": "TCP", "port": 9100}],
+        "from": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "observability"}}}]}]
+    off = helm.template("--set", "networkPolicy.enabled=false")
+    assert not by_kind(off, "NetworkPolicy")
+
+
 def test_rbac_and_service_account_can_be_left_to_the_admin(helm: Helm) -> None:
     objects = helm.template("--set", "rbac.create=false", "--set", "serviceAccount.create=false",
                             "--set", "serviceAccount.name=platform-operator")
-    assert {o["kind"] for o in objects} == {"Deployment", "Service", "PodDisruptionBudget"}
+    assert {o["kind"] for o in objects} == {"Deployment", "Service", "PodDisruptionBudget",
+                                            "NetworkPolicy"}
     pod = by_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "platform-operator"
 
@@ -152,6 +168,7 @@ BAD_VALUES = [
      "replicaCount: more than one operator replica needs leaderElection.enabled"),
     ("leaderElection.leaseName=Bad_Name", "at '/leaderElection/leaseName'"),
     ("podDisruptionBudget.maxUnavailable=0", "at '/podDisruptionBudget/maxUnavailable': minimum"),
+    ("networkPolicy.monitoringNamespace=Mon_1", "at '/networkPolicy/monitoringNamespace'"),
     ("operator.metricsPort=70000", "at '/operator/metricsPort': maximum"),
     ("prometheusRule.errorRateThreshold=5", "at '/prometheusRule/errorRateThreshold': maximum"),
     ("metrics.serviceMonitor.interval=soon", "at '/metrics/serviceMonitor/interval'"),

@@ -35,6 +35,9 @@ def test_default_environment_gives_the_documented_settings(helm: Helm) -> None:
     assert settings.log_level == "INFO"
     assert settings.prometheus_address == "http://prometheus-operated.monitoring.svc:9090"
     [deployment] = by_kind(objects, "Deployment")
+    # The runtime pods' NetworkPolicies admit their admin port from exactly these pods.
+    assert settings.operator_pods.namespace == DOWNWARD["metadata.namespace"]
+    assert dict(settings.operator_pods.labels) == deployment["spec"]["selector"]["matchLabels"]
     version = deployment["metadata"]["labels"]["app.kubernetes.io/version"]
     assert settings.runtime_image == f"bem-runtime:{version}"
     # The probes and the metrics Service target the ports the operator listens on.
@@ -68,7 +71,7 @@ def test_chart_sets_only_variables_the_operator_reads(helm: Helm) -> None:
     known = {"BEM_OPERATOR_NAMESPACES", "BEM_OPERATOR_METRICS_PORT", "BEM_OPERATOR_HEALTH_PORT",
              "BEM_OPERATOR_RESYNC_SECONDS", "BEM_OPERATOR_LOG_LEVEL", "BEM_RUNTIME_IMAGE",
              "BEM_OPERATOR_PROMETHEUS_ADDRESS", "BEM_OPERATOR_LEADER_ELECTION",
-             "BEM_OPERATOR_LEASE_NAME", "POD_NAME", "POD_NAMESPACE"}
+             "BEM_OPERATOR_LEASE_NAME", "BEM_OPERATOR_POD_LABELS", "POD_NAME", "POD_NAMESPACE"}
     assert set(env) == known
     # Each one changes the settings when set alone, so none is silently ignored.
     baseline = _settings({"POD_NAME": "p", "POD_NAMESPACE": "n"})
@@ -77,7 +80,7 @@ def test_chart_sets_only_variables_the_operator_reads(helm: Helm) -> None:
               "BEM_OPERATOR_LOG_LEVEL": "error", "BEM_RUNTIME_IMAGE": "x:1",
               "BEM_OPERATOR_PROMETHEUS_ADDRESS": "http://prometheus:9090",
               "BEM_OPERATOR_LEADER_ELECTION": "true", "BEM_OPERATOR_LEASE_NAME": "other",
-              "POD_NAME": "q", "POD_NAMESPACE": "m"}
+              "BEM_OPERATOR_POD_LABELS": "a=b", "POD_NAME": "q", "POD_NAMESPACE": "m"}
     for name in known:
         probe = {"POD_NAME": "p", "POD_NAMESPACE": "n", name: probes[name]}
         operator, leader = _settings(probe)
