@@ -74,15 +74,15 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_images(args: argparse.Namespace) -> int:
-    from devcluster import addons, images
+    from devcluster import addons, images, kubesystem
 
     cluster = _recorded(args.state_dir)
     lay = None
     if cluster is not None and cluster.real_node and not args.no_import:
         lay = realnode.NodeLayout(cluster.state_dir)
     began = time.monotonic()
-    chosen = {"project": images.ALL, "addons": addons.IMAGES,
-              "all": (*images.ALL, *addons.IMAGES)}[args.only]
+    add_ons = (*kubesystem.IMAGES, *addons.IMAGES)
+    chosen = {"project": images.ALL, "addons": add_ons, "all": (*images.ALL, *add_ons)}[args.only]
     report = images.ensure_all(lay, chosen)
     print(f"{'image':40} {'id':13} {'size':>9} {'seconds':>8}  built imported")
     for ref, row in report.items():
@@ -104,7 +104,7 @@ def cmd_addons(args: argparse.Namespace) -> int:
     for ref, row in report.items():
         print(f"{ref:44} {row['bytes'] / 2**20:5.0f}Mi {row['seconds']:6.1f}s", file=sys.stderr)
     addons.install(cluster)
-    print(f"Prometheus: {addons.PROMETHEUS_URL} (ClusterIP {addons.PROMETHEUS_IP}); "
+    print(f"Prometheus: {addons.PROMETHEUS_URL}; "
           f"KEDA serves external.metrics.k8s.io", file=sys.stderr)
     return 0
 
@@ -177,7 +177,8 @@ def parser() -> argparse.ArgumentParser:
     images.add_argument("--only", choices=("project", "addons", "all"), default="all",
                         help="the project's images (operator, runtime, runtime with the toy model: "
                              "they need no Go build, so setup builds them beside the Go builds), "
-                             "the add-ons' (they need the add-on binaries), or both")
+                             "the add-ons' (CoreDNS, metrics-server, Prometheus, KEDA: they need "
+                             "the add-on binaries), or both")
     images.set_defaults(func=cmd_images)
     sub.add_parser("addons", help="build, import and install Prometheus (by the Prometheus "
                    "operator) and KEDA into the running cluster").set_defaults(func=cmd_addons)

@@ -6,9 +6,8 @@ Made here like the rest of the cluster, nothing pulled:
 - images: docker/binary.Dockerfile on the project's Debian base (images.py builds, caches and
   imports them like the project's own);
 - manifests: the projects' own (the Prometheus operator's bundle.yaml, KEDA's config/minimal
-  through `kubectl kustomize`), patched only where this cluster differs: local images, small
-  requests for a 2-core node, and fixed ClusterIPs with host aliases where a name would need
-  cluster DNS (the local cluster runs none).
+  through `kubectl kustomize`), patched only where this cluster differs: local images and small
+  requests for a 2-core node. Names resolve through the cluster's CoreDNS (kubesystem.py).
 
 Prometheus selects every ServiceMonitor and PrometheusRule in the cluster (empty selectors), so
 what the BEM operator and chart create is what makes it scrape and evaluate.
@@ -24,7 +23,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +42,12 @@ BINARIES = tuple(re.findall(r'^\s+"([a-z-]+):', BUILD_SCRIPT.read_text().split("
 MONITORING_NS = "monitoring"
 KEDA_NS = "keda"
 FIELD_MANAGER = "bem-devcluster"
-# Static ClusterIPs (the low band of the Service range is kept for static use) for the two
-# Services reached by name: the host aliases below stand in for cluster DNS.
-PROMETHEUS_IP = "10.0.0.10"
-KEDA_OPERATOR_IP = "10.0.0.11"
 PROMETHEUS_HOST = f"prometheus.{MONITORING_NS}.svc"
-PROMETHEUS_URL = f"http://{PROMETHEUS_HOST}:9090"
-PROMETHEUS_LOCAL = f"http://{PROMETHEUS_IP}:9090"  # the same, from this machine
-KEDA_GRPC_AUTHORITY = f"keda-operator.{KEDA_NS}.svc.cluster.local"
+PROMETHEUS_PORT = 9090
+PROMETHEUS_URL = f"http://{PROMETHEUS_HOST}:{PROMETHEUS_PORT}"
+# This machine has no cluster DNS: install() notes the Service's ClusterIP here, and checks
+# kube-proxy serves it, before prometheus_api() sends it anything.
+_prometheus_from_host: list[str] = []
 SMALL = {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
 
 
@@ -90,38 +87,34 @@ def source(name: str) -> Path:
     return path
 
 
-def _version(script_var: str) -> str:
+def version_of(script_var: str) -> str:
     for line in BUILD_SCRIPT.read_text().splitlines():
         if line.startswith(f'{script_var}="${{{script_var}:-'):
             return line.split(":-", 1)[1].split("}", 1)[0]
     raise RuntimeError(f"{script_var} not found in {BUILD_SCRIPT}")
 
 
-KEDA_VERSION = _version("KEDA_VERSION")
-PROMOP_VERSION = _version("PROMOP_VERSION")
-PROMETHEUS_VERSION = _version("PROMETHEUS_VERSION")
+KEDA_VERSION = version_of("KEDA_VERSION")
+PROMOP_VERSION = version_of("PROMOP_VERSION")
+PROMETHEUS_VERSION = version_of("PROMETHEUS_VERSION")
 
 
 # ---- images -------------------------------------------------------------------------------
-def _binaries(*names: str) -> Callable[[], dict[str, Path]]:
-    return lambda: {f"bin/{n}": ensure_binaries() / n for n in names}
+def binary_image(name: str, tag: str, entrypoint: str, *others: str,
+                 dockerfile: str = "docker/binary.Dockerfile") -> images.Image:
+    """An image of build-addons.sh's binaries `entrypoint` (and `others`)."""
+    def payload() -> dict[str, Path]:
+        return {f"bin/{n}": ensure_binaries() / n for n in (entrypoint, *others)}
+    return images.Image(name, dockerfile, None, (("ENTRYPOINT", entrypoint),), tag=tag,
+                        payload=payload)
 
 
-def _binary_image(name: str, tag: str, entrypoint: str,
-                  payload: Callable[[], dict[str, Path]]) -> images.Image:
-    return images.Image(name, "docker/binary.Dockerfile", None,
-                        (("ENTRYPOINT", entrypoint),), tag=tag, payload=payload)
-
-
-PROMETHEUS = _binary_image("bem-prometheus", PROMETHEUS_VERSION, "prometheus",
-                           _binaries("prometheus"))
-PROMETHEUS_OPERATOR = _binary_image("bem-prometheus-operator", PROMOP_VERSION,
-                                    "prometheus-operator", _binaries("prometheus-operator"))
-CONFIG_RELOADER = _binary_image("bem-prometheus-config-reloader", PROMOP_VERSION,
-                                "prometheus-config-reloader",
-                                _binaries("prometheus-config-reloader"))
-KEDA = _binary_image("bem-keda", KEDA_VERSION, "keda-operator",
-                     _binaries("keda-operator", "keda-adapter"))
+PROMETHEUS = binary_image("bem-prometheus", PROMETHEUS_VERSION, "prometheus")
+PROMETHEUS_OPERATOR = binary_image("bem-prometheus-operator", PROMOP_VERSION,
+                                   "prometheus-operator")
+CONFIG_RELOADER = binary_image("bem-prometheus-config-reloader", PROMOP_VERSION,
+                               "prometheus-config-reloader")
+KEDA = binary_image("bem-keda", KEDA_VERSION, "keda-operator", "keda-adapter")
 IMAGES = (PROMETHEUS, PROMETHEUS_OPERATOR, CONFIG_RELOADER, KEDA)
 
 
@@ -137,11 +130,17 @@ def _docs(text: str) -> list[dict[str, Any]]:
     return [d for d in yaml.load_all(text, Loader=_Loader) if d]  # noqa: S506 - a SafeLoader
 
 
-def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+def kustomized(kubectl: Path, directory: Path) -> list[dict[str, Any]]:
+    """A kustomization rendered by `kubectl kustomize` (no cluster needed)."""
+    return _docs(subprocess.run([str(kubectl), "kustomize", str(directory)],
+                                check=True, capture_output=True, text=True).stdout)
+
+
+def containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return doc["spec"]["template"]["spec"]["containers"]
 
 
-def _local_image(container: dict[str, Any], image: images.Image) -> None:
+def local_image(container: dict[str, Any], image: images.Image) -> None:
     container["image"] = image.ref
     container["imagePullPolicy"] = "IfNotPresent"
     container["resources"] = copy.deepcopy(SMALL)
@@ -159,8 +158,8 @@ def prometheus_operator_manifests() -> list[dict[str, Any]]:
             for subject in doc["subjects"]:
                 subject["namespace"] = MONITORING_NS
         if doc["kind"] == "Deployment":
-            (container,) = _containers(doc)
-            _local_image(container, PROMETHEUS_OPERATOR)
+            (container,) = containers(doc)
+            local_image(container, PROMETHEUS_OPERATOR)
             container.pop("command", None)
             # No kubelet Service to manage: this cluster has no node-metrics scraping.
             container["args"] = [f"--prometheus-config-reloader={CONFIG_RELOADER.ref}"]
@@ -169,7 +168,7 @@ def prometheus_operator_manifests() -> list[dict[str, Any]]:
 
 def prometheus_manifests() -> list[dict[str, Any]]:
     """One Prometheus selecting every ServiceMonitor and PrometheusRule, its RBAC (the
-    Prometheus operator's example role) and a Service with a fixed ClusterIP."""
+    Prometheus operator's example role) and its Service."""
     rbac_dir = source("prometheus-operator") / "example" / "rbac" / "prometheus"
     docs = []
     for name in ("prometheus-service-account.yaml", "prometheus-cluster-role.yaml",
@@ -199,37 +198,24 @@ def prometheus_manifests() -> list[dict[str, Any]]:
     docs.append({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "prometheus", "namespace": MONITORING_NS},
-        "spec": {"clusterIP": PROMETHEUS_IP,
-                 "selector": {"app.kubernetes.io/name": "prometheus",
+        "spec": {"selector": {"app.kubernetes.io/name": "prometheus",
                               "operator.prometheus.io/name": "prometheus"},
-                 "ports": [{"name": "web", "port": 9090, "targetPort": "web"}]},
+                 "ports": [{"name": "web", "port": PROMETHEUS_PORT, "targetPort": "web"}]},
     })
     return docs
 
 
 def keda_manifests(kubectl: Path) -> list[dict[str, Any]]:
-    """KEDA's config/minimal (CRDs, RBAC, operator, metrics API server, APIService), rendered by
-    `kubectl kustomize` (no cluster needed)."""
-    rendered = subprocess.run([str(kubectl), "kustomize", str(source("keda") / "config" / "minimal")],
-                              check=True, capture_output=True, text=True).stdout
-    docs = _docs(rendered)
+    """KEDA's config/minimal (CRDs, RBAC, operator, metrics API server, APIService); the
+    adapter finds the operator by its Service's name, as upstream."""
+    docs = kustomized(kubectl, source("keda") / "config" / "minimal")
     for doc in docs:
-        if doc["kind"] == "Service" and doc["metadata"]["name"] == "keda-operator":
-            doc["spec"]["clusterIP"] = KEDA_OPERATOR_IP
         if doc["kind"] != "Deployment":
             continue
-        (container,) = _containers(doc)
-        _local_image(container, KEDA)
-        pod = doc["spec"]["template"]["spec"]
-        if doc["metadata"]["name"] == "keda-operator":
-            container["command"] = ["/usr/bin/keda-operator"]
-            # ScaledObjects name Prometheus by its Service's DNS name.
-            pod["hostAliases"] = [{"ip": PROMETHEUS_IP, "hostnames": [PROMETHEUS_HOST]}]
-        else:
-            container["command"] = ["/usr/bin/keda-adapter"]
-            container["args"] = [*container.get("args", []),
-                                 f"--metrics-service-address={KEDA_OPERATOR_IP}:9666",
-                                 f"--metrics-service-grpc-authority={KEDA_GRPC_AUTHORITY}"]
+        (container,) = containers(doc)
+        local_image(container, KEDA)
+        operator = doc["metadata"]["name"] == "keda-operator"
+        container["command"] = [f"/usr/bin/keda-{'operator' if operator else 'adapter'}"]
     return docs
 
 
@@ -278,7 +264,10 @@ def install(client: Client, timeout: float = 300.0) -> float:
                timeout=max(10.0, timeout - (time.monotonic() - began)), interval=2.0)
     wait("rollout", "status", "-n", MONITORING_NS, "statefulset/prometheus-prometheus")
     wait("wait", "--for=condition=Available", "apiservice/v1beta1.external.metrics.k8s.io")
-    wait_served_here(PROMETHEUS_IP)  # before anyone here sends it a query
+    ip = client.kubectl("get", "service", "-n", MONITORING_NS, "prometheus",
+                        "-o", "jsonpath={.spec.clusterIP}").stdout.strip()
+    wait_served_here(ip)  # before anyone here sends it a query
+    _prometheus_from_host[:] = [f"http://{ip}:{PROMETHEUS_PORT}"]
     seconds = time.monotonic() - began
     log(f"Prometheus {PROMETHEUS_VERSION}, Prometheus operator {PROMOP_VERSION} and KEDA {KEDA_VERSION} "
         f"ready in {seconds:.0f}s")
@@ -288,8 +277,12 @@ def install(client: Client, timeout: float = 300.0) -> float:
 def prometheus_api(path: str, **params: str) -> Any:
     """GET /api/v1/<path> of the installed Prometheus from this machine (install() has checked
     kube-proxy serves its ClusterIP here); the data of a success, else an error saying why."""
+    if not _prometheus_from_host:
+        raise RuntimeError("addons.install() has not run in this process: Prometheus's "
+                           "ClusterIP is not known here")
     query = f"?{urllib.parse.urlencode(params)}" if params else ""
-    with urllib.request.urlopen(f"{PROMETHEUS_LOCAL}/api/v1/{path}{query}", timeout=10) as resp:
+    with urllib.request.urlopen(f"{_prometheus_from_host[0]}/api/v1/{path}{query}",
+                                timeout=10) as resp:
         body = json.loads(resp.read())
     if body.get("status") != "success":
         raise RuntimeError(f"Prometheus refused /api/v1/{path} {params}: {body}")

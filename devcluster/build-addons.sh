@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the cluster add-ons the autoscaling loop needs, from Go modules, once per version:
-#   KEDA (operator and metrics API server), the Prometheus operator (with its config reloader)
+# Builds the cluster add-ons from Go modules, once per version: CoreDNS and metrics-server
+#   (the cluster DNS and resource metrics every cluster has), and for the autoscaling loop KEDA
+#   (operator and metrics API server), the Prometheus operator (with its config reloader)
 #   and Prometheus itself (Debian's package is built without Kubernetes service discovery, so
 #   it cannot read a ServiceMonitor's scrape config). The modules carry replace directives in
 #   their go.mod, so `go install mod@v` refuses them: each is built as the main module from a
@@ -12,12 +13,16 @@ KEDA_VERSION="${KEDA_VERSION:-v2.20.2}"
 PROMOP_VERSION="${PROMOP_VERSION:-v0.85.0}"
 # Prometheus releases are published as Go module versions v0.<100*major+minor>.<patch>.
 PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v3.5.0}"
+COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"
+METRICS_SERVER_VERSION="${METRICS_SERVER_VERSION:-v0.8.0}"
 PROMETHEUS_MODULE_VERSION="v0.$(( ${PROMETHEUS_VERSION:1:1} * 100 + 10#$(cut -d. -f2 <<<"${PROMETHEUS_VERSION}") )).$(cut -d. -f3 <<<"${PROMETHEUS_VERSION}")"
 CACHE_ROOT="${BEM_DEVCLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bem-devcluster}"
-BIN_DIR="$CACHE_ROOT/addons-keda-${KEDA_VERSION}-promop-${PROMOP_VERSION}-prom-${PROMETHEUS_VERSION}"
+BIN_DIR="$CACHE_ROOT/addons-keda-${KEDA_VERSION}-promop-${PROMOP_VERSION}-prom-${PROMETHEUS_VERSION}-coredns-${COREDNS_VERSION}-ms-${METRICS_SERVER_VERSION}"
 SRC_DIR="$BIN_DIR/src"
 # name:module:version:package, one per binary (devcluster/addons.py reads the names here).
 WANT=(
+  "coredns:github.com/coredns/coredns:${COREDNS_VERSION}:github.com/coredns/coredns"
+  "metrics-server:sigs.k8s.io/metrics-server:${METRICS_SERVER_VERSION}:./cmd/metrics-server"
   "keda-operator:github.com/kedacore/keda/v2:${KEDA_VERSION}:./cmd/operator"
   "keda-adapter:github.com/kedacore/keda/v2:${KEDA_VERSION}:./cmd/adapter"
   "prometheus-operator:github.com/prometheus-operator/prometheus-operator:${PROMOP_VERSION}:./cmd/operator"
@@ -76,6 +81,19 @@ trim_prometheus_plugins() {
   touch "$src/.plugins-trimmed"
 }
 
+# CoreDNS compiles in every plugin its plugin.cfg lists (the cloud DNS backends' SDKs are most
+# of its compile); `go generate` rewrites the plugin registry from that file. The local cluster
+# serves cluster.local from the API and answers NXDOMAIN for the rest: no forward plugin is
+# built in, so no query can leave the machine whatever a Corefile says.
+trim_coredns_plugins() {
+  local src="$1"
+  [[ -f "$src/.plugins-trimmed" ]] && return 0
+  printf '%s\n' errors:errors health:health ready:ready cache:cache loadbalance:loadbalance \
+    template:template kubernetes:kubernetes > "$src/plugin.cfg"
+  (cd "$src" && go generate coredns.go)
+  touch "$src/.plugins-trimmed"
+}
+
 # One `go build` per module: binaries of one module share most packages, and one invocation
 # compiles and links them together. A binary comes out named after its package's directory.
 declare -A pkgs_of ldflags_of renames_of names_of
@@ -95,6 +113,7 @@ for entry in "${WANT[@]}"; do
     # Prometheus reports its version (build info) from this.
     ldflags_of[$src]+=" -X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v}"
   fi
+  [[ "$bin" == coredns ]] && trim_coredns_plugins "$src"
 done
 for src in "${modules[@]}"; do
   began=$SECONDS

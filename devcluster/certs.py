@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from devcluster.network import KUBERNETES_SERVICE_IP
+from devcluster.network import BRIDGE_IP, KUBERNETES_SERVICE_IP
 from devcluster.nodes import REAL_NODE
 
 VALIDITY = dt.timedelta(days=10)
@@ -29,6 +29,10 @@ SERVING_DNS = (
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
 )
+# The real node's kubelet serves on its InternalIP (the bridge address) with a cert the cluster
+# CA signs, so its clients (the API server, metrics-server) can verify it.
+KUBELET_SERVING_IPS = (BRIDGE_IP,)
+KUBELET_SERVING_DNS = (REAL_NODE,)
 # Client identities: file stem -> (common name = user, organisations = groups).
 CLIENTS = {
     "admin": ("bem-devcluster-admin", ("system:masters",)),
@@ -121,6 +125,8 @@ def _make_leaf(
     subject: x509.Name,
     *,
     server: bool,
+    dns: tuple[str, ...] = SERVING_DNS,
+    ips: tuple[str, ...] = SERVING_IPS,
 ) -> None:
     key = _key()
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
@@ -134,8 +140,8 @@ def _make_leaf(
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     )
     if server:
-        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in SERVING_DNS]
-        sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in SERVING_IPS]
+        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+        sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     cert = builder.sign(ca[1], hashes.SHA256())
     pki.crt(stem).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -148,6 +154,8 @@ def generate(root: Path) -> Pki:
     pki = Pki(root)
     ca = _make_ca(pki, "ca", "bem-devcluster-ca")
     _make_leaf(pki, "apiserver", ca, _name("kube-apiserver"), server=True)
+    _make_leaf(pki, "kubelet-serving", ca, _name(f"system:node:{REAL_NODE}", ("system:nodes",)),
+               server=True, dns=KUBELET_SERVING_DNS, ips=KUBELET_SERVING_IPS)
     for stem, (cn, orgs) in CLIENTS.items():
         _make_leaf(pki, stem, ca, _name(cn, orgs), server=False)
     # Aggregated APIs (e.g. a custom-metrics adapter) trust requests proxied by

@@ -97,6 +97,10 @@ class DevCluster(Client):
             interrupt_on_sigterm()
         try:
             cluster._boot_retrying(timeout)
+            if real_node:  # pods resolve names and report usage, as in any cluster
+                from devcluster import kubesystem
+
+                kubesystem.install(cluster, realnode.NodeLayout(state_dir), timeout=timeout)
         except BaseException:
             cluster.stop()
             raise

@@ -71,6 +71,12 @@ class Image:
         return f"{self.name}:{self.tag}"
 
     @property
+    def from_scratch(self) -> bool:
+        """Whether the Dockerfile builds on nothing (a static binary's): no Debian base."""
+        return re.search(r"^FROM (?!scratch\b)", (REPO / self.dockerfile).read_text(),
+                         re.MULTILINE) is None
+
+    @property
     def cri_ref(self) -> str:
         """The name a pod's `image: <name>:<tag>` resolves to."""
         return f"docker.io/library/{self.ref}"
@@ -301,7 +307,8 @@ def build(image: Image, base: str) -> tuple[str, bool]:
     ctx, key = stage_context(image)
     args = [("BASE_IMAGE", base), ("OFFLINE", "1"), *image.build_args]
     inputs = [key, *(f"{k}={v}" for k, v in args)]
-    parents = [v for k, v in image.build_args if k == "RUNTIME_IMAGE"] + [base]
+    parents = [v for k, v in image.build_args if k == "RUNTIME_IMAGE"]
+    parents += [] if image.from_scratch else [base]
     inputs += [image_id(p) or "" for p in parents]
     full_key = hashlib.sha256("\n".join(inputs).encode()).hexdigest()[:20]
     stamps = _read_json(_stamps())
@@ -439,7 +446,8 @@ def ensure_all(lay=None, images: tuple[Image, ...] = ALL) -> dict[str, dict]:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per machine at a time
         # Working containers of a build that was killed hold GBs: drop them.
         buildah("rm", "--all", check=False)
-        base = ensure_base()
+        # debootstrap only when an image builds on the base (minutes on a fresh machine).
+        base = "" if all(image.from_scratch for image in images) else ensure_base()
         with registry.serving() as addr:
             for image in images:
                 report[image.ref] = _ensure(image, base, lay, addr)

@@ -32,7 +32,7 @@ from devcluster import kubeconfig as kcfg
 from devcluster.binaries import Binaries, cache_root
 from devcluster.components import POD_CIDR as KWOK_POD_CIDR
 from devcluster.health import StartupError, http_ok, wait_for_component, wait_until
-from devcluster.network import SERVICE_CIDR
+from devcluster.network import BRIDGE_IP, CLUSTER_DNS_IP, CLUSTER_DOMAIN, SERVICE_CIDR
 from devcluster.nodes import REAL_NODE, node_ready
 
 NODE_NAME = REAL_NODE
@@ -40,7 +40,6 @@ NODE_LABEL = "bem.ai/node"  # =real on the real node
 POD_CIDR = "10.88.0.0/24"  # kwok hands its fake pods 10.244.0.0/16
 KWOK_POD_RANGE = str(ipaddress.ip_network(KWOK_POD_CIDR, strict=False))
 BRIDGE = "bemnode0"
-BRIDGE_IP = "10.88.0.1"
 # Pods reach the API server (loopback-only) through the `kubernetes` Service:
 # kube-proxy sends its ClusterIP:443 to this forwarder on the bridge address.
 APISERVER_BRIDGE_PORT = 6443
@@ -160,7 +159,7 @@ def cni_config(lay: NodeLayout) -> dict[str, Any]:
     }
 
 
-def kubelet_config(lay: NodeLayout, ca_file: Path) -> dict[str, Any]:
+def kubelet_config(lay: NodeLayout, pki_dir: Path) -> dict[str, Any]:
     sock = f"unix://{lay.containerd_sock}"
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
@@ -177,10 +176,17 @@ def kubelet_config(lay: NodeLayout, ca_file: Path) -> dict[str, Any]:
         "healthzBindAddress": "127.0.0.1",
         "healthzPort": 10248,
         "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                           "x509": {"clientCAFile": str(ca_file)}},
+                           "x509": {"clientCAFile": str(pki_dir / "ca.crt")}},
         "authorization": {"mode": "Webhook"},
-        "clusterDomain": "cluster.local",
-        "resolvConf": "/etc/resolv.conf",
+        # The pods resolve through the cluster's CoreDNS (devcluster/kubesystem.py) only: no
+        # host resolv.conf, so no pod learns the machine's own resolvers or search domains.
+        "clusterDNS": [CLUSTER_DNS_IP],
+        "clusterDomain": CLUSTER_DOMAIN,
+        "resolvConf": "",
+        # Served with a cert the cluster CA signs (certs.py): the API server and metrics-server
+        # verify the kubelet instead of skipping the check.
+        "tlsCertFile": str(pki_dir / "kubelet-serving.crt"),
+        "tlsPrivateKeyFile": str(pki_dir / "kubelet-serving.key"),
         "rotateCertificates": False,
         "serverTLSBootstrap": False,
         # The kubelet sets a few kernel tunables (overcommit, panic); teardown puts them back.
@@ -314,7 +320,7 @@ class RealNode:
             "socat", f"TCP-LISTEN:{APISERVER_BRIDGE_PORT},bind={BRIDGE_IP},reuseaddr,fork",
             f"TCP:127.0.0.1:{self.server.rsplit(':', 1)[1]}"])
 
-        lay.path("kubelet", "config.yaml").write_text(yaml.safe_dump(kubelet_config(lay, ca)))
+        lay.path("kubelet", "config.yaml").write_text(yaml.safe_dump(kubelet_config(lay, self.pki_dir)))
         kubelet = self._spawn("kubelet", [
             str(self.bins.path("kubelet")),
             f"--config={lay.path('kubelet', 'config.yaml')}",
@@ -322,6 +328,7 @@ class RealNode:
             f"--root-dir={lay.path('kubelet', 'root')}",
             f"--cert-dir={lay.path('kubelet', 'pki')}",
             f"--hostname-override={NODE_NAME}",
+            f"--node-ip={BRIDGE_IP}",  # the address its serving cert names
             f"--node-labels={NODE_LABEL}=real",
             "--v=1",
         ])

@@ -101,7 +101,7 @@ control_plane() {
   log "Control-plane binaries in $bindir"
 }
 phase "Control-plane binaries (etcd, Kubernetes, kwok, helm)" \
-  "the add-ons (KEDA, the Prometheus operator, Prometheus)" control_plane
+  "the add-ons (CoreDNS, metrics-server, KEDA, the Prometheus operator, Prometheus)" control_plane
 
 addons() {
   local dir
@@ -111,9 +111,10 @@ addons() {
 }
 phase "Add-on binaries" "waiting for the project images" addons
 
-# Every image is built with buildah from a debootstrapped base and skipped when nothing it
-# copies has changed. The add-ons' (Prometheus, its operator and config reloader, KEDA) wait
-# for the project's: one builder at a time on a machine.
+# Every image is built with buildah (from a debootstrapped base, or from scratch for a static
+# binary) and skipped when nothing it copies has changed. The add-ons' (CoreDNS, metrics-server,
+# Prometheus, its operator and config reloader, KEDA) wait for the project's: one builder at a
+# time on a machine.
 wait_images() {
   local rc=0
   wait "$images_pid" || rc=$?

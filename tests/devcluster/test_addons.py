@@ -1,16 +1,14 @@
 """The add-on manifests as devcluster patches them: every image is one built here (nothing is
-pulled), pods are small enough for the 2-core node, names that would need cluster DNS have a
-fixed ClusterIP and a host alias, and the versions come from build-addons.sh alone."""
+pulled), pods are small enough for the 2-core node, names resolve through the cluster DNS as
+upstream (no fixed ClusterIP, no host alias), and the versions come from build-addons.sh alone."""
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 import pytest
 
 from devcluster import addons, binaries
-from devcluster.network import static_band
 
 # kubectl (kustomize) and the add-ons' module sources come from the Go builds.
 pytestmark = pytest.mark.e2e
@@ -53,21 +51,16 @@ def test_prometheus_selects_everything_the_operator_and_chart_create(
         assert prometheus["spec"][selector] == {}, selector
 
 
-def test_names_without_cluster_dns_resolve_to_fixed_cluster_ips(
-        manifests: list[dict[str, Any]]) -> None:
-    services = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in manifests
-                if d["kind"] == "Service"}
-    fixed = {services[(addons.MONITORING_NS, "prometheus")]["spec"]["clusterIP"],
-             services[(addons.KEDA_NS, "keda-operator")]["spec"]["clusterIP"]}
-    assert fixed == {addons.PROMETHEUS_IP, addons.KEDA_OPERATOR_IP}
-    band = static_band()  # the API server allocates from above it first
-    assert all(ipaddress.ip_address(ip) in band for ip in fixed), fixed
+def test_names_resolve_through_cluster_dns_as_upstream(manifests: list[dict[str, Any]]) -> None:
+    """No fixed ClusterIP, no host alias and no address instead of a name: the cluster's
+    CoreDNS (kubesystem.py) resolves them."""
+    for doc in manifests:
+        if doc["kind"] == "Service":
+            assert doc["spec"].get("clusterIP") in (None, "None"), doc["metadata"]  # or headless
     pods = _pods(manifests)
-    assert pods["keda-operator"]["hostAliases"] == [
-        {"ip": addons.PROMETHEUS_IP, "hostnames": [addons.PROMETHEUS_HOST]}]
-    args = pods["keda-metrics-apiserver"]["containers"][0]["args"]
-    assert f"--metrics-service-address={addons.KEDA_OPERATOR_IP}:9666" in args
-    assert f"--metrics-service-grpc-authority={addons.KEDA_GRPC_AUTHORITY}" in args
+    assert all("hostAliases" not in pod for pod in pods.values())
+    args = pods["keda-metrics-apiserver"]["containers"][0].get("args", [])
+    assert not any(a.startswith("--metrics-service-") for a in args), args
     assert addons.PROMETHEUS_URL == f"http://{addons.PROMETHEUS_HOST}:9090"
 
 
