@@ -11,11 +11,28 @@ from devcluster.health import wait_until
 from devcluster.realnode import wait_served_here
 from devcluster.traffic import GENERATE, Load, post
 
-__all__ = ["BAKED_IMAGE", "GENERATE", "SMALL", "Load", "apply", "bems_ready", "figure",
-           "get_json", "post", "rollout_done", "runtime_pods", "service_url"]
+__all__ = ["BAKED_IMAGE", "GENERATE", "SMALL", "Load", "apply", "baked_service", "bems_ready",
+           "figure", "get_json", "post", "rollout_done", "runtime_pods", "service_url"]
 
 BAKED_IMAGE = "bem-runtime-with-model:0.1.0"
 SMALL = {"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+
+
+def baked_service(name: str, **spec: Any) -> dict[str, Any]:
+    """A BEMService of the baked toy model, small enough for a 2-core node, rolled out one pod
+    at a time; `spec` adds fields or replaces these."""
+    return {
+        "apiVersion": "bem.ai/v1alpha1", "kind": "BEMService",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"source": "Image", "basePath": "base", "checkpointPath": "bem"},
+            "resources": SMALL,
+            "runtime": {"image": BAKED_IMAGE, "imagePullPolicy": "Never",
+                        "env": [{"name": "OMP_NUM_THREADS", "value": "1"}]},
+            "rollout": {"strategy": "RollingUpdate", "maxSurge": 1, "maxUnavailable": 0},
+            **spec,
+        },
+    }
 
 
 def figure(text: str) -> None:

@@ -29,7 +29,7 @@ from devcluster.pytest_plugin import fresh_namespace
 from install.support import CHART
 
 from .conftest import OPERATOR_NS
-from .support import (BAKED_IMAGE, Load, apply, bems_ready, figure, get_json, post,
+from .support import (Load, apply, baked_service, bems_ready, figure, get_json, post,
                       runtime_pods, service_url)
 
 TARGET_RPS = 1  # per pod; a few request loops make several times that
@@ -75,31 +75,17 @@ def value(series: list[dict[str, Any]]) -> float:
 
 
 def keda_service(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "bem.ai/v1alpha1", "kind": "BEMService",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"source": "Image", "basePath": "base", "checkpointPath": "bem"},
-            "resources": {"requests": {"cpu": "50m", "memory": "256Mi"},
-                          "limits": {"memory": "1Gi"}},
-            "runtime": {"image": BAKED_IMAGE, "imagePullPolicy": "Never",
-                        "env": [{"name": "OMP_NUM_THREADS", "value": "1"}]},
-            "rollout": {"strategy": "RollingUpdate", "maxSurge": 1, "maxUnavailable": 0},
-            "monitoring": {"serviceMonitor": True, "interval": "5s"},
-            "autoscaling": {
-                "provider": "KEDA", "minReplicas": 1, "maxReplicas": MAX_REPLICAS,
-                "targetRequestsPerSecond": TARGET_RPS,
-                # Short windows so the test sees both directions in minutes.
-                "behavior": {
-                    "scaleUp": {"stabilizationWindowSeconds": 0,
-                                "policies": [{"type": "Pods", "value": 2, "periodSeconds": 5}]},
-                    "scaleDown": {"stabilizationWindowSeconds": 10,
-                                  "policies": [{"type": "Percent", "value": 100,
-                                                "periodSeconds": 5}]},
-                },
-            },
+    return baked_service(name, monitoring={"serviceMonitor": True, "interval": "5s"}, autoscaling={
+        "provider": "KEDA", "minReplicas": 1, "maxReplicas": MAX_REPLICAS,
+        "targetRequestsPerSecond": TARGET_RPS,
+        # Short windows so the test sees both directions in minutes.
+        "behavior": {
+            "scaleUp": {"stabilizationWindowSeconds": 0,
+                        "policies": [{"type": "Pods", "value": 2, "periodSeconds": 5}]},
+            "scaleDown": {"stabilizationWindowSeconds": 10,
+                          "policies": [{"type": "Percent", "value": 100, "periodSeconds": 5}]},
         },
-    }
+    })
 
 
 def replicas(cluster: Any, namespace: str, name: str) -> tuple[int, int]:

@@ -25,8 +25,8 @@ from devcluster.nodes import REAL_NODE
 from devcluster.realnode import local_addresses, wait_served_here
 
 from .conftest import OPERATOR_NS
-from .support import (BAKED_IMAGE, GENERATE, SMALL, Load, apply, bems_ready, figure, get_json, post,
-                      rollout_done, runtime_pods, service_url)
+from .support import (BAKED_IMAGE, GENERATE, Load, apply, baked_service, bems_ready, figure,
+                      get_json, post, rollout_done, runtime_pods, service_url)
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "manifests" / "samples"
@@ -37,19 +37,8 @@ def fleet(name: str, strategy: str, replicas: int) -> dict[str, Any]:
     rollout: dict[str, Any] = {"strategy": strategy}
     if strategy == "RollingUpdate":
         rollout |= {"maxSurge": 1, "maxUnavailable": 0}
-    return {
-        "apiVersion": "bem.ai/v1alpha1", "kind": "BEMService",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"source": "Image", "basePath": "base", "checkpointPath": "bem"},
-            "replicas": replicas,
-            "resources": SMALL,
-            "rollout": rollout,
-            "runtime": {"image": BAKED_IMAGE, "imagePullPolicy": "Never",
-                        "env": [{"name": "OMP_NUM_THREADS", "value": "1"}]},
-            "monitoring": {"serviceMonitor": False},
-        },
-    }
+    return baked_service(name, replicas=replicas, rollout=rollout,
+                         monitoring={"serviceMonitor": False})
 
 
 def test_operator_runs_as_a_pod_installed_by_helm(real_cluster: Any,
