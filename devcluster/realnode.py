@@ -320,7 +320,8 @@ class RealNode:
             "socat", f"TCP-LISTEN:{APISERVER_BRIDGE_PORT},bind={BRIDGE_IP},reuseaddr,fork",
             f"TCP:127.0.0.1:{self.server.rsplit(':', 1)[1]}"])
 
-        lay.path("kubelet", "config.yaml").write_text(yaml.safe_dump(kubelet_config(lay, self.pki_dir)))
+        lay.path("kubelet", "config.yaml").write_text(
+            yaml.safe_dump(kubelet_config(lay, self.pki_dir)))
         kubelet = self._spawn("kubelet", [
             str(self.bins.path("kubelet")),
             f"--config={lay.path('kubelet', 'config.yaml')}",
