@@ -61,6 +61,8 @@ INVALID = [
      "svc", "spec.replicas", "mutually exclusive"),
     ("min-above-max", {"model": MODEL, "autoscaling": {"minReplicas": 5, "maxReplicas": 3}},
      "svc", "spec.autoscaling.minReplicas", "less than or equal"),
+    ("request-rate-off-alone", {"model": MODEL, "autoscaling": {"maxReplicas": 3, "requestRate": False}},
+     "svc", "spec.autoscaling.requestRate", "something must drive the scaling"),
     ("gpu-product-without-count", {"model": MODEL, "gpu": {"product": "NVIDIA-H100"}},
      "svc", "spec.gpu.product", "count greater than 0"),
     ("surge-with-recreate", {"model": MODEL, "rollout": {"strategy": "Recreate", "maxSurge": 1}},

@@ -85,3 +85,21 @@ def test_no_scaled_object_without_keda_or_with_the_hpa_provider():
     assert build_scaled_object(with_spec(autoscaling={**KEDA, "provider": "HPA"})) is None
     assert build_scaled_object(with_spec(replicas=2)) is None
     assert build_hpa(with_spec(autoscaling={"maxReplicas": 3}))["kind"] == "HorizontalPodAutoscaler"
+
+
+@pytest.mark.parametrize("provider", ["HPA", "KEDA"])
+def test_request_rate_false_scales_on_the_resource_targets_alone(provider):
+    """Without a custom-metrics adapter (HPA) or Prometheus (KEDA) the request-rate metric can
+    never be read, and an HPA then holds its pods: requestRate false leaves it out."""
+    auto = {"maxReplicas": 3, "provider": provider, "targetCPUUtilization": 60}
+    on = with_spec(autoscaling=auto, resources={"requests": {"cpu": "1"}})
+    off = with_spec(autoscaling={**auto, "requestRate": False}, resources={"requests": {"cpu": "1"}})
+    if provider == "HPA":
+        kinds = [m["type"] for m in build_hpa(on)["spec"]["metrics"]]
+        assert kinds == ["Pods", "Resource"]
+        assert [m["type"] for m in build_hpa(off)["spec"]["metrics"]] == ["Resource"]
+    else:
+        kinds = [t["type"] for t in build_scaled_object(on, BuildOptions())["spec"]["triggers"]]
+        assert kinds == ["prometheus", "cpu"]
+        off_kinds = [t["type"] for t in build_scaled_object(off, BuildOptions())["spec"]["triggers"]]
+        assert off_kinds == ["cpu"]

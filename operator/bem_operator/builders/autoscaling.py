@@ -42,7 +42,7 @@ def hpa_from_spec(spec: BEMServiceSpec) -> dict[str, Any] | None:
             "metric": {"name": REQUEST_RATE_METRIC},
             "target": {"type": "AverageValue", "averageValue": quantity(auto.target_requests_per_second)},
         },
-    }]
+    }] if auto.request_rate else []
     metrics += [_utilization(resource, percent) for resource, percent in auto.utilization_targets]
     body: dict[str, Any] = {
         "scaleTargetRef": scale_target(spec),

@@ -76,7 +76,7 @@ def scaled_object_from_spec(spec: BEMServiceSpec, options: BuildOptions) -> dict
             "query": request_rate_query(spec),
             "threshold": threshold(auto.target_requests_per_second),
         },
-    }]
+    }] if auto.request_rate else []
     triggers += [_utilization(resource, percent) for resource, percent in auto.utilization_targets]
     hpa_config: dict[str, Any] = {"name": keda_hpa_name(spec.name)}
     if auto.behavior:

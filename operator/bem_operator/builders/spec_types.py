@@ -136,10 +136,14 @@ class Autoscaling(Section):
     whose prometheus trigger reads the pods' request rate from Prometheus, and KEDA makes and
     owns the HorizontalPodAutoscaler. Either way the autoscaler owns the replica count. Mutually
     exclusive with spec.replicas."""
-    model_config = ConfigDict(json_schema_extra=rules(cel(
-        "self.minReplicas <= self.maxReplicas",
-        "spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas.",
-        ".minReplicas")))
+    model_config = ConfigDict(json_schema_extra=rules(
+        cel("self.minReplicas <= self.maxReplicas",
+            "spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas.",
+            ".minReplicas"),
+        cel("!has(self.requestRate) || self.requestRate || has(self.targetCPUUtilization) || "
+            "has(self.targetMemoryUtilization)",
+            "spec.autoscaling.requestRate false needs targetCPUUtilization or "
+            "targetMemoryUtilization: something must drive the scaling.", ".requestRate")))
 
     provider: Literal["HPA", "KEDA"] = Field("HPA", description=(
         "What scales the pods. HPA (default): a HorizontalPodAutoscaler on the "
@@ -149,6 +153,11 @@ class Autoscaling(Section):
         "our ServiceMonitor has Prometheus scrape it) and an AverageValue target of "
         "targetRequestsPerSecond per pod; needs KEDA and a Prometheus that selects the "
         "ServiceMonitor, at the operator's Prometheus address."))
+    request_rate: bool = Field(True, description=(
+        "Scale on the request rate per pod (default true). false scales on the CPU and memory "
+        "targets alone, from the resource metrics API (metrics-server), for clusters without a "
+        "custom-metrics adapter or Prometheus: an HPA neither scales down nor up by a metric it "
+        "cannot read."))
     min_replicas: int = Field(1, ge=1, le=1000, description="Fewest pods the autoscaler keeps (default 1).")
     max_replicas: int = Field(ge=1, le=1000, description="Most pods the autoscaler may run.")
     target_requests_per_second: float = Field(
