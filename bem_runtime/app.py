@@ -15,7 +15,7 @@ from bem_runtime.auth import ApiKeys
 from bem_runtime.metrics import Metrics
 from bem_runtime.middlewares import (add_headers, context_middleware, guard_middleware,
                                      port_middleware)
-from bem_runtime.ratelimit import TokenBuckets
+from bem_runtime.ratelimit import TokenBuckets, TrustedProxies
 from bem_runtime.routes import setup_routes
 from bem_runtime.scheduler import Scheduler
 from bem_runtime.registry import Registry
@@ -51,7 +51,8 @@ def create_app(settings: Settings, engine: Any = None) -> web.Application:
     app[STATE] = AppState(settings=settings, metrics=metrics,
                           keys=ApiKeys(settings.all_api_keys()),
                           buckets=TokenBuckets(settings.rate_limit_rps, settings.rate_limit_burst),
-                          registry=registry, admin_token=admin_token, engine=engine)
+                          registry=registry, admin_token=admin_token, engine=engine,
+                          proxies=TrustedProxies(settings.trusted_proxies))
     setup_routes(app)
     app.on_response_prepare.append(add_headers)
     app.cleanup_ctx.append(_cache_ctx)

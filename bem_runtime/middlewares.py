@@ -112,7 +112,10 @@ async def guard_middleware(request: web.Request, handler) -> web.StreamResponse:
                                         retry_after=1, type_="draining")
     if is_admin_path(request.path):
         return await handler(request)
-    client = state.keys.check(request) or f"ip:{request.remote}"
+    # A valid API key is the client; without auth, the address (behind trusted proxies, the
+    # one they report).
+    client = state.keys.check(request) or "ip:" + state.proxies.client(
+        request.remote, request.headers.getall("X-Forwarded-For", []))
     state.buckets.take(client)
     return await handler(request)
 

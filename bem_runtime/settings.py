@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -42,6 +43,18 @@ def boolean(raw: str) -> bool:
 
 def comma_list(raw: str) -> tuple[str, ...]:
     return tuple(k.strip() for k in str(raw).split(",") if k.strip())
+
+
+def cidr_list(raw: str) -> tuple[str, ...]:
+    """Comma-separated CIDRs (a bare address is its own /32 or /128), normalised."""
+    out = []
+    for item in comma_list(raw):
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"trusted-proxies: {item!r} is not an IP address or CIDR such as 10.0.0.0/8") from None
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -175,6 +188,13 @@ class Settings:
         20.0, "BEM_RATE_LIMIT_RPS", "requests/s per API key or client IP", "--rate-limit")
     rate_limit_burst: int = _setting(
         40, "BEM_RATE_LIMIT_BURST", "bucket size of the rate limit", "--rate-limit-burst")
+    # Behind a Gateway every peer is a Gateway pod: only the hops these proxies append to
+    # X-Forwarded-For are believed, so a client cannot pick its own rate-limit bucket.
+    trusted_proxies: tuple[str, ...] = _setting(
+        (), "BEM_TRUSTED_PROXIES",
+        "comma-separated CIDRs of proxies whose X-Forwarded-For is believed: the client is then "
+        "the right-most address of the chain outside them (default none: the peer address)",
+        "--trusted-proxies", parse=cidr_list)
     drain_timeout: float = _setting(
         30.0, "BEM_DRAIN_TIMEOUT",
         "seconds SIGTERM waits for in-flight requests; then they are cancelled (503) and the "
@@ -205,6 +225,10 @@ class Settings:
         if len(set(self.listen_ports)) != len(self.listen_ports):
             problems.append(f"port, metrics-port and admin-port must differ, got "
                             f"{', '.join(map(str, self.listen_ports))}")
+        try:
+            cidr_list(",".join(self.trusted_proxies))
+        except argparse.ArgumentTypeError as exc:
+            problems.append(str(exc))
         if problems:
             raise ValueError("invalid settings: " + "; ".join(problems))
 

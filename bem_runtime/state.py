@@ -9,7 +9,7 @@ from aiohttp import web
 
 from bem_runtime.auth import ApiKeys
 from bem_runtime.metrics import Metrics
-from bem_runtime.ratelimit import TokenBuckets
+from bem_runtime.ratelimit import TokenBuckets, TrustedProxies
 from bem_runtime.registry import Registry
 from bem_runtime.scheduler import Scheduler
 from bem_runtime.settings import Settings
@@ -27,6 +27,7 @@ class AppState:
     registry: Registry
     admin_token: str | None = None  # None: the admin API is off
     admin_token_read_at: float = 0.0  # monotonic time of the last re-read (admin._reread_token)
+    proxies: TrustedProxies = field(default_factory=lambda: TrustedProxies(()))
     engine: Any = None  # bem_runtime.model.Engine once loaded
     scheduler: Scheduler | None = None
     cache: ResponseCache | None = None

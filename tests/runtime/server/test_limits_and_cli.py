@@ -5,9 +5,9 @@ import pytest
 
 from bem_runtime.cli import build_parser, settings_from_args
 from bem_runtime.errors import InvalidInput, RateLimited, UnsupportedMediaType
-from bem_runtime.ratelimit import TokenBuckets
+from bem_runtime.ratelimit import TokenBuckets, TrustedProxies
 from bem_runtime.schemas import GenerateBody, parse_body
-from bem_runtime.settings import Settings, read_key_file
+from bem_runtime.settings import Settings, cidr_list, read_key_file
 
 
 def test_token_bucket_refills_at_the_rate_and_isolates_clients():
@@ -140,3 +140,27 @@ def test_a_bad_admin_token_exits_2(tmp_path, capsys, monkeypatch, token, message
     code = main(["serve", "--model-dir", str(tmp_path), "--bem-dir", str(tmp_path),
                  "--admin-token-file", str(tmp_path / "token")])
     assert code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("peer", "forwarded", "client"), [
+    ("127.0.0.1", [], "127.0.0.1"),  # a trusted proxy with no header: itself
+    ("192.0.2.7", ["198.51.100.1"], "192.0.2.7"),  # untrusted peer: the header is ignored
+    ("127.0.0.1", ["198.51.100.3, 198.51.100.1"], "198.51.100.1"),  # right-most untrusted
+    ("127.0.0.1", ["198.51.100.3", "198.51.100.1, 10.1.2.3"], "198.51.100.1"),  # two headers
+    ("127.0.0.1", ["10.9.9.9"], "10.9.9.9"),  # every hop trusted: the left-most
+    ("127.0.0.1", ["198.51.100.3, junk, 10.0.0.2"], "10.0.0.2"),  # stop at a malformed hop
+    ("::1", ["2001:db8::5"], "2001:db8::5"),
+])
+def test_trusted_proxies_name_the_client(peer, forwarded, client):
+    proxies = TrustedProxies(["127.0.0.1/32", "10.0.0.0/8", "::1"])
+    assert proxies.client(peer, forwarded) == client
+
+
+def test_trusted_proxies_refuse_a_bad_cidr(monkeypatch, capsys):
+    monkeypatch.setenv("BEM_TRUSTED_PROXIES", "10.0.0.0/8,not-a-net")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve"])
+    assert "trusted-proxies: 'not-a-net'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="trusted-proxies: '300.1.1.1'"):
+        Settings(trusted_proxies=("300.1.1.1",))
+    assert cidr_list("10.1.2.3/8, ::1") == ("10.0.0.0/8", "::1/128")
