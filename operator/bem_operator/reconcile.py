@@ -25,8 +25,9 @@ from bem_operator.builders import (CHILD_KINDS, BuildOptions, SpecError, childre
 from bem_operator.builders import endpoint as service_endpoint
 from bem_operator.builders.checkpoints import ADMIN_TOKEN_KEY, admin_secret_name
 from bem_operator.builders.keda import keda_hpa_name
+from bem_operator.builders.edge import gateway_namespace, gateway_url
 from bem_operator.builders.kinds import (BEMCHECKPOINT, CHILD_REGISTRY, DEPLOYMENT, HPA,
-                                         SCALED_OBJECT, SECRET, SERVICE_MONITOR)
+                                         HTTP_ROUTE, SCALED_OBJECT, SECRET, SERVICE_MONITOR)
 from bem_operator.builders.labels import child_metadata
 from bem_operator.builders.options import OperatorPods
 from bem_operator.builders.spec_types import BEMServiceSpec
@@ -35,6 +36,7 @@ from bem_operator.checkpoints import (Admin, Declared, Placement, PodReport, Run
                                       orphan_events, place, ready_pods, summary, sync, tracked)
 from bem_operator.constants import (APPLIED_ANNOTATION, DEFAULT_PROMETHEUS_ADDRESS,
                                     FIELD_MANAGER, HANDOVER_MANAGER)
+from bem_operator.gateway import GatewayObserved
 from bem_operator.k8s import ApiError, KubeApi
 from bem_operator.references import Reference, required_references
 from bem_operator.status import (Observed, Problem, Reason, compute_status, degraded_of,
@@ -131,6 +133,7 @@ class Reconciler:
                              if kind.optional_crd and not self.api.serves(kind))
         options = BuildOptions(service_monitor_available=SERVICE_MONITOR.key not in unserved,
                                keda_available=SCALED_OBJECT.key not in unserved,
+                               gateway_api_available=HTTP_ROUTE.key not in unserved,
                                prometheus_address=self.prometheus_address,
                                default_runtime_image=self.default_image,
                                operator=self.operator_pods)
@@ -198,7 +201,8 @@ class Reconciler:
             problem=_missing_problem(meta["namespace"], missing),
             service_monitor=None if not spec.monitoring.service_monitor
             else "applied" if SERVICE_MONITOR.key not in unserved else "unavailable",
-            autoscaler=self._autoscaler(spec, SCALED_OBJECT.key not in unserved))
+            autoscaler=self._autoscaler(spec, SCALED_OBJECT.key not in unserved),
+            gateway=self._gateway(spec, HTTP_ROUTE.key not in unserved))
         result = self._report(bems, observed, events)
         result.applied = applied
         if failure is not None:
@@ -234,6 +238,17 @@ class Reconciler:
             hpa=self.cache.get(HPA.key, spec.namespace, spec.name, hpa_name),
             scaled_object=self.cache.get(SCALED_OBJECT.key, spec.namespace, spec.name,
                                          spec.name) if keda else None)
+
+    def _gateway(self, spec: BEMServiceSpec, served: bool) -> GatewayObserved | None:
+        """The HTTPRoute of spec.gateway as the cache holds it, with the Gateways it names."""
+        if spec.gateway is None:
+            return None
+        return GatewayObserved(
+            route_name=spec.name, route_namespace=spec.namespace, url=gateway_url(spec),
+            parents=tuple((gateway_namespace(spec, ref), ref.name, ref.section_name)
+                          for ref in spec.gateway.parent_refs),
+            served=served,
+            route=self.cache.get(HTTP_ROUTE.key, spec.namespace, spec.name, spec.name))
 
     def _report(self, bems: Mapping[str, Any], observed: Observed, events: list[Event],
                 invalid: bool = False) -> Result:

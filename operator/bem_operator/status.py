@@ -23,6 +23,7 @@ from typing import Any
 from bem_operator.autoscaler import (AutoscalerObserved, autoscaling_condition,
                                     autoscaling_status, not_installed)
 from bem_operator.constants import CONFIG_HASH_ANNOTATION
+from bem_operator.gateway import GatewayObserved, gateway_condition, gateway_status, refused
 
 
 class Reason(enum.StrEnum):
@@ -107,6 +108,7 @@ class Observed:
     service_monitor: str | None = None  # None (not wanted), "applied" or "unavailable"
     autoscaler: AutoscalerObserved | None = None  # None without spec.autoscaling
     checkpoints: Mapping[str, int] | None = None  # status.checkpoints (checkpoints.summary)
+    gateway: GatewayObserved | None = None  # None without spec.gateway
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +149,7 @@ def compute_status(observed: Observed, previous: Mapping[str, Any] | None,
     status["autoscaling"] = None if observed.autoscaler is None \
         else autoscaling_status(observed.autoscaler)
     status["checkpoints"] = None if observed.checkpoints is None else dict(observed.checkpoints)
+    status["gateway"] = None if observed.gateway is None else gateway_status(observed.gateway)
     return status
 
 
@@ -182,6 +185,8 @@ def _conditions(observed: Observed) -> list[Condition]:
             "no ServiceMonitor was created (install the Prometheus Operator CRDs to get one)"))
     if observed.autoscaler is not None:
         conditions.append(Condition("Autoscaling", *autoscaling_condition(observed.autoscaler)))
+    if observed.gateway is not None:
+        conditions.append(Condition("Gateway", *gateway_condition(observed.gateway)))
     return conditions
 
 
@@ -263,7 +268,9 @@ def _degraded(observed: Observed, dep: Mapping[str, Any] | None,
         return Condition("Degraded", True, Reason.INVALID_SPEC, observed.spec_error)
     missing = not_installed(observed.autoscaler) if observed.autoscaler else None
     autoscaler = Problem(*missing) if missing else None
-    for problem in (observed.apply_error, observed.problem, autoscaler, pods.failure):
+    route = refused(observed.gateway) if observed.gateway else None
+    gateway = Problem(*route) if route else None
+    for problem in (observed.apply_error, observed.problem, autoscaler, gateway, pods.failure):
         if problem is not None:
             return Condition("Degraded", True, problem.reason, problem.message)
     if dep is not None:

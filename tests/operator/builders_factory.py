@@ -33,12 +33,12 @@ def with_spec(**fields: Any) -> dict[str, Any]:
 
 def with_every_runtime_field(bems: dict[str, Any]) -> dict[str, Any]:
     """`bems` with every field of builders/runtime_fields.py set: 1 where an integer is read,
-    0.5 where a number is."""
+    0.5 where a number is, one CIDR where a list is."""
     for field in RUNTIME_FIELDS:
         section = bems["spec"]
         for part in field.section:
             section = section.setdefault(part, {})
-        section[field.key] = 1 if field.kind is int else 0.5
+        section[field.key] = {int: 1, float: 0.5, list: ["10.0.0.0/8"]}[field.kind]
     return bems
 
 

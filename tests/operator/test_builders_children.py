@@ -45,12 +45,19 @@ def test_autoscaling_adds_the_hpa_after_the_service():
                                "PodDisruptionBudget", "ServiceMonitor"]
 
 
-@pytest.mark.parametrize("provider, other", [("HPA", "ScaledObject"), ("KEDA", "HorizontalPodAutoscaler")])
-def test_apply_order_matches_child_kinds(provider, other):
-    """Every kind but the other provider's autoscaler, in the registry's order."""
-    bems = with_spec(autoscaling={"maxReplicas": 4, "provider": provider})
+EDGES = {"HTTPRoute": {"gateway": {"parentRefs": [{"name": "gw"}]}},
+         "Ingress": {"ingress": {"hosts": ["bem.example.com"]}}}
+
+
+@pytest.mark.parametrize("provider, other, edge", [("HPA", "ScaledObject", "HTTPRoute"),
+                                                   ("KEDA", "HorizontalPodAutoscaler", "Ingress")])
+def test_apply_order_matches_child_kinds(provider, other, edge):
+    """Every kind but the other provider's autoscaler and the other edge, in the registry's order."""
+    other_edge = next(kind for kind in EDGES if kind != edge)
+    bems = with_spec(autoscaling={"maxReplicas": 4, "provider": provider}, **EDGES[edge])
     children = build_children(bems, BuildOptions())
-    assert [(c["apiVersion"], c["kind"]) for c in children] == [k for k in CHILD_KINDS if k[1] != other]
+    assert [(c["apiVersion"], c["kind"]) for c in children] == [
+        k for k in CHILD_KINDS if k[1] not in (other, other_edge)]
 
 
 def test_keda_provider_builds_a_scaled_object_instead_of_the_hpa():

@@ -77,12 +77,13 @@ def test_one_served_storage_version_with_status_and_scale(version):
 
 def test_printer_columns(version):
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
-    assert list(columns) == ["Ready", "Replicas", "Phase", "Endpoint", "Autoscaler", "Desired",
+    assert list(columns) == ["Ready", "Replicas", "Phase", "Endpoint", "URL", "Autoscaler", "Desired",
                              "RPS/Pod", "Checkpoints", "Waiting", "Age"]
     assert columns["Ready"] == ".status.readyReplicas"
-    # The autoscaler's columns are for -o wide only (priority 1).
+    # The gateway URL and the autoscaler's columns are for -o wide only (priority 1).
     wide = {c["name"] for c in version["additionalPrinterColumns"] if c.get("priority") == 1}
-    assert wide == {"Autoscaler", "Desired", "RPS/Pod", "Checkpoints", "Waiting"}
+    assert wide == {"URL", "Autoscaler", "Desired", "RPS/Pod", "Checkpoints", "Waiting"}
+    assert columns["URL"] == ".status.gateway.url"
     assert columns["Desired"] == ".status.autoscaling.desiredReplicas"
     assert columns["Endpoint"] == ".status.endpoint"
 
@@ -152,7 +153,7 @@ def test_each_runtime_field_is_in_the_crd_with_its_type_and_bound(version, field
     nodes = dict(spec_and_status(version))
     node = nodes.get(f"spec.{field.path}")
     assert node is not None, f"crds/bemservice.yaml has no spec.{field.path} (builders/runtime_fields.py)"
-    assert node["type"] == ("integer" if field.kind is int else "number"), field.path
+    assert node["type"] == {int: "integer", float: "number", list: "array"}[field.kind], field.path
     if field.minimum is not None:
         assert node.get("minimum") == field.minimum, field.path
 

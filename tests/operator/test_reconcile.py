@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from builders_factory import make_bems
 
-from bem_operator.builders.kinds import SCALED_OBJECT, ChildKind
+from bem_operator.builders.kinds import HTTP_ROUTE, SCALED_OBJECT, ChildKind
 from bem_operator.controller import Cache
 from bem_operator.k8s import FIELD_MANAGER, HANDOVER_MANAGER, ApiError
 from bem_operator.reconcile import (Reconciler, Result, RetryableError, difference, holds,
@@ -23,8 +23,9 @@ Key = tuple[str, str, str, str]
 
 
 class FakeApi:
-    def __init__(self, monitoring: bool = False, keda: bool = True) -> None:
+    def __init__(self, monitoring: bool = False, keda: bool = True, gateway: bool = True) -> None:
         self.keda = keda
+        self.gateway = gateway
         self.objects: dict[Key, dict[str, Any]] = {}
         self.applied: list[tuple[str, str, str]] = []  # kind, name, manager
         self.deleted: list[tuple[str, str]] = []
@@ -105,7 +106,8 @@ class FakeApi:
         return self.get("v1", "PersistentVolumeClaim", namespace, name) is not None
 
     def serves(self, child: ChildKind) -> bool:
-        return not child.optional_crd or (self.keda if child is SCALED_OBJECT else self.monitoring)
+        served = {SCALED_OBJECT: self.keda, HTTP_ROUTE: self.gateway}
+        return not child.optional_crd or served.get(child, self.monitoring)
 
 
 def merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -498,3 +500,81 @@ def test_runtime_pods_that_fail_to_load_degrade_the_service() -> None:
     assert ("Warning", "ModelLoadFailed") in {(e[0], e[1]) for e in api.events}
     api.cache.observe("DELETED", pod)
     assert api.cache.pods("team-a", "demo") == []
+
+
+GATEWAY = {"parentRefs": [{"name": "edge", "namespace": "gateways"}],
+           "hostnames": ["bem.example.com"], "pathPrefix": "/bem"}
+
+
+def _route_status(accepted: str, resolved: str, reason: str = "Accepted") -> dict[str, Any]:
+    """status.parents as a Gateway controller writes it for the route's one parentRef."""
+    return {"parents": [{
+        "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                      "name": "edge", "namespace": "gateways"},
+        "controllerName": "example.com/gateway-controller",
+        "conditions": [
+            {"type": "Accepted", "status": accepted, "reason": reason, "message": f"said {reason}"},
+            {"type": "ResolvedRefs", "status": resolved, "reason": "ResolvedRefs", "message": ""}]}]}
+
+
+def _condition(result: Result, kind: str) -> dict[str, Any]:
+    return next(c for c in result.status["conditions"] if c["type"] == kind)
+
+
+def test_gateway_route_reports_what_the_gateway_controller_says() -> None:
+    api = FakeApi()
+    rec = reconciler(api)
+    bems = image_bems(replicas=1, gateway=GATEWAY)
+    result = rec(bems)
+    assert ("HTTPRoute", "demo", FIELD_MANAGER) in api.applied
+    # Nobody reported yet: said in the Gateway condition, not degraded (the pods serve inside).
+    gateway = _condition(result, "Gateway")
+    assert (gateway["status"], gateway["reason"]) == ("False", "GatewayPending")
+    assert "no Gateway controller has accepted HTTPRoute demo yet on gateways/edge" in gateway["message"]
+    assert _condition(result, "Degraded")["status"] == "False"
+    assert result.status["gateway"] == {
+        "httpRoute": "demo", "url": "https://bem.example.com/bem",
+        "parents": [{"gateway": "gateways/edge", "accepted": "Unknown", "resolvedRefs": "Unknown"}]}
+
+    route = api.get(HTTP_ROUTE.api_version, "HTTPRoute", "team-a", "demo")
+    api.add({**route, "status": _route_status("False", "True", "NotAllowedByListeners")})
+    result = rec(bems)
+    degraded = _condition(result, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "NotAllowedByListeners")
+    assert "Gateway gateways/edge reports Accepted False for HTTPRoute demo: said " \
+        "NotAllowedByListeners" == degraded["message"]
+    assert result.status["gateway"]["parents"][0]["accepted"] == "False"
+
+    api.add({**route, "status": _route_status("True", "True")})
+    result = rec(bems)
+    gateway = _condition(result, "Gateway")
+    assert (gateway["status"], gateway["reason"]) == ("True", "RouteAccepted")
+    assert _condition(result, "Degraded")["status"] == "False"
+    assert result.status["gateway"]["parents"][0] == {
+        "gateway": "gateways/edge", "accepted": "True", "resolvedRefs": "True"}
+
+    result = rec(image_bems(replicas=1))
+    assert ("HTTPRoute", "demo") in api.deleted
+    assert result.status["gateway"] is None
+    assert "Gateway" not in {c["type"] for c in result.status["conditions"]}
+
+
+def test_gateway_without_gateway_api_degrades_and_says_what_to_do() -> None:
+    api = FakeApi(gateway=False)
+    result = reconciler(api)(image_bems(replicas=1, gateway=GATEWAY))
+    assert "HTTPRoute" not in {kind for kind, _, _ in api.applied}
+    degraded = _condition(result, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "GatewayAPINotInstalled")
+    assert "does not serve gateway.networking.k8s.io/v1 HTTPRoute" in degraded["message"]
+    assert _condition(result, "Gateway")["reason"] == "GatewayAPINotInstalled"
+    assert result.status["gateway"]["httpRoute"] is None
+
+
+def test_ingress_is_written_and_dropped_with_spec_ingress() -> None:
+    api = FakeApi()
+    rec = reconciler(api)
+    rec(image_bems(replicas=1, ingress={"hosts": ["bem.example.com"], "tlsSecretName": "tls"}))
+    ingress = api.get("networking.k8s.io/v1", "Ingress", "team-a", "demo")
+    assert ingress["spec"]["tls"] == [{"secretName": "tls", "hosts": ["bem.example.com"]}]
+    rec(image_bems(replicas=1))
+    assert ("Ingress", "demo") in api.deleted

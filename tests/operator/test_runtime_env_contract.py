@@ -47,8 +47,13 @@ def test_each_runtime_field_names_one_runtime_setting_by_its_env_var_and_flag():
         assert field.env in by_env, f"spec.{field.path}: the runtime does not read {field.env}"
         assert field.flag == by_env[field.env].flag, (
             f"spec.{field.path}: {field.env} is the runtime's {by_env[field.env].flag}, not {field.flag}")
-        # What the operator accepts is what the runtime parses (an int field gets no "0.5").
-        assert field.kind is by_env[field.env].parse, f"spec.{field.path}: {by_env[field.env].parse}"
+        # What the operator accepts is what the runtime parses (an int field gets no "0.5"; a
+        # list is handed over comma-separated and read back as one).
+        parse = by_env[field.env].parse
+        if field.kind is list:
+            assert isinstance(parse("10.0.0.0/8,10.1.0.0/16"), tuple), f"spec.{field.path}: {parse}"
+        else:
+            assert field.kind is parse, f"spec.{field.path}: {parse}"
 
 
 def test_every_flag_in_the_pod_command_is_a_runtime_flag():

@@ -50,6 +50,14 @@ mode. manifests/rbac.yaml holds the same list; tests/install/test_consistency.py
 - apiGroups: [keda.sh]
   resources: [scaledobjects]
   verbs: [list, watch, create, patch, delete]
+# The edge: Gateway API's HTTPRoute (spec.gateway; its status says whether a Gateway took
+# it) or an Ingress (spec.ingress).
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [list, watch, create, patch, delete]
+- apiGroups: [networking.k8s.io]
+  resources: [ingresses]
+  verbs: [list, watch, create, patch, delete]
 # Kubernetes events for what a user must know (the reconcile posts core/v1 events, never patches).
 - apiGroups: [""]
   resources: [events]

@@ -19,6 +19,7 @@ from bem_operator.builders.autoscaling import hpa_from_spec
 from bem_operator.builders.checkpoints import start_list_from_spec
 from bem_operator.builders.deployment import deployment_from_spec
 from bem_operator.builders.disruption import pdb_from_spec
+from bem_operator.builders.edge import http_route_from_spec, ingress_from_spec
 from bem_operator.builders.keda import scaled_object_from_spec
 from bem_operator.builders.monitoring import service_monitor_from_spec
 from bem_operator.builders.network_policy import network_policy_from_spec
@@ -28,7 +29,7 @@ from bem_operator.builders.spec_types import BEMServiceSpec
 from bem_operator.constants import API_VERSION, CHECKPOINT_KIND, CHECKPOINT_PLURAL, KIND, PLURAL
 
 __all__ = ["BEMCHECKPOINT", "BEMSERVICE", "CHILD_REGISTRY", "SECRET", "DEPLOYMENT", "HPA",
-           "NETWORK_POLICY", "POD", "READ_REGISTRY", "SCALED_OBJECT", "SERVICE_MONITOR",
+           "HTTP_ROUTE", "INGRESS", "NETWORK_POLICY", "POD", "READ_REGISTRY", "SCALED_OBJECT", "SERVICE_MONITOR",
            "ChildKind", "ReadKind", "child_kind", "children_from_spec", "plural_of"]
 
 # Builds one child from the parsed spec; None when the spec does not ask for it.
@@ -64,7 +65,7 @@ class ChildKind(_Kind):
     # The reconcile reads who owns which field (the replicas hand-over): the cache keeps its
     # managedFields (read from the watch like every child, never by get).
     read_back: bool = False
-    # Its CRD may be missing from a cluster (ServiceMonitor, KEDA's ScaledObject): the watch is
+    # Its CRD may be missing from a cluster (ServiceMonitor, KEDA's ScaledObject, HTTPRoute): the watch is
     # set up only where the API is served, and the builder is told whether it is.
     optional_crd: bool = False
     # Its status feeds the BEMService's (rollout, autoscaling): a change of its status alone
@@ -118,6 +119,10 @@ SCALED_OBJECT = ChildKind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects",
 # Who may reach the runtime pods' ports (spec.networkPolicy, on by default).
 NETWORK_POLICY = ChildKind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies",
                            network_policy_from_spec)
+# The edge (spec.gateway or spec.ingress): the route's status says whether a Gateway took it.
+HTTP_ROUTE = ChildKind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes",
+                       http_route_from_spec, optional_crd=True, feeds_status=True)
+INGRESS = ChildKind("networking.k8s.io/v1", "Ingress", "ingresses", ingress_from_spec)
 
 # In apply order: what the pods mount and the policy that guards them, the Deployment, then
 # what points at its pods.
@@ -130,6 +135,8 @@ CHILD_REGISTRY: tuple[ChildKind, ...] = (
     SCALED_OBJECT,
     ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", _pdb),
     SERVICE_MONITOR,
+    HTTP_ROUTE,
+    INGRESS,
 )
 
 # Runtime pods: their container states say whether the model loaded (status).

@@ -1,6 +1,7 @@
 """The runtime pods' NetworkPolicy (networking.k8s.io/v1): who may reach which port.
 
-- http (the API): pods of the BEMService's own namespace, and the peers of spec.networkPolicy.from;
+- http (the API): pods of the BEMService's own namespace, the peers of spec.networkPolicy.from,
+  and the namespaces of the Gateways of spec.gateway (their pods forward the clients' requests);
 - metrics: pods of the monitoring namespace (spec.networkPolicy.monitoringNamespace);
 - admin: the operator's pods only (their namespace and labels, BuildOptions.operator); none when
   the operator does not know its namespace (run outside the cluster).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from bem_operator.builders.edge import gateway_namespaces
 from bem_operator.builders.labels import child_metadata, selector_labels
 from bem_operator.builders.options import BuildOptions
 from bem_operator.builders.pod import RUNTIME_PORTS
@@ -37,7 +39,8 @@ def network_policy_from_spec(spec: BEMServiceSpec, options: BuildOptions) -> dic
     if not policy.enabled:
         return None
     # An empty podSelector alone: every pod of the policy's own namespace.
-    api_peers = [{"podSelector": {}}, *(copy.deepcopy(dict(p)) for p in policy.from_)]
+    api_peers = [{"podSelector": {}}, *(copy.deepcopy(dict(p)) for p in policy.from_),
+                 *(namespace_peer(ns) for ns in gateway_namespaces(spec) if ns != spec.namespace)]
     ingress: list[dict[str, Any]] = [
         {"ports": _port("http"), "from": api_peers},
         {"ports": _port("metrics"), "from": [namespace_peer(policy.monitoring_namespace)]},

@@ -24,6 +24,9 @@ class BuildOptions:
     # False when KEDA's ScaledObject CRD (keda.sh/v1alpha1) is not installed: then no
     # ScaledObject is built for spec.autoscaling.provider KEDA (the status says so: Degraded).
     keda_available: bool = True
+    # False when Gateway API's HTTPRoute CRD (gateway.networking.k8s.io/v1) is not installed:
+    # then no HTTPRoute is built for spec.gateway (the status says so: Degraded).
+    gateway_api_available: bool = True
     # The Prometheus server KEDA's prometheus trigger queries (an operator setting).
     prometheus_address: str = DEFAULT_PROMETHEUS_ADDRESS
     # Used when spec.runtime.image is unset.

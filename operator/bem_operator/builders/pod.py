@@ -156,7 +156,9 @@ def _probes(spec: BEMServiceSpec) -> dict[str, Any]:
     }
 
 
-def _fmt(value: int | float) -> str:
+def _fmt(value: int | float | list[str]) -> str:
+    if isinstance(value, list):
+        return ",".join(value)
     return repr(value) if isinstance(value, float) else str(value)
 
 

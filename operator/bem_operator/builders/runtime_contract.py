@@ -38,5 +38,6 @@ RUNTIME_FLAGS: dict[str, str | None] = {
     'BEM_SIGMA_MAX': '--sigma-max',
     'BEM_TERMINATION_MESSAGE_PATH': None,
     'BEM_TOP_K': '--top-k',
+    'BEM_TRUSTED_PROXIES': '--trusted-proxies',
     'BEM_TRUST_REGION': '--trust-region',
 }

@@ -11,6 +11,7 @@ from here.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 
 from annotated_types import Ge
@@ -25,7 +26,8 @@ class RuntimeField:
     path: str  # under spec, e.g. "runtime.maxQueue"
     env: str  # what the operator sets in the pod
     flag: str  # the same setting as a flag of `bem-runtime serve` (refused in extraArgs)
-    kind: type[int] | type[float]  # the spec field's type, which the runtime parses the same way
+    # The spec field's type, which the runtime parses the same way (a list: comma-separated).
+    kind: type[int] | type[float] | type[list]
     minimum: int | None = None
 
     @property
@@ -43,7 +45,9 @@ def _rows() -> tuple[RuntimeField, ...]:
         marker = next((m for m in info.metadata if isinstance(m, RuntimeEnv)), None)
         if marker is None:
             continue
-        kind = next(t for t in (int, float) if t in getattr(info.annotation, "__args__", (info.annotation,)))
+        types = [typing.get_origin(t) or t
+                 for t in getattr(info.annotation, "__args__", (info.annotation,))]
+        kind = next(t for t in (int, float, list) if t in types)
         minimum = next((m.ge for m in info.metadata if isinstance(m, Ge)), None)
         rows.append(RuntimeField(path, marker.env, RUNTIME_FLAGS[marker.env], kind, minimum))
     return tuple(rows)
@@ -69,7 +73,7 @@ RESERVED_ENV: frozenset[str] = frozenset({
 OPERATOR_FLAGS: frozenset[str] = frozenset(flag for env in RESERVED_ENV if (flag := RUNTIME_FLAGS[env]))
 
 
-def read_runtime_fields(spec: Section) -> dict[str, int | float]:
+def read_runtime_fields(spec: Section) -> dict[str, int | float | list[str]]:
     """The table's fields that are set in `spec`, as env var -> value, in table order."""
     values = {field.env: get_path(spec, field.path) for field in RUNTIME_FIELDS}
     return {env: value for env, value in values.items() if value is not None}

@@ -331,6 +331,14 @@ class Runtime(Section):
             "BEM checkpoints each pod holds at once over its one base model, the service's own "
             "(spec.model.checkpointPath) included (default 8): the BEMCheckpoints of this service "
             "beyond maxCheckpoints - 1 wait, Degraded with reason CheckpointCapacity."))
+    trusted_proxies: Annotated[list[Annotated[str, Field(max_length=64, description="One CIDR.", json_schema_extra=rules(
+        cel("isCIDR(self)", "must be a CIDR such as 10.0.0.0/8 or 2001:db8::/64.",
+            reason="FieldValueInvalid")))]] | None, RuntimeEnv("BEM_TRUSTED_PROXIES")] = Field(
+        None, max_length=32, description=(
+            "CIDRs of the proxies in front of the pods (e.g. the Gateway's pod network) whose "
+            "X-Forwarded-For the runtime believes: its per-client rate limit then keys on the "
+            "right-most address outside them. Unset: the peer address. A valid API key keys the "
+            "limit whatever the address."))
     startup_timeout_seconds: int = Field(600, ge=10, le=7200, description=(
         "Time a pod may take to load and warm up the model before it is restarted; liveness "
         "checks start only after. Default 600."))
@@ -348,6 +356,65 @@ class Runtime(Section):
 
 
 SECTION_DEFAULT = {"default": {}}  # defaulted as a whole, so its defaults show in kubectl get -o yaml
+# Gateway API's own patterns (gateway.networking.k8s.io/v1): a Hostname, a Duration.
+HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DURATION = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"
+Hostname = Annotated[str, Field(max_length=253, pattern=HOSTNAME, description=(
+    "A host name such as bem.example.com, or a wildcard such as *.example.com."))]
+PathPrefix = Annotated[str, Field(max_length=1024, pattern=r"^/[A-Za-z0-9/._~%!$&'()*+,;=:@-]*$")]
+# A streamed generation can run for minutes: the edge's timeouts must not cut it.
+DEFAULT_EDGE_TIMEOUT = "600s"
+
+
+class ParentRef(Section):
+    """A Gateway the route attaches to."""
+    name: Annotated[str, Field(min_length=1, max_length=253)] = Field(description="Gateway name.")
+    namespace: str | None = Field(None, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                                  description="Gateway namespace (default: this namespace).")
+    section_name: str | None = Field(None, max_length=253, pattern=DNS_SUBDOMAIN, description=(
+        "One listener of the Gateway (default: every listener that admits the route)."))
+
+
+class GatewayTimeouts(Section):
+    """HTTPRoute timeouts (Gateway API durations such as 600s or 10m)."""
+    model_config = ConfigDict(json_schema_extra=rules(cel(
+        "duration(self.request) == duration('0s') || "
+        "duration(self.backendRequest) <= duration(self.request)",
+        "spec.gateway.timeouts.backendRequest must not exceed request.", ".backendRequest")))
+
+    request: str = Field(DEFAULT_EDGE_TIMEOUT, max_length=32, pattern=DURATION, description=(
+        "How long the Gateway waits for the whole response, streaming included (default 600s; "
+        "0s: no limit)."))
+    backend_request: str = Field(DEFAULT_EDGE_TIMEOUT, max_length=32, pattern=DURATION,
+                                 description="How long one try at a runtime pod may take (default 600s).")
+
+
+class GatewaySpec(Section):
+    """The Gateway API HTTPRoute the operator writes (gateway.networking.k8s.io/v1): the
+    Gateways named here route hostnames and a path prefix to this service's Service. The
+    cluster needs the Gateway API CRDs and a Gateway controller; the route's Accepted and
+    ResolvedRefs conditions show in status.gateway."""
+    parent_refs: list[ParentRef] = Field(min_length=1, max_length=32, description=(
+        "Gateways the route attaches to."))
+    hostnames: list[Hostname] = Field(default_factory=list, max_length=16, description=(
+        "Host names the route answers (default: every host of the listener). The first one "
+        "makes status.gateway.url."))
+    path_prefix: PathPrefix = Field("/", description="Path prefix routed to the service (default /).")
+    timeouts: GatewayTimeouts = Field(default_factory=GatewayTimeouts, json_schema_extra=SECTION_DEFAULT)
+
+
+class IngressSpec(Section):
+    """The networking.k8s.io/v1 Ingress the operator writes, for clusters without Gateway API."""
+    ingress_class_name: str | None = Field(None, max_length=253, pattern=DNS_SUBDOMAIN, description=(
+        "IngressClass that serves it (default: the cluster's default class)."))
+    hosts: list[Hostname] = Field(
+        default_factory=list, max_length=16,
+        description="Host names routed to the service (default: every host).")
+    path_prefix: PathPrefix = Field("/", description="Path prefix routed to the service (default /).")
+    tls_secret_name: DnsName | None = Field(None, description=(
+        "kubernetes.io/tls Secret in this namespace with the certificate of the hosts; unset: "
+        "plain HTTP."))
+
 
 
 class Spec(Section):
@@ -369,7 +436,10 @@ class Spec(Section):
             "!has(self.monitoring.serviceMonitor) || self.monitoring.serviceMonitor",
             "spec.monitoring.serviceMonitor must be true with spec.autoscaling.provider KEDA: its "
             "Prometheus query selects the series by the labels our ServiceMonitor gives them.",
-            ".monitoring.serviceMonitor")))
+            ".monitoring.serviceMonitor"),
+        cel("!(has(self.gateway) && has(self.ingress))",
+            "spec.gateway and spec.ingress are mutually exclusive: set the one your cluster "
+            "serves (Gateway API's HTTPRoute, or an Ingress).", ".ingress", "FieldValueForbidden")))
 
     model: ModelSpec
     replicas: int | None = Field(None, ge=0, le=1000, description=(
@@ -402,6 +472,8 @@ class Spec(Section):
     monitoring: Monitoring = Field(default_factory=Monitoring, json_schema_extra=SECTION_DEFAULT)
     network_policy: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec,
                                               json_schema_extra=SECTION_DEFAULT)
+    gateway: GatewaySpec | None = None
+    ingress: IngressSpec | None = None
     auth: Auth | None = None
     cache: Cache | None = None
     runtime: Runtime = Field(default_factory=Runtime, json_schema_extra=SECTION_DEFAULT)

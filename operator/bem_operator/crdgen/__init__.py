@@ -83,6 +83,24 @@ class CheckpointsSummary(_Status):
         "look (a deleted BEMCheckpoint counts until every pod unloaded it)."))
 
 
+class GatewayParentStatus(_Status):
+    """What the controller of one Gateway of spec.gateway.parentRefs reported on the route."""
+    gateway: str | None = Field(None, description="NAMESPACE/NAME of the Gateway (and its listener).")
+    accepted: Literal["True", "False", "Unknown"] | None = Field(None, description=(
+        "The route's Accepted condition for this Gateway; Unknown until its controller reports."))
+    resolved_refs: Literal["True", "False", "Unknown"] | None = Field(None, description=(
+        "The route's ResolvedRefs condition for this Gateway (the Service was found)."))
+
+
+class GatewayStatus(_Status):
+    """The HTTPRoute of spec.gateway. The Gateway condition sums it up."""
+    http_route: str | None = Field(None, description="Name of the HTTPRoute (the BEMService's name).")
+    url: str | None = Field(None, description=(
+        "https://HOST/PREFIX through the Gateway: the first host name of spec.gateway.hostnames "
+        "that is not a wildcard, and spec.gateway.pathPrefix."))
+    parents: list[GatewayParentStatus] | None = Field(None, description="One per parentRef.")
+
+
 class Status(_Status):
     """Observed state, written by the operator."""
     observed_generation: int | None = Field(None, json_schema_extra={"format": "int64"}, description=(
@@ -98,6 +116,7 @@ class Status(_Status):
         description="In-cluster URL of the service, e.g. http://NAME.NAMESPACE.svc:8080.")
     autoscaling: AutoscalingStatus | None = None
     checkpoints: CheckpointsSummary | None = None
+    gateway: GatewayStatus | None = None
     conditions: list[Condition] | None = _map_list(
         "type", "Ready, Progressing and Degraded, each with a reason and a message.")
 
@@ -112,7 +131,8 @@ class BEMService(BaseModel):
     """BEMService serves a frozen base language model with a BEM expert checkpoint (low-rank
     experts with chunk-sticky routing). The bem-operator turns it into a Deployment of runtime
     pods, a Service, an optional HorizontalPodAutoscaler (or KEDA ScaledObject), a
-    PodDisruptionBudget and a ServiceMonitor, and reports their state in status."""
+    PodDisruptionBudget, a ServiceMonitor, a NetworkPolicy and an optional HTTPRoute (or
+    Ingress), and reports their state in status."""
     model_config = ConfigDict(populate_by_name=True)
     api_version: str | None = Field(None, alias="apiVersion",
                                     description=f"Versioned schema of this object; {GROUP}/{VERSION}.")
@@ -174,6 +194,7 @@ PRINTER_COLUMNS: tuple[Column, ...] = (
     ("Replicas", "integer", ".status.replicas", "Pods that exist for this service.", False),
     ("Phase", "string", ".status.phase", "Summary of the conditions.", False),
     ("Endpoint", "string", ".status.endpoint", "In-cluster URL of the service.", False),
+    ("URL", "string", ".status.gateway.url", "URL through the Gateway, with spec.gateway.", True),
     ("Autoscaler", "string", ".status.autoscaling.provider",
      "HPA or KEDA, when spec.autoscaling is set.", True),
     ("Desired", "integer", ".status.autoscaling.desiredReplicas", "Replicas the autoscaler asks for.", True),
