@@ -108,6 +108,7 @@ addons() {
   dir="$(bash devcluster/build-addons.sh)"
   log "Add-on binaries in $dir"
   log "NetworkPolicy analyser: $(bash devcluster/build-analyser.sh)"
+  log "Gateway API CRDs: $(bash devcluster/fetch-gateway-api.sh)"
 }
 phase "Add-on binaries" "waiting for the project images" addons
 

@@ -23,6 +23,9 @@ CHECKPOINT_CRD = REPO / "crds" / "bemcheckpoint.yaml"
 RBAC = REPO / "manifests" / "rbac.yaml"
 # KEDA's own CRDs, from the KEDA module the add-on build downloads (devcluster/build-addons.sh).
 ADDONS_SCRIPT = REPO / "devcluster" / "build-addons.sh"
+# Gateway API's standard CRDs, from its Go module (devcluster/fetch-gateway-api.sh).
+GATEWAY_API_SCRIPT = REPO / "devcluster" / "fetch-gateway-api.sh"
+HTTP_ROUTES = "httproutes.gateway.networking.k8s.io"
 RESYNC_SECONDS = 5  # the periodic check, short so retried problems clear quickly here
 T = TypeVar("T")
 
@@ -77,6 +80,39 @@ def install_keda_crd(cluster: Any) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(keda_crd()))
     eventually("the scaledobjects API", lambda: cluster.kubectl(
         "get", "scaledobjects.keda.sh", "-A", check=False).returncode == 0, timeout=60)
+
+
+def gateway_api_crds() -> list[Path]:
+    """Gateway API's standard-channel CRDs as the project ships them (fetched once per version;
+    its ValidatingAdmissionPolicy, which guards every CRD write, is left out)."""
+    out = subprocess.run(["bash", str(GATEWAY_API_SCRIPT)], capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 0, f"{GATEWAY_API_SCRIPT.name} failed: {out.stderr.strip()[-500:]}"
+    crds = [path for path in sorted(Path(out.stdout.strip()).glob("*.yaml"))
+            if all(doc["kind"] == "CustomResourceDefinition"
+                   for doc in yaml.safe_load_all(path.read_text()) if doc)]
+    assert any(path.name.endswith("_httproutes.yaml") for path in crds), crds
+    return crds
+
+
+def _http_routes_served(cluster: Any) -> bool:
+    return cluster.kubectl("get", HTTP_ROUTES, "-A", check=False).returncode == 0
+
+
+def install_gateway_api(cluster: Any) -> None:
+    """Installs Gateway API's CRDs (no Gateway controller: routes are stored, their status is
+    what a test writes) and waits until the API serves HTTPRoutes."""
+    for crd in gateway_api_crds():
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    eventually("the httproutes API", lambda: _http_routes_served(cluster), timeout=60)
+
+
+def remove_gateway_api(cluster: Any) -> None:
+    """Deletes Gateway API's CRDs where an earlier module (or run) installed them."""
+    for crd in gateway_api_crds():
+        cluster.kubectl("delete", "--ignore-not-found", "--wait=true", "-f", str(crd))
+    eventually("the httproutes API to be gone", lambda: not _http_routes_served(cluster),
+               timeout=60)
 
 
 class OperatorProcess:

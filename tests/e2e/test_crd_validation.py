@@ -125,6 +125,18 @@ INVALID = [
     ("netpol-monitoring-namespace", {"model": MODEL, "networkPolicy": {"monitoringNamespace": "Mon_1"}},
      "svc", "spec.networkPolicy.monitoringNamespace", "should match"),
     ("name-not-a-dns-label", {"model": MODEL}, "9lives", "metadata.name", "DNS-1035"),
+    ("gateway-and-ingress", {"model": MODEL, "gateway": {"parentRefs": [{"name": "edge"}]},
+                             "ingress": {}}, "svc", "spec.ingress", "mutually exclusive"),
+    ("gateway-without-parent", {"model": MODEL, "gateway": {"parentRefs": []}},
+     "svc", "spec.gateway.parentRefs", "at least 1"),
+    ("gateway-backend-timeout-above-request", {"model": MODEL, "gateway": {
+        "parentRefs": [{"name": "edge"}], "timeouts": {"request": "60s", "backendRequest": "10m"}}},
+     "svc", "spec.gateway.timeouts.backendRequest", "must not exceed request"),
+    ("gateway-bad-hostname", {"model": MODEL, "gateway": {"parentRefs": [{"name": "edge"}],
+                                                          "hostnames": ["Bem_Host"]}},
+     "svc", "spec.gateway.hostnames[0]", "should match"),
+    ("trusted-proxy-not-a-cidr", {"model": MODEL, "runtime": {"trustedProxies": ["10.0.0.1"]}},
+     "svc", "spec.runtime.trustedProxies[0]", "must be a CIDR"),
 ]
 
 
@@ -157,6 +169,7 @@ def test_children_of_every_sample_are_valid_objects(crd, namespace, sample):
     options = BuildOptions(
         service_monitor_available=_crd_installed(crd, "servicemonitors.monitoring.coreos.com"),
         keda_available=_crd_installed(crd, "scaledobjects.keda.sh"),
+        gateway_api_available=_crd_installed(crd, "httproutes.gateway.networking.k8s.io"),
         operator=OperatorPods("bem-system", (("app.kubernetes.io/name", "bem-operator"),)))
     children = build_children(bems, options)
     body = yaml.safe_dump_all(children)
@@ -204,9 +217,14 @@ def test_defaults_are_applied(crd, namespace):
         "model": MODEL, "autoscaling": {"maxReplicas": 3}, "rollout": {}, "disruptionBudget": {},
         "service": {}, "monitoring": {}, "runtime": {},
         "auth": {"apiKeySecretRef": {"name": "keys"}}, "cache": {"redisUrlSecretRef": {"name": "redis"}},
+        "gateway": {"parentRefs": [{"name": "edge"}]},
     }
     crd.kubectl("create", "-n", namespace, "-f", "-", input=manifest(spec))
+    # spec.ingress excludes spec.gateway: its defaults are read from a second object.
+    crd.kubectl("create", "-n", namespace, "-f", "-",
+                input=manifest({"model": MODEL, "ingress": {}}, "ingress"))
     got = get_json(crd, namespace, "bems", "svc")["spec"]
+    got["ingress"] = get_json(crd, namespace, "bems", "ingress")["spec"]["ingress"]
     paths = {"auth.key": "auth.apiKeySecretRef.key", "cache.key": "cache.redisUrlSecretRef.key"}
     for key, value in DEFAULTS.items():
         if key in ("replicas", "disruptionBudget.maxUnavailable"):  # applied by the builders only

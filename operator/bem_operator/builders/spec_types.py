@@ -378,7 +378,7 @@ class ParentRef(Section):
 class GatewayTimeouts(Section):
     """HTTPRoute timeouts (Gateway API durations such as 600s or 10m)."""
     model_config = ConfigDict(json_schema_extra=rules(cel(
-        "duration(self.request) == duration('0s') || "
+        "!has(self.request) || !has(self.backendRequest) || duration(self.request) == duration('0s') || "
         "duration(self.backendRequest) <= duration(self.request)",
         "spec.gateway.timeouts.backendRequest must not exceed request.", ".backendRequest")))
 
