@@ -36,6 +36,9 @@ class TokenBuckets:
             self._buckets.popitem(last=False)
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
 class TrustedProxies:
     """The client address of a request: the peer, unless the peer is a trusted proxy (a
     Gateway's pod); then the right-most X-Forwarded-For hop outside the trusted networks.
@@ -61,9 +64,6 @@ class TrustedProxies:
             if not self._trusted(ip):
                 break
         return client
-
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def _address(text: str | None) -> IPAddress | None:
