@@ -62,9 +62,12 @@ def _policies(chart: list[dict[str, Any]]) -> list[dict[str, Any]]:
     custom = make_bems({"model": {"claimName": "m"}, "networkPolicy": {
         "from": [{"namespaceSelector": {"matchLabels": {NAME_LABEL: "gateway"}}}],
         "monitoringNamespace": "observability"}}, name="chat", namespace="team-b")
-    built = [c for bems in (make_bems(name="demo", namespace="team-a"), custom)
+    routed = make_bems({"model": {"claimName": "m"}, "gateway": {
+        "parentRefs": [{"name": "edge", "namespace": "gateway-system"}]}}, name="edge",
+        namespace="team-c")
+    built = [c for bems in (make_bems(name="demo", namespace="team-a"), custom, routed)
              for c in build_children(bems, options) if c["kind"] == "NetworkPolicy"]
-    assert len(built) == 2
+    assert len(built) == 3
     return [*by_kind(chart, "NetworkPolicy"), *built]
 
 
@@ -76,6 +79,7 @@ def _pod(namespace: str, labels: dict[str, str], ip: str) -> dict[str, Any]:
 CLIENT = {"app": "client"}
 RUNTIME_A = ("team-a", child_labels("demo"))
 RUNTIME_B = ("team-b", child_labels("chat"))
+RUNTIME_C = ("team-c", child_labels("edge"))  # behind the Gateway of spec.gateway
 
 
 def _cases(operator_labels: dict[str, str]) -> list[tuple[str, tuple, tuple, int, bool]]:
@@ -98,6 +102,14 @@ def _cases(operator_labels: dict[str, str]) -> list[tuple[str, tuple, tuple, int
         ("listed gateway namespace -> API", ("gateway", CLIENT), RUNTIME_B, HTTP, True),
         ("listed gateway namespace -> admin", ("gateway", CLIENT), RUNTIME_B, ADMIN, False),
         ("gateway not listed for the other service -> API", ("gateway", CLIENT), RUNTIME_A,
+         HTTP, False),
+        ("spec.gateway's Gateway namespace -> API", ("gateway-system", CLIENT), RUNTIME_C, HTTP,
+         True),
+        ("spec.gateway's Gateway namespace -> admin", ("gateway-system", CLIENT), RUNTIME_C,
+         ADMIN, False),
+        ("spec.gateway's Gateway namespace -> metrics", ("gateway-system", CLIENT), RUNTIME_C,
+         METRICS, False),
+        ("Gateway namespace of another service -> API", ("gateway-system", CLIENT), RUNTIME_A,
          HTTP, False),
         ("custom monitoring namespace -> metrics", ("observability", CLIENT), RUNTIME_B, METRICS,
          True),
