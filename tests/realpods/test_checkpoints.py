@@ -232,8 +232,8 @@ def test_checkpoints_follow_the_pods_through_scaling_restarts_and_deletion(
             load.stop()
     # Known gap (issue 20 stays open for it): in two clean-clone CI runs of four, one request
     # for a checkpoint got 404 "not served here" from a pod that served none of them, once
-    # about when the scale-up pods turned Ready and once after the scale-up; the operator loaded them on that pod within
-    # 0.2 s. Not yet explained (a start list mounted as it was before the checkpoints is the
+    # about when the scale-up pods turned Ready and once after the scale-up; the operator
+    # loaded them on that pod within 0.2 s. Not yet explained (a start list mounted as it was before the checkpoints is the
     # lead); the fix planned is a readiness gate the operator sets once a pod holds its
     # checkpoints. Until it lands such 404s are counted and shown, at most three per
     # checkpoint; any other failure (a 5xx, a 503, no answer) fails the test.
