@@ -20,7 +20,7 @@ import urllib3
 
 from bem_operator.builders.pod import ADMIN_PORT, MODELS_DIR
 from bem_operator.status import (MESSAGE_LIMIT, Condition, Problem, Reason, degraded_of,
-                                 with_times)
+                                 pod_ready, with_times)
 
 ADMIN_PATH = "/v1/checkpoints"
 logger = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ def sync_pod(admin: Admin, token: str, pod: ReadyPod, wanted: Mapping[str, str],
     try:
         entries = admin.list(pod.address, token)
     except AdminError as exc:
-        report.unreachable = _problem(exc, pod.name, f"did not list its checkpoints")
+        report.unreachable = _problem(exc, pod.name, "did not list its checkpoints")
         return report
     loading = {e.get("name") for e in entries if e.get("state") != "loaded"}
     report.served = {str(e.get("name")): e for e in entries if e.get("state") == "loaded"}
@@ -224,9 +224,7 @@ def ready_pods(pods: Iterable[Mapping[str, Any]]) -> list[ReadyPod]:
     found = []
     for pod in pods:
         meta, status = pod["metadata"], pod.get("status") or {}
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                    for c in status.get("conditions") or [])
-        if ready and status.get("podIP") and not meta.get("deletionTimestamp"):
+        if pod_ready(pod) and status.get("podIP") and not meta.get("deletionTimestamp"):
             found.append(ReadyPod(meta["name"], status["podIP"]))
     return sorted(found, key=lambda pod: pod.name)
 

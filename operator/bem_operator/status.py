@@ -318,7 +318,7 @@ def pod_findings(pods: Sequence[Mapping[str, Any]], template_hash: str | None) -
             waiting.append(Problem(scheduled.get("reason") or Reason.UNSCHEDULABLE,
                                    "a pod cannot be scheduled: "
                                    f"{scheduled.get('message') or 'no node fits it'}"))
-        elif status.get("containerStatuses") and not _pod_ready(pod) and not any(
+        elif status.get("containerStatuses") and not pod_ready(pod) and not any(
                 _waiting_reason(c) for c in status.get("containerStatuses") or []):
             waiting.append(Problem(Reason.MODEL_LOADING,
                                    "the runtime is loading the model (waiting for /ready)"))
@@ -384,7 +384,8 @@ def _pod_condition(pod: Mapping[str, Any], kind: str) -> Mapping[str, Any] | Non
     return None
 
 
-def _pod_ready(pod: Mapping[str, Any]) -> bool:
+def pod_ready(pod: Mapping[str, Any]) -> bool:
+    """Whether a pod passes its readiness (the Service sends it requests)."""
     condition = _pod_condition(pod, "Ready")
     return bool(condition and condition.get("status") == "True")
 
