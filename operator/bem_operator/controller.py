@@ -18,10 +18,11 @@ warm and writes nothing.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bem_operator.builders.kinds import BEMCHECKPOINT, BEMSERVICE, CHILD_REGISTRY, POD, child_kind
@@ -71,16 +72,24 @@ def _newer_or_equal(held: Mapping[str, Any], incoming: Mapping[str, Any]) -> boo
     return old is not None and new is not None and old >= new
 
 
+_DELETED_KEPT = 4096  # tombstones: far more deletions than one list's round trip sees
+
+
 class Cache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._bemservices: dict[Key, Mapping[str, Any]] = {}
         # parent -> (apiVersion, kind, name) -> body
         self._children: dict[Key, dict[tuple[str, str, str], Mapping[str, Any]]] = {}
+        # The uids of the objects last seen deleted (uids are never reused): a list taken
+        # before a deletion, and read after it, does not bring the object back.
+        self._deleted: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> Key | None:
         """Takes one watch event; returns the BEMService whose reconcile it asks for, None
         when it changes nothing (the echo of the operator's own write, an unlabelled object)."""
+        if event_type == "DELETED":
+            self._remember_deleted(body)
         if kind_of(body) == BEMSERVICE.key:
             return self._observe_bemservice(event_type, body)
         parent = parent_of(body)
@@ -123,6 +132,19 @@ class Cache:
         """Keeps what one of the operator's own writes returned (the watch repeats it later)."""
         self._put(body)
 
+    def fill(self, bodies: Iterable[Mapping[str, Any]]) -> None:
+        """Keeps what a list returned, where nothing newer is held (nor its deletion)."""
+        for body in bodies:
+            self._put(body)
+
+    def _remember_deleted(self, body: Mapping[str, Any]) -> None:
+        uid = (body.get("metadata") or {}).get("uid")
+        if uid:
+            with self._lock:
+                self._deleted[uid] = None
+                while len(self._deleted) > _DELETED_KEPT:
+                    self._deleted.popitem(last=False)
+
     def _put(self, body: Mapping[str, Any]) -> tuple[bool, Mapping[str, Any] | None]:
         """Keeps a BEMService, or a child or pod of one, unless what is held is as new;
         returns whether it was kept, and what was held before."""
@@ -133,6 +155,8 @@ class Cache:
         entry: Any = key_of(body) if bemservice else (*kind_of(body), body["metadata"]["name"])
         slim = _slim(body)
         with self._lock:
+            if body["metadata"].get("uid") in self._deleted:
+                return False, None
             table: dict[Any, Mapping[str, Any]] = self._bemservices if parent is None \
                 else self._children.setdefault(parent, {})
             held = table.get(entry)
@@ -366,9 +390,11 @@ class Controller:
         return self.queue is not None
 
     async def start_leading(self) -> None:
-        """Starts the workers and the periodic check; every cached BEMService is checked."""
+        """Starts the workers and the periodic check once the cache holds what the API
+        server has; every cached BEMService is checked."""
         if self.queue is not None:
             return
+        await self._sync_cache()
         self.queue = WorkQueue()
         for key in self.cache.keys():
             self.queue.add(key, "resync")
@@ -462,15 +488,39 @@ class Controller:
             for key in self.cache.keys():
                 self.queue.add(key, "resync")
 
+    async def _sync_cache(self) -> None:
+        """Waits until a list of every kind the reconcile reads is in the cache (client-go's
+        WaitForCacheSync). kopf's watches make their first lists beside the start of leading,
+        in no order: a reconcile that saw a BEMService but not yet its BEMCheckpoints would
+        unload them from every pod and empty the start list its new pods mount. Retried
+        until the API server answers; the watches keep the cache current after it."""
+        loop = asyncio.get_running_loop()
+        delay = 0.5
+        while True:
+            try:
+                await loop.run_in_executor(self.executor, self.sync_cache)
+                return
+            except ApiError as exc:
+                logger.warning("Failed to list what the operator reconciles (%s); "
+                               "retrying in %.0fs before reconciling", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    def _listed_kinds(self) -> list[tuple[Any, str | None]]:
+        """Each kind the reconcile reads, with the label selector it is watched by."""
+        return [(BEMSERVICE, None), (BEMCHECKPOINT, None), (POD, OWNER_LABEL),
+                *((kind, OWNER_LABEL) for kind in CHILD_REGISTRY if self.api.serves(kind))]
+
+    def sync_cache(self) -> None:
+        """Lists every kind the reconcile reads into the cache (blocking)."""
+        for kind, selector in self._listed_kinds():
+            self.cache.fill(self.api.list_objects(kind, selector, self.settings.namespaces))
+
     def relist(self) -> None:
         """Drops from the cache what the API server no longer has (blocking)."""
-        kinds = [BEMSERVICE, BEMCHECKPOINT, POD,
-                 *(kind for kind in CHILD_REGISTRY if self.api.serves(kind))]
-        for kind in kinds:
+        for kind, selector in self._listed_kinds():
             try:
-                listed_at, present = self.api.list_present(
-                    kind, None if kind in (BEMSERVICE, BEMCHECKPOINT) else OWNER_LABEL,
-                    self.settings.namespaces)
+                listed_at, present = self.api.list_present(kind, selector, self.settings.namespaces)
             except ApiError as exc:
                 logger.debug("Failed to list %s to check the cache: %s", kind.plural, exc)
                 continue

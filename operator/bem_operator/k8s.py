@@ -201,25 +201,37 @@ class KubeApi:
             raise
         return True
 
+    def _list(self, kind: Any, label_selector: str | None, namespaces: tuple[str, ...],
+              accept: str = "application/json") -> tuple[int | None, list[dict[str, Any]]]:
+        """Every object of a kind (by label, in `namespaces` or all), and the list's
+        resourceVersion (the oldest one when several namespaces are listed)."""
+        query = [("labelSelector", label_selector)] if label_selector else []
+        items: list[dict[str, Any]] = []
+        versions: list[int] = []
+        for namespace in namespaces or (None,):
+            _, data = self.request("GET", object_path(kind.api_version, kind.kind, namespace),
+                                   query=query, accept=accept)
+            version = str(((data or {}).get("metadata") or {}).get("resourceVersion", ""))
+            versions.append(int(version) if version.isdigit() else -1)
+            items.extend((data or {}).get("items") or [])
+        oldest = min(versions) if versions else -1
+        return (oldest if oldest >= 0 else None), items
+
     def list_present(self, kind: Any, label_selector: str | None,
                      namespaces: tuple[str, ...] = ()) -> tuple[int | None, set[tuple[str, str, str]]]:
         """(namespace, name, uid) of every object of a kind (metadata only, by label), and the
-        list's resourceVersion (the oldest one when several namespaces are listed)."""
-        paths = [object_path(kind.api_version, kind.kind, ns) for ns in namespaces or (None,)]
-        query = [("labelSelector", label_selector)] if label_selector else []
-        present: set[tuple[str, str, str]] = set()
-        versions: list[int] = []
-        for path in paths:
-            _, data = self.request("GET", path, query=query, accept=_METADATA_LIST)
-            meta = (data or {}).get("metadata") or {}
-            version = str(meta.get("resourceVersion", ""))
-            versions.append(int(version) if version.isdigit() else -1)
-            for item in (data or {}).get("items") or []:
-                item_meta = item.get("metadata") or {}
-                present.add((item_meta.get("namespace", ""), item_meta.get("name", ""),
-                             item_meta.get("uid", "")))
-        oldest = min(versions) if versions else -1
-        return (oldest if oldest >= 0 else None), present
+        list's resourceVersion."""
+        listed_at, items = self._list(kind, label_selector, namespaces, _METADATA_LIST)
+        metas = [item.get("metadata") or {} for item in items]
+        return listed_at, {(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""))
+                           for meta in metas}
+
+    def list_objects(self, kind: Any, label_selector: str | None,
+                     namespaces: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Every object of a kind (by label), whole, each with its apiVersion and kind (a
+        list's items carry neither)."""
+        _, items = self._list(kind, label_selector, namespaces)
+        return [{**item, "apiVersion": kind.api_version, "kind": kind.kind} for item in items]
 
     def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Creates an object (409 when the name is taken); returns it as written."""

@@ -182,6 +182,7 @@ def test_a_bug_in_one_reconcile_ends_no_worker_and_results_are_counted() -> None
 
     async def scenario() -> tuple[list[tuple[str, str]], Any]:
         controller = Controller(KubeApi(None), OperatorSettings(workers=1))  # type: ignore[arg-type]
+        controller.sync_cache = lambda: None  # type: ignore[method-assign]  # nothing to list
         flaky = _Flaky()
         controller.reconciler = flaky  # type: ignore[assignment]
         await controller.start_leading()
@@ -208,3 +209,70 @@ def test_a_bug_in_one_reconcile_ends_no_worker_and_results_are_counted() -> None
     assert count("error") == 2  # a, then b: each first run hits the bug
     assert metrics.registry.get_sample_value(
         "bem_operator_reconciles_total", {"result": "invalid_spec", "trigger": "retry"}) == 1
+
+
+def checkpoint(rv: str = "7", uid: str = "ck-1") -> dict[str, Any]:
+    return {"apiVersion": "bem.ai/v1alpha1", "kind": "BEMCheckpoint",
+            "metadata": {"name": "alpha", "namespace": "ns", "uid": uid, "resourceVersion": rv},
+            "spec": {"service": "chat", "path": "checkpoints/alpha"}}
+
+
+class _ListingApi:
+    """The API calls the cache sync makes: lists (items without apiVersion and kind, as the
+    API server sends them), the first `failures` of them refused."""
+
+    def __init__(self, objects: list[dict[str, Any]], failures: int = 0) -> None:
+        self.objects, self.failures, self.lists = objects, failures, []
+
+    def serves(self, kind: Any) -> bool:
+        return not kind.optional_crd
+
+    def list_objects(self, kind: Any, selector: str | None, namespaces: tuple[str, ...]
+                     ) -> list[dict[str, Any]]:
+        from bem_operator.k8s import ApiError
+        self.lists.append((kind.kind, selector))
+        if self.failures:
+            self.failures -= 1
+            raise ApiError(503, "etcd leader changed")
+        return [o for o in self.objects if (o["apiVersion"], o["kind"]) == kind.key]
+
+
+def test_leading_starts_once_the_cache_holds_every_listed_kind() -> None:
+    """The first reconcile after a start must see a BEMService's checkpoints: one that ran
+    on the BEMService alone would unload them from every pod (the watches list in no
+    order). A refused list is retried before any reconcile."""
+    from bem_operator.settings import OperatorSettings
+
+    api = _ListingApi([bems(), child("Deployment"), checkpoint()], failures=1)
+    seen: list[list[str]] = []
+
+    class _Reads:
+        def reconcile(self, key: tuple[str, str]) -> Any:
+            seen.append([c["kind"] for c in controller.cache.children(*key)])
+            return None
+
+    async def scenario() -> None:
+        await controller.start_leading()
+        for _ in range(200):  # bounded: at most 2 s
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        await controller.close()
+
+    controller = Controller(api, OperatorSettings(workers=1))  # type: ignore[arg-type]
+    controller.reconciler = _Reads()  # type: ignore[assignment]
+    asyncio.run(scenario())
+    assert seen and sorted(seen[0]) == ["BEMCheckpoint", "Deployment"]
+    listed = {kind for kind, _ in api.lists}
+    assert {"BEMService", "BEMCheckpoint", "Pod", "Deployment", "Service"} <= listed
+    assert ("Pod", "bem.ai/service") in api.lists and ("BEMCheckpoint", None) in api.lists
+
+
+def test_a_list_read_after_a_deletion_does_not_bring_the_object_back() -> None:
+    cache = Cache()
+    cache.observe("DELETED", checkpoint(rv="9"))
+    cache.fill([checkpoint(rv="7"), checkpoint(rv="7", uid="ck-2")])  # listed before it
+    assert [c["metadata"]["uid"] for c in cache.children("ns", "chat")] == ["ck-2"]
+    cache.fill([bems(rv="3")])
+    cache.fill([bems(rv="2")])  # an older list keeps nothing
+    assert cache.bemservice(("ns", "chat"))["metadata"]["resourceVersion"] == "3"
