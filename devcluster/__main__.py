@@ -74,14 +74,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_images(args: argparse.Namespace) -> int:
-    from devcluster import addons, images, kubesystem
+    from devcluster import addons, edge, images, kubesystem
 
     cluster = _recorded(args.state_dir)
     lay = None
     if cluster is not None and cluster.real_node and not args.no_import:
         lay = realnode.NodeLayout(cluster.state_dir)
     began = time.monotonic()
-    add_ons = (*kubesystem.IMAGES, *addons.IMAGES)
+    add_ons = (*kubesystem.IMAGES, *addons.IMAGES, *edge.IMAGES)
     chosen = {"project": images.ALL, "addons": add_ons, "all": (*images.ALL, *add_ons)}[args.only]
     report = images.ensure_all(lay, chosen)
     print(f"{'image':40} {'id':13} {'size':>9} {'seconds':>8}  built imported")
@@ -106,6 +106,20 @@ def cmd_addons(args: argparse.Namespace) -> int:
     addons.install(cluster)
     print(f"Prometheus: {addons.PROMETHEUS_URL}; "
           f"KEDA serves external.metrics.k8s.io", file=sys.stderr)
+    return 0
+
+
+def cmd_edge(args: argparse.Namespace) -> int:
+    from devcluster import edge
+
+    cluster = _recorded(args.state_dir)
+    if cluster is None or not cluster.real_node:
+        print("bem-devcluster edge needs a running cluster with the real node: "
+              "run `bem-devcluster up` first", file=sys.stderr)
+        return 1
+    edge.install(cluster)
+    print(f"Gateway {edge.NS}/{edge.GATEWAY}: https://<name>.{edge.DOMAIN} at "
+          f"{edge.address(cluster)}:443, verified with {edge.ca_file(cluster)}", file=sys.stderr)
     return 0
 
 
@@ -177,11 +191,14 @@ def parser() -> argparse.ArgumentParser:
     images.add_argument("--only", choices=("project", "addons", "all"), default="all",
                         help="the project's images (operator, runtime, runtime with the toy model: "
                              "they need no Go build, so setup builds them beside the Go builds), "
-                             "the add-ons' (CoreDNS, metrics-server, Prometheus, KEDA: they need "
-                             "the add-on binaries), or both")
+                             "the add-ons' (CoreDNS, metrics-server, Prometheus, KEDA, Traefik: "
+                             "they need the add-on binaries), or both")
     images.set_defaults(func=cmd_images)
     sub.add_parser("addons", help="build, import and install Prometheus (by the Prometheus "
                    "operator) and KEDA into the running cluster").set_defaults(func=cmd_addons)
+    sub.add_parser("edge", help="build, import and install the edge: Traefik as the Gateway API "
+                   "implementation and Gateway edge/edge (HTTPS for *.edge.test)"
+                   ).set_defaults(func=cmd_edge)
     restart = sub.add_parser("restart-apiserver",
                              help="stop the API server and start it again (outage drills)")
     restart.add_argument("--down", type=float, default=0.0,

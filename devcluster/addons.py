@@ -126,13 +126,13 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_constructor("tag:yaml.org,2002:value", _Loader.construct_yaml_str)
 
 
-def _docs(text: str) -> list[dict[str, Any]]:
+def load_docs(text: str) -> list[dict[str, Any]]:
     return [d for d in yaml.load_all(text, Loader=_Loader) if d]  # noqa: S506 - a SafeLoader
 
 
 def kustomized(kubectl: Path, directory: Path) -> list[dict[str, Any]]:
     """A kustomization rendered by `kubectl kustomize` (no cluster needed)."""
-    return _docs(subprocess.run([str(kubectl), "kustomize", str(directory)],
+    return load_docs(subprocess.run([str(kubectl), "kustomize", str(directory)],
                                 check=True, capture_output=True, text=True).stdout)
 
 
@@ -148,7 +148,7 @@ def local_image(container: dict[str, Any], image: images.Image) -> None:
 
 def prometheus_operator_manifests() -> list[dict[str, Any]]:
     """bundle.yaml (CRDs, RBAC, Deployment, Service) moved to the monitoring namespace."""
-    docs = _docs((source("prometheus-operator") / "bundle.yaml").read_text())
+    docs = load_docs((source("prometheus-operator") / "bundle.yaml").read_text())
     for doc in docs:
         if doc["kind"] == "CustomResourceDefinition":
             continue
@@ -173,7 +173,7 @@ def prometheus_manifests() -> list[dict[str, Any]]:
     docs = []
     for name in ("prometheus-service-account.yaml", "prometheus-cluster-role.yaml",
                  "prometheus-cluster-role-binding.yaml"):
-        doc = _docs((rbac_dir / name).read_text())[0]
+        doc = load_docs((rbac_dir / name).read_text())[0]
         if doc["kind"] == "ServiceAccount":
             doc["metadata"]["namespace"] = MONITORING_NS
         if doc["kind"] == "ClusterRoleBinding":

@@ -170,3 +170,14 @@ def generate(root: Path) -> Pki:
         )
     )
     return pki
+
+
+def generate_edge(root: Path, domain: str) -> Pki:
+    """The local Gateway's own CA (clients verify the edge with it) and its serving cert for
+    `domain` and every name under it (the hosts BEMServices route through the Gateway)."""
+    root.mkdir(parents=True, exist_ok=True)
+    pki = Pki(root)
+    ca = _make_ca(pki, "ca", "bem-devcluster-edge-ca")
+    _make_leaf(pki, "edge", ca, _name(f"*.{domain}"), server=True,
+               dns=(domain, f"*.{domain}"), ips=())
+    return pki

@@ -13,7 +13,10 @@ always bounded in count and in time.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -31,14 +34,58 @@ GENERATE = {"prompt": "The operator reconciled", "max_new_tokens": 4, "temperatu
             "seed": 7}
 
 
+@dataclass(frozen=True)
+class Pinned:
+    """HTTPS to host names this machine does not resolve (the local Gateway's), sent to one
+    address this machine serves (the Gateway's ClusterIP): the URL's host is the SNI and the
+    Host header, and the certificate is verified against `ca_file` for that name."""
+
+    address: str
+    ca_file: str
+
+    def __post_init__(self) -> None:
+        wait_served_here(self.address)
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca_file)
+
+    def connection(self, host: str, port: int = 443, timeout: float = 30.0
+                   ) -> http.client.HTTPSConnection:
+        """An HTTPS connection to `host` that dials the pinned address."""
+        pinned, context = self.address, self.context()
+
+        class Connection(http.client.HTTPSConnection):
+            def connect(self) -> None:
+                sock = socket.create_connection((pinned, self.port), self.timeout)
+                self.sock = context.wrap_socket(sock, server_hostname=self.host)
+        return Connection(host, port, timeout=timeout, context=context)
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        pinned = self
+
+        class Handler(urllib.request.HTTPSHandler):
+            def https_open(self, req: urllib.request.Request) -> Any:
+                return self.do_open(lambda host, timeout=30.0, **_: pinned.connection(
+                    *_split(host), timeout=timeout), req)
+        return urllib.request.build_opener(Handler())
+
+
+def _split(host: str) -> tuple[str, int]:
+    name, _, port = host.partition(":")
+    return name, int(port or 443)
+
+
 def post(url: str, body: dict[str, Any], timeout: float = 30.0,
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    """POST JSON on a fresh connection; (status, JSON body); status 0 on a network error."""
+         headers: dict[str, str] | None = None, via: Pinned | None = None
+         ) -> tuple[int, dict[str, Any]]:
+    """POST JSON on a fresh connection (through `via` for a Gateway's host name); (status,
+    JSON body); status 0 on a network error."""
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                  headers={"Content-Type": "application/json",
                                           "Connection": "close", **(headers or {})})
+    opener = via.opener() if via is not None else urllib.request.build_opener()
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with opener.open(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as exc:
         raw = exc.read()
@@ -62,6 +109,7 @@ class Load:
     max_seconds: float = 180.0
     pause: float = 0.05
     model: str | None = None  # the checkpoint each request names (the runtime's default if None)
+    via: Pinned | None = None  # through the local Gateway: HTTPS to a name of its
     results: list[tuple[float, int, str]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -85,7 +133,7 @@ class Load:
                 and time.monotonic() - began < self.max_seconds:
             t = time.monotonic()
             request = GENERATE if self.model is None else {**GENERATE, "model": self.model}
-            status, body = post(f"{self.url}/v1/generate", request, timeout=30)
+            status, body = post(f"{self.url}/v1/generate", request, timeout=30, via=self.via)
             detail = "" if status == 200 else json.dumps(body)[:300]
             self.results.append((t, status, detail))
             time.sleep(self.pause)

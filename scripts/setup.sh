@@ -109,6 +109,7 @@ addons() {
   log "Add-on binaries in $dir"
   log "NetworkPolicy analyser: $(bash devcluster/build-analyser.sh)"
   log "Gateway API CRDs: $(bash devcluster/fetch-gateway-api.sh)"
+  log "The edge (Traefik): $(bash devcluster/build-edge.sh)"
 }
 phase "Add-on binaries" "waiting for the project images" addons
 
