@@ -4,7 +4,9 @@ for status.py to put into the status.
 Read from the route's status.parents, where each Gateway controller writes, per Gateway the
 route names, whether it accepted the route (Accepted) and could resolve its backend
 (ResolvedRefs). A Gateway that refused the route, or Gateway API missing from the cluster,
-degrades the service: nothing outside the cluster reaches it then. A route no controller has
+degrades the service: nothing outside the cluster reaches it then. So does a spec.gateway.rateLimit
+the cluster cannot apply (no Traefik Middleware CRD): the route is written without it, and each
+client is then limited only by the runtime, which sees every request as the Gateway's. A route no controller has
 reported on yet (the Gateway does not exist, or its controller has not got to it) only makes
 the Gateway condition False: the pods serve inside the cluster meanwhile, and the condition
 says what to check.
@@ -21,6 +23,7 @@ _ROUTE_CONDITIONS = ("Accepted", "ResolvedRefs")
 
 class GatewayReason(enum.StrEnum):
     NOT_INSTALLED = "GatewayAPINotInstalled"
+    RATE_LIMIT_UNSUPPORTED = "RateLimitUnsupported"
     PENDING = "GatewayPending"
     ACCEPTED = "RouteAccepted"
 
@@ -33,16 +36,27 @@ class GatewayObserved:
     url: str | None = None
     served: bool = True  # False: the cluster does not serve gateway.networking.k8s.io/v1 HTTPRoute
     route: Mapping[str, Any] | None = None  # the live HTTPRoute, None until it exists
+    # False: spec.gateway.rateLimit is set, but the cluster does not serve traefik.io/v1alpha1
+    # Middleware (the route was written without the rate limit)
+    rate_limit_served: bool = True
 
 
 def not_installed(observed: GatewayObserved) -> tuple[str, str] | None:
-    """(reason, message) when the cluster lacks Gateway API: it degrades the service."""
-    if observed.served:
-        return None
-    return (GatewayReason.NOT_INSTALLED,
-            "Gateway API is not installed: this cluster does not serve gateway.networking.k8s.io/v1 "
-            "HTTPRoute, so no route was written for spec.gateway; install the Gateway API CRDs "
-            "and a Gateway controller, or use spec.ingress")
+    """(reason, message) when the cluster lacks Gateway API, or the Middleware that
+    spec.gateway.rateLimit needs: it degrades the service."""
+    if not observed.served:
+        return (GatewayReason.NOT_INSTALLED,
+                "Gateway API is not installed: this cluster does not serve "
+                "gateway.networking.k8s.io/v1 HTTPRoute, so no route was written for "
+                "spec.gateway; install the Gateway API CRDs and a Gateway controller, or use "
+                "spec.ingress")
+    if not observed.rate_limit_served:
+        return (GatewayReason.RATE_LIMIT_UNSUPPORTED,
+                "spec.gateway.rateLimit needs Traefik's traefik.io/v1alpha1 Middleware, which "
+                f"this cluster does not serve, so HTTPRoute {observed.route_name} was written "
+                "without the rate limit; use Traefik as the Gateway controller with its CRDs "
+                "installed (kubernetescrd provider), or remove spec.gateway.rateLimit")
+    return None
 
 
 def _gateway(parent: tuple[str, str, str | None]) -> str:

@@ -27,7 +27,8 @@ from bem_operator.builders.checkpoints import ADMIN_TOKEN_KEY, admin_secret_name
 from bem_operator.builders.keda import keda_hpa_name
 from bem_operator.builders.edge import gateway_namespace, gateway_url
 from bem_operator.builders.kinds import (BEMCHECKPOINT, CHILD_REGISTRY, DEPLOYMENT, HPA,
-                                         HTTP_ROUTE, SCALED_OBJECT, SECRET, SERVICE_MONITOR)
+                                         HTTP_ROUTE, SCALED_OBJECT, SECRET, SERVICE_MONITOR,
+                                         TRAEFIK_MIDDLEWARE)
 from bem_operator.builders.labels import child_metadata
 from bem_operator.builders.options import OperatorPods
 from bem_operator.builders.spec_types import BEMServiceSpec
@@ -134,6 +135,7 @@ class Reconciler:
         options = BuildOptions(service_monitor_available=SERVICE_MONITOR.key not in unserved,
                                keda_available=SCALED_OBJECT.key not in unserved,
                                gateway_api_available=HTTP_ROUTE.key not in unserved,
+                               traefik_middleware_available=TRAEFIK_MIDDLEWARE.key not in unserved,
                                prometheus_address=self.prometheus_address,
                                default_runtime_image=self.default_image,
                                operator=self.operator_pods)
@@ -202,7 +204,7 @@ class Reconciler:
             service_monitor=None if not spec.monitoring.service_monitor
             else "applied" if SERVICE_MONITOR.key not in unserved else "unavailable",
             autoscaler=self._autoscaler(spec, SCALED_OBJECT.key not in unserved),
-            gateway=self._gateway(spec, HTTP_ROUTE.key not in unserved))
+            gateway=self._gateway(spec, unserved))
         result = self._report(bems, observed, events)
         result.applied = applied
         if failure is not None:
@@ -239,7 +241,8 @@ class Reconciler:
             scaled_object=self.cache.get(SCALED_OBJECT.key, spec.namespace, spec.name,
                                          spec.name) if keda else None)
 
-    def _gateway(self, spec: BEMServiceSpec, served: bool) -> GatewayObserved | None:
+    def _gateway(self, spec: BEMServiceSpec,
+                 unserved: frozenset[tuple[str, str]]) -> GatewayObserved | None:
         """The HTTPRoute of spec.gateway as the cache holds it, with the Gateways it names."""
         if spec.gateway is None:
             return None
@@ -247,7 +250,9 @@ class Reconciler:
             route_name=spec.name, route_namespace=spec.namespace, url=gateway_url(spec),
             parents=tuple((gateway_namespace(spec, ref), ref.name, ref.section_name)
                           for ref in spec.gateway.parent_refs),
-            served=served,
+            served=HTTP_ROUTE.key not in unserved,
+            rate_limit_served=spec.gateway.rate_limit is None
+            or TRAEFIK_MIDDLEWARE.key not in unserved,
             route=self.cache.get(HTTP_ROUTE.key, spec.namespace, spec.name, spec.name))
 
     def _report(self, bems: Mapping[str, Any], observed: Observed, events: list[Event],

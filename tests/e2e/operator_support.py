@@ -26,6 +26,11 @@ ADDONS_SCRIPT = REPO / "devcluster" / "build-addons.sh"
 # Gateway API's standard CRDs, from its Go module (devcluster/fetch-gateway-api.sh).
 GATEWAY_API_SCRIPT = REPO / "devcluster" / "fetch-gateway-api.sh"
 HTTP_ROUTES = "httproutes.gateway.networking.k8s.io"
+# Traefik, the local cluster's Gateway: its Middleware CRD (spec.gateway.rateLimit), read from
+# its Go module as Traefik publishes it.
+TRAEFIK_MODULE = "github.com/traefik/traefik/v3@" + os.environ.get("TRAEFIK_VERSION", "v3.7.13")
+TRAEFIK_MIDDLEWARE_CRD = "docs/content/reference/dynamic-configuration/traefik.io_middlewares.yaml"
+MIDDLEWARES = "middlewares.traefik.io"
 RESYNC_SECONDS = 5  # the periodic check, short so retried problems clear quickly here
 T = TypeVar("T")
 
@@ -112,6 +117,35 @@ def remove_gateway_api(cluster: Any) -> None:
     for crd in gateway_api_crds():
         cluster.kubectl("delete", "--ignore-not-found", "--wait=true", "-f", str(crd))
     eventually("the httproutes API to be gone", lambda: not _http_routes_served(cluster),
+               timeout=60)
+
+
+def traefik_middleware_crd() -> Path:
+    """Traefik's own Middleware CRD (the real schema), from its module (go mod download)."""
+    out = subprocess.run(["go", "mod", "download", "-json", TRAEFIK_MODULE], capture_output=True,
+                         text=True, check=False, env={**os.environ, "GOFLAGS": "-mod=mod"})
+    assert out.returncode == 0, f"go mod download {TRAEFIK_MODULE} failed: {out.stderr[-500:]}"
+    crd = Path(json.loads(out.stdout)["Dir"]) / TRAEFIK_MIDDLEWARE_CRD
+    assert crd.is_file(), f"{TRAEFIK_MODULE} has no {TRAEFIK_MIDDLEWARE_CRD}"
+    return crd
+
+
+def _middlewares_served(cluster: Any) -> bool:
+    return cluster.kubectl("get", MIDDLEWARES, "-A", check=False).returncode == 0
+
+
+def install_traefik_middleware_crd(cluster: Any) -> None:
+    """Installs Traefik's Middleware CRD (no Traefik runs: Middlewares are stored, not acted
+    on) and waits until the API serves it."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                    str(traefik_middleware_crd()))
+    eventually("the middlewares API", lambda: _middlewares_served(cluster), timeout=60)
+
+
+def remove_traefik_middleware_crd(cluster: Any) -> None:
+    """Deletes Traefik's Middleware CRD where an earlier module (or run) installed it."""
+    cluster.kubectl("delete", "crd", MIDDLEWARES, "--ignore-not-found", "--wait=true")
+    eventually("the middlewares API to be gone", lambda: not _middlewares_served(cluster),
                timeout=60)
 
 

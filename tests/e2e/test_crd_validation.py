@@ -135,6 +135,15 @@ INVALID = [
     ("gateway-bad-hostname", {"model": MODEL, "gateway": {"parentRefs": [{"name": "edge"}],
                                                           "hostnames": ["Bem_Host"]}},
      "svc", "spec.gateway.hostnames[0]", "should match"),
+    ("gateway-rate-limit-zero", {"model": MODEL, "gateway": {
+        "parentRefs": [{"name": "edge"}], "rateLimit": {"average": 0}}},
+     "svc", "spec.gateway.rateLimit.average", "greater than or equal to 1"),
+    ("gateway-rate-limit-without-average", {"model": MODEL, "gateway": {
+        "parentRefs": [{"name": "edge"}], "rateLimit": {"burst": 10}}},
+     "svc", "spec.gateway.rateLimit.average", "Required value"),
+    ("gateway-hsts-above-two-years", {"model": MODEL, "gateway": {
+        "parentRefs": [{"name": "edge"}], "hstsMaxAgeSeconds": 63072001}},
+     "svc", "spec.gateway.hstsMaxAgeSeconds", "less than or equal to 63072000"),
     ("trusted-proxy-not-a-cidr", {"model": MODEL, "runtime": {"trustedProxies": ["10.0.0.1"]}},
      "svc", "spec.runtime.trustedProxies[0]", "must be a CIDR"),
 ]
@@ -170,6 +179,7 @@ def test_children_of_every_sample_are_valid_objects(crd, namespace, sample):
         service_monitor_available=_crd_installed(crd, "servicemonitors.monitoring.coreos.com"),
         keda_available=_crd_installed(crd, "scaledobjects.keda.sh"),
         gateway_api_available=_crd_installed(crd, "httproutes.gateway.networking.k8s.io"),
+        traefik_middleware_available=_crd_installed(crd, "middlewares.traefik.io"),
         operator=OperatorPods("bem-system", (("app.kubernetes.io/name", "bem-operator"),)))
     children = build_children(bems, options)
     body = yaml.safe_dump_all(children)

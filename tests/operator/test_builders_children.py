@@ -45,19 +45,21 @@ def test_autoscaling_adds_the_hpa_after_the_service():
                                "PodDisruptionBudget", "ServiceMonitor"]
 
 
-EDGES = {"HTTPRoute": {"gateway": {"parentRefs": [{"name": "gw"}]}},
-         "Ingress": {"ingress": {"hosts": ["bem.example.com"]}}}
+# Each edge's spec and the kinds only it writes (the Middleware: spec.gateway.rateLimit).
+EDGES = {"HTTPRoute": ({"gateway": {"parentRefs": [{"name": "gw"}], "rateLimit": {"average": 10}}},
+                       {"Middleware", "HTTPRoute"}),
+         "Ingress": ({"ingress": {"hosts": ["bem.example.com"]}}, {"Ingress"})}
 
 
 @pytest.mark.parametrize("provider, other, edge", [("HPA", "ScaledObject", "HTTPRoute"),
                                                    ("KEDA", "HorizontalPodAutoscaler", "Ingress")])
 def test_apply_order_matches_child_kinds(provider, other, edge):
     """Every kind but the other provider's autoscaler and the other edge, in the registry's order."""
-    other_edge = next(kind for kind in EDGES if kind != edge)
-    bems = with_spec(autoscaling={"maxReplicas": 4, "provider": provider}, **EDGES[edge])
+    [other_edge] = [kinds for name, (_, kinds) in EDGES.items() if name != edge]
+    bems = with_spec(autoscaling={"maxReplicas": 4, "provider": provider}, **EDGES[edge][0])
     children = build_children(bems, BuildOptions())
     assert [(c["apiVersion"], c["kind"]) for c in children] == [
-        k for k in CHILD_KINDS if k[1] not in (other, other_edge)]
+        k for k in CHILD_KINDS if k[1] != other and k[1] not in other_edge]
 
 
 def test_keda_provider_builds_a_scaled_object_instead_of_the_hpa():

@@ -7,6 +7,7 @@ from builders_factory import build, build_deployment, env_of, with_spec
 
 from bem_operator.builders import BuildOptions, SpecError, parse_bemservice
 from bem_operator.builders.edge import gateway_url
+from bem_operator.builders.spec_types import GatewaySpec
 
 GATEWAY = {"parentRefs": [{"name": "edge", "namespace": "gateways", "sectionName": "https"},
                           {"name": "local"}],
@@ -111,3 +112,80 @@ def test_trusted_proxies_reach_the_runtime_comma_separated():
     env = env_of(build_deployment(with_spec(runtime={"trustedProxies": ["10.0.0.0/8", "fd00::/8"]})))
     assert env["BEM_TRUSTED_PROXIES"] == "10.0.0.0/8,fd00::/8"
     assert "BEM_TRUSTED_PROXIES" not in env_of(build_deployment(with_spec()))
+
+
+RATE_LIMITED = {**GATEWAY, "rateLimit": {"average": 20, "burst": 40}}
+HSTS = {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"set": [
+    {"name": "Strict-Transport-Security", "value": "max-age=31536000; includeSubDomains"}]}}
+RATE_LIMIT_REF = {"type": "ExtensionRef", "extensionRef": {
+    "group": "traefik.io", "kind": "Middleware", "name": "demo-ratelimit"}}
+
+
+def _filters(bems: dict, options: BuildOptions = BuildOptions()) -> list[dict] | None:
+    return build("HTTPRoute", bems, options)["spec"]["rules"][0].get("filters")
+
+
+def test_the_route_sends_hsts_for_a_year_by_default_and_none_at_zero():
+    assert _filters(with_spec(gateway=GATEWAY)) == [HSTS]
+    two_years = _filters(with_spec(gateway={**GATEWAY, "hstsMaxAgeSeconds": 63072000}))
+    assert two_years[0]["responseHeaderModifier"]["set"][0]["value"] == \
+        "max-age=63072000; includeSubDomains"
+    assert _filters(with_spec(gateway={**GATEWAY, "hstsMaxAgeSeconds": 0})) is None
+
+
+def test_a_rate_limit_is_a_middleware_the_route_names_after_hsts():
+    bems = with_spec(gateway=RATE_LIMITED)
+    # HSTS wraps the rate limit, so its 429s carry the header too.
+    assert _filters(bems) == [HSTS, RATE_LIMIT_REF]
+    middleware = build("Middleware", bems)
+    assert middleware["apiVersion"] == "traefik.io/v1alpha1"
+    assert middleware["metadata"]["name"] == "demo-ratelimit"
+    assert middleware["metadata"]["namespace"] == "team-a"
+    assert middleware["metadata"]["ownerReferences"][0]["name"] == "demo"
+    assert middleware["metadata"]["labels"]["bem.ai/service"] == "demo"
+    # No sourceCriterion: Traefik keys on the request's remote address, the client's.
+    assert middleware["spec"] == {"rateLimit": {"average": 20, "burst": 40, "period": "1s"}}
+
+
+def test_burst_defaults_to_the_average():
+    middleware = build("Middleware", with_spec(gateway={**GATEWAY, "rateLimit": {"average": 7}}))
+    assert middleware["spec"]["rateLimit"] == {"average": 7, "burst": 7, "period": "1s"}
+
+
+def test_no_middleware_without_a_rate_limit():
+    assert build("Middleware", with_spec(gateway=GATEWAY)) is None
+    assert build("Middleware", with_spec()) is None
+
+
+def test_without_the_middleware_crd_the_route_names_no_middleware():
+    bems = with_spec(gateway=RATE_LIMITED)
+    options = BuildOptions(traefik_middleware_available=False)
+    assert build("Middleware", bems, options) is None
+    # A dangling ExtensionRef would break the route: written without it, HSTS kept.
+    assert _filters(bems, options) == [HSTS]
+    # Without Gateway API no route names it either.
+    assert build("Middleware", bems, BuildOptions(gateway_api_available=False)) is None
+
+
+@pytest.mark.parametrize(("gateway", "field"), [
+    ({**GATEWAY, "rateLimit": {"average": 0}}, "spec.gateway.rateLimit.average"),
+    ({**GATEWAY, "rateLimit": {}}, "spec.gateway.rateLimit.average"),
+    ({**GATEWAY, "rateLimit": {"average": 5, "burst": 0}}, "spec.gateway.rateLimit.burst"),
+    ({**GATEWAY, "rateLimit": {"average": "5"}}, "spec.gateway.rateLimit.average"),
+    ({**GATEWAY, "hstsMaxAgeSeconds": -1}, "spec.gateway.hstsMaxAgeSeconds"),
+    ({**GATEWAY, "hstsMaxAgeSeconds": 63072001}, "spec.gateway.hstsMaxAgeSeconds"),
+])
+def test_bad_rate_limit_and_hsts_are_spec_errors_naming_the_field(gateway, field):
+    with pytest.raises(SpecError) as err:
+        parse_bemservice(with_spec(gateway=gateway))
+    assert err.value.field == field
+
+
+def test_the_hsts_description_names_every_header_the_runtime_sends():
+    """HSTS is the edge's; the rest the runtime sends itself, and the field says which."""
+    from bem_runtime.middlewares import SECURITY_HEADERS
+
+    description = GatewaySpec.model_fields["hsts_max_age_seconds"].description
+    missing = [name for name in SECURITY_HEADERS if name not in description]
+    assert not missing, f"spec.gateway.hstsMaxAgeSeconds does not name {missing}"
+    assert "Strict-Transport-Security" not in SECURITY_HEADERS

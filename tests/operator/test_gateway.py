@@ -63,3 +63,20 @@ def test_no_route_yet_and_no_gateway_api():
     missing = GatewayObserved("demo", "team-a", (EDGE,), served=False)
     assert refused(missing)[0] == "GatewayAPINotInstalled"
     assert gateway_status(missing)["httpRoute"] is None
+
+
+def test_a_rate_limit_the_cluster_cannot_apply_degrades_naming_the_field():
+    unlimited = GatewayObserved("demo", "team-a", (EDGE,), rate_limit_served=False)
+    reason, message = refused(unlimited)
+    assert reason == "RateLimitUnsupported"
+    assert message == (
+        "spec.gateway.rateLimit needs Traefik's traefik.io/v1alpha1 Middleware, which this "
+        "cluster does not serve, so HTTPRoute demo was written without the rate limit; use "
+        "Traefik as the Gateway controller with its CRDs installed (kubernetescrd provider), "
+        "or remove spec.gateway.rateLimit")
+    assert gateway_condition(unlimited) == (False, reason, message)
+    # The route is there: status.gateway names it.
+    assert gateway_status(unlimited)["httpRoute"] == "demo"
+    # Without Gateway API there is no route at all: that is what the status says.
+    neither = GatewayObserved("demo", "team-a", (EDGE,), served=False, rate_limit_served=False)
+    assert refused(neither)[0] == "GatewayAPINotInstalled"

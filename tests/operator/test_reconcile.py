@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from builders_factory import make_bems
 
-from bem_operator.builders.kinds import HTTP_ROUTE, SCALED_OBJECT, ChildKind
+from bem_operator.builders.kinds import HTTP_ROUTE, SCALED_OBJECT, TRAEFIK_MIDDLEWARE, ChildKind
 from bem_operator.controller import Cache
 from bem_operator.k8s import FIELD_MANAGER, HANDOVER_MANAGER, ApiError
 from bem_operator.reconcile import (Reconciler, Result, RetryableError, difference, holds,
@@ -23,9 +23,11 @@ Key = tuple[str, str, str, str]
 
 
 class FakeApi:
-    def __init__(self, monitoring: bool = False, keda: bool = True, gateway: bool = True) -> None:
+    def __init__(self, monitoring: bool = False, keda: bool = True, gateway: bool = True,
+                 traefik: bool = True) -> None:
         self.keda = keda
         self.gateway = gateway
+        self.traefik = traefik
         self.objects: dict[Key, dict[str, Any]] = {}
         self.applied: list[tuple[str, str, str]] = []  # kind, name, manager
         self.deleted: list[tuple[str, str]] = []
@@ -106,7 +108,8 @@ class FakeApi:
         return self.get("v1", "PersistentVolumeClaim", namespace, name) is not None
 
     def serves(self, child: ChildKind) -> bool:
-        served = {SCALED_OBJECT: self.keda, HTTP_ROUTE: self.gateway}
+        served = {SCALED_OBJECT: self.keda, HTTP_ROUTE: self.gateway,
+                  TRAEFIK_MIDDLEWARE: self.traefik}
         return not child.optional_crd or served.get(child, self.monitoring)
 
 
@@ -568,6 +571,48 @@ def test_gateway_without_gateway_api_degrades_and_says_what_to_do() -> None:
     assert "does not serve gateway.networking.k8s.io/v1 HTTPRoute" in degraded["message"]
     assert _condition(result, "Gateway")["reason"] == "GatewayAPINotInstalled"
     assert result.status["gateway"]["httpRoute"] is None
+
+
+def _route_filters(api: FakeApi) -> list[dict[str, Any]]:
+    route = api.get(HTTP_ROUTE.api_version, "HTTPRoute", "team-a", "demo")
+    return route["spec"]["rules"][0].get("filters") or []
+
+
+def test_rate_limit_middleware_is_written_named_by_the_route_and_removed_with_it() -> None:
+    api = FakeApi()
+    rec = reconciler(api)
+    limited = {**GATEWAY, "rateLimit": {"average": 20}}
+    result = rec(image_bems(replicas=1, gateway=limited))
+    applied = [(kind, name) for kind, name, _ in api.applied]
+    # The Middleware first: the route that names it resolves at once.
+    assert applied.index(("Middleware", "demo-ratelimit")) < applied.index(("HTTPRoute", "demo"))
+    middleware = api.get(TRAEFIK_MIDDLEWARE.api_version, "Middleware", "team-a", "demo-ratelimit")
+    assert middleware["spec"]["rateLimit"] == {"average": 20, "burst": 20, "period": "1s"}
+    assert [f["type"] for f in _route_filters(api)] == ["ResponseHeaderModifier", "ExtensionRef"]
+    assert _condition(result, "Degraded")["status"] == "False"
+
+    result = rec(image_bems(replicas=1, gateway=GATEWAY))
+    assert ("Middleware", "demo-ratelimit") in api.deleted
+    assert [f["type"] for f in _route_filters(api)] == ["ResponseHeaderModifier"]
+    assert _condition(result, "Degraded")["status"] == "False"
+
+
+def test_rate_limit_without_the_middleware_crd_writes_the_route_and_degrades() -> None:
+    api = FakeApi(traefik=False)
+    result = reconciler(api)(image_bems(replicas=1, gateway={**GATEWAY, "rateLimit": {"average": 5}}))
+    kinds = {kind for kind, _, _ in api.applied}
+    assert "Middleware" not in kinds and "HTTPRoute" in kinds
+    assert [f["type"] for f in _route_filters(api)] == ["ResponseHeaderModifier"]
+    degraded = _condition(result, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "RateLimitUnsupported")
+    assert "spec.gateway.rateLimit" in degraded["message"]
+    assert "does not serve" in degraded["message"]
+    assert _condition(result, "Gateway")["reason"] == "RateLimitUnsupported"
+    assert result.status["gateway"]["httpRoute"] == "demo"
+    assert ("Warning", "RateLimitUnsupported") in {(e[0], e[1]) for e in api.events}
+    # The same spec without the limit is fine on this cluster.
+    result = reconciler(api)(image_bems(replicas=1, gateway=GATEWAY))
+    assert _condition(result, "Degraded")["status"] == "False"
 
 
 def test_ingress_is_written_and_dropped_with_spec_ingress() -> None:

@@ -51,7 +51,11 @@ mode. manifests/rbac.yaml holds the same list; tests/install/test_consistency.py
   resources: [scaledobjects]
   verbs: [list, watch, create, patch, delete]
 # The edge: Gateway API's HTTPRoute (spec.gateway; its status says whether a Gateway took
-# it) or an Ingress (spec.ingress).
+# it), with Traefik's rate-limit Middleware (spec.gateway.rateLimit), or an Ingress
+# (spec.ingress).
+- apiGroups: [traefik.io]
+  resources: [middlewares]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
   verbs: [list, watch, create, patch, delete]

@@ -19,7 +19,8 @@ from bem_operator.builders.autoscaling import hpa_from_spec
 from bem_operator.builders.checkpoints import start_list_from_spec
 from bem_operator.builders.deployment import deployment_from_spec
 from bem_operator.builders.disruption import pdb_from_spec
-from bem_operator.builders.edge import http_route_from_spec, ingress_from_spec
+from bem_operator.builders.edge import (http_route_from_spec, ingress_from_spec,
+                                        rate_limit_middleware_from_spec)
 from bem_operator.builders.keda import scaled_object_from_spec
 from bem_operator.builders.monitoring import service_monitor_from_spec
 from bem_operator.builders.network_policy import network_policy_from_spec
@@ -28,9 +29,10 @@ from bem_operator.builders.service import service_from_spec
 from bem_operator.builders.spec_types import BEMServiceSpec
 from bem_operator.constants import API_VERSION, CHECKPOINT_KIND, CHECKPOINT_PLURAL, KIND, PLURAL
 
-__all__ = ["BEMCHECKPOINT", "BEMSERVICE", "CHILD_REGISTRY", "SECRET", "DEPLOYMENT", "HPA",
-           "HTTP_ROUTE", "INGRESS", "NETWORK_POLICY", "POD", "READ_REGISTRY", "SCALED_OBJECT", "SERVICE_MONITOR",
-           "ChildKind", "ReadKind", "child_kind", "children_from_spec", "plural_of"]
+__all__ = ["BEMCHECKPOINT", "BEMSERVICE", "CHILD_REGISTRY", "DEPLOYMENT", "HPA", "HTTP_ROUTE",
+           "INGRESS", "NETWORK_POLICY", "POD", "READ_REGISTRY", "SCALED_OBJECT", "SECRET",
+           "SERVICE_MONITOR", "TRAEFIK_MIDDLEWARE", "ChildKind", "ReadKind", "child_kind",
+           "children_from_spec", "plural_of"]
 
 # Builds one child from the parsed spec; None when the spec does not ask for it.
 Builder = Callable[[BEMServiceSpec, BuildOptions], "dict[str, Any] | None"]
@@ -65,8 +67,9 @@ class ChildKind(_Kind):
     # The reconcile reads who owns which field (the replicas hand-over): the cache keeps its
     # managedFields (read from the watch like every child, never by get).
     read_back: bool = False
-    # Its CRD may be missing from a cluster (ServiceMonitor, KEDA's ScaledObject, HTTPRoute): the watch is
-    # set up only where the API is served, and the builder is told whether it is.
+    # Its CRD may be missing from a cluster (ServiceMonitor, KEDA's ScaledObject, HTTPRoute,
+    # Traefik's Middleware): the watch is set up only where the API is served, and the builder
+    # is told whether it is.
     optional_crd: bool = False
     # Its status feeds the BEMService's (rollout, autoscaling): a change of its status alone
     # asks for a reconcile; for the other kinds only a change of what the operator declares.
@@ -120,6 +123,9 @@ SCALED_OBJECT = ChildKind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects",
 NETWORK_POLICY = ChildKind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies",
                            network_policy_from_spec)
 # The edge (spec.gateway or spec.ingress): the route's status says whether a Gateway took it.
+# spec.gateway.rateLimit: Traefik's Middleware, which the route names (so applied before it).
+TRAEFIK_MIDDLEWARE = ChildKind("traefik.io/v1alpha1", "Middleware", "middlewares",
+                               rate_limit_middleware_from_spec, optional_crd=True)
 HTTP_ROUTE = ChildKind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes",
                        http_route_from_spec, optional_crd=True, feeds_status=True)
 INGRESS = ChildKind("networking.k8s.io/v1", "Ingress", "ingresses", ingress_from_spec)
@@ -135,6 +141,7 @@ CHILD_REGISTRY: tuple[ChildKind, ...] = (
     SCALED_OBJECT,
     ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", _pdb),
     SERVICE_MONITOR,
+    TRAEFIK_MIDDLEWARE,
     HTTP_ROUTE,
     INGRESS,
 )

@@ -27,6 +27,9 @@ class BuildOptions:
     # False when Gateway API's HTTPRoute CRD (gateway.networking.k8s.io/v1) is not installed:
     # then no HTTPRoute is built for spec.gateway (the status says so: Degraded).
     gateway_api_available: bool = True
+    # False when Traefik's Middleware CRD (traefik.io/v1alpha1) is not installed: then
+    # spec.gateway.rateLimit builds no Middleware and the HTTPRoute names none (Degraded).
+    traefik_middleware_available: bool = True
     # The Prometheus server KEDA's prometheus trigger queries (an operator setting).
     prometheus_address: str = DEFAULT_PROMETHEUS_ADDRESS
     # Used when spec.runtime.image is unset.

@@ -389,6 +389,26 @@ class GatewayTimeouts(Section):
                                  description="How long one try at a runtime pod may take (default 600s).")
 
 
+# RFC 6797's max-age: a year by default, two years at most (what HSTS preload lists ask for).
+DEFAULT_HSTS_MAX_AGE = 31_536_000
+MAX_HSTS_MAX_AGE = 63_072_000
+
+
+class GatewayRateLimit(Section):
+    """Per-client rate limit at the Gateway. The operator writes a Traefik Middleware
+    (traefik.io/v1alpha1, rateLimit, per second) and names it in the route's rule with an
+    ExtensionRef filter, so the Gateway must be Traefik with its kubernetescrd provider.
+    Traefik keys the limit on the client address it sees (its default source criterion: the
+    request's remote address); a load balancer in front of the Gateway must keep that address
+    (externalTrafficPolicy Local). The limit belongs here: behind the Gateway the runtime sees
+    only the Gateway's pods as clients, and its own per-pod limit stays a last line."""
+    average: int = Field(ge=1, le=100000, description=(
+        "Requests per second each client address may send on average."))
+    burst: int | None = Field(None, ge=1, le=100000, description=(
+        "Requests a client address may send at once (the size of its token bucket; default: "
+        "average)."))
+
+
 class GatewaySpec(Section):
     """The Gateway API HTTPRoute the operator writes (gateway.networking.k8s.io/v1): the
     Gateways named here route hostnames and a path prefix to this service's Service. The
@@ -401,6 +421,14 @@ class GatewaySpec(Section):
         "makes status.gateway.url."))
     path_prefix: PathPrefix = Field("/", description="Path prefix routed to the service (default /).")
     timeouts: GatewayTimeouts = Field(default_factory=GatewayTimeouts, json_schema_extra=SECTION_DEFAULT)
+    hsts_max_age_seconds: int = Field(
+        DEFAULT_HSTS_MAX_AGE, ge=0, le=MAX_HSTS_MAX_AGE, description=(
+            "max-age of the Strict-Transport-Security header (with includeSubDomains) the route "
+            "adds to every response (default 31536000, a year; 0: no header). Only the TLS edge "
+            "can send it: browsers ignore it over plain HTTP. The runtime sends the other "
+            "security headers itself (X-Content-Type-Options, X-Frame-Options, Referrer-Policy, "
+            "Content-Security-Policy, Cache-Control)."))
+    rate_limit: GatewayRateLimit | None = None
 
 
 class IngressSpec(Section):
