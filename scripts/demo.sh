@@ -12,7 +12,10 @@
 #      request answered by each, by name;
 #   6. request-rate autoscaling: Prometheus (run by the Prometheus operator) and KEDA installed,
 #      the sample switched to the KEDA provider, and a short load through the Service scales it
-#      from 1 to 2+ replicas, printed as the count changes.
+#      from 1 to 2+ replicas, printed as the count changes;
+#   7. the edge: Traefik (installed before the operator) as the Gateway API implementation, the
+#      sample published through Gateway edge/edge by spec.gateway, and one HTTPS request through
+#      it, verified with the edge's own CA.
 # Usage: scripts/demo.sh [--keep] [--no-scale]
 #   --keep leaves the cluster running (`bem-devcluster down` stops it); --no-scale skips step 6.
 set -euo pipefail
@@ -53,6 +56,10 @@ kubectl get nodes -o wide
 
 say "Building (when changed) and importing the images"
 .venv/bin/bem-devcluster images
+
+# Before the operator: it watches the optional kinds (HTTPRoute) the cluster serves when it starts.
+say "The edge: Traefik as the Gateway API implementation, Gateway edge/edge (HTTPS for *.edge.test)"
+.venv/bin/bem-devcluster edge
 
 say "Installing the operator with Helm (helm/bem-operator, image bem-operator:0.1.0)"
 export HELM_CACHE_HOME="$STATE/helm/cache" HELM_CONFIG_HOME="$STATE/helm/config" \
@@ -125,6 +132,25 @@ if [[ $SCALE -eq 1 ]]; then
     --namespace bem-demo --deployment bem-baked --until-ready 2
   kubectl -n bem-demo get bems bem-baked -o wide
 fi
+
+say "Publishing the sample through the Gateway edge/edge (spec.gateway)"
+kubectl -n bem-demo patch bems bem-baked --type merge -p '{"spec": {"gateway": {
+  "parentRefs": [{"name": "edge", "namespace": "edge"}], "hostnames": ["bem-baked.edge.test"]}}}'
+kubectl -n bem-demo wait --for=condition=Gateway bems/bem-baked --timeout=60s
+kubectl -n bem-demo get httproute bem-baked
+kubectl -n bem-demo get bems bem-baked -o jsonpath='{.status.gateway.url}{"\n"}'
+GIP="$(kubectl -n edge get service edge -o jsonpath='{.spec.clusterIP}')"
+.venv/bin/python -c "import sys; from devcluster.realnode import wait_served_here as w; print('$GIP is', w(sys.argv[1]))" "$GIP"
+say "POST https://bem-baked.edge.test/v1/generate through the Gateway ($GIP), verified with the edge CA"
+HEADERS="$(mktemp)"
+# The route is accepted before Traefik has programmed it: a few quick retries.
+curl -sS --fail-with-body -m 60 --retry 10 --retry-delay 1 --retry-all-errors \
+  --cacert "$STATE/edge-pki/ca.crt" --resolve "bem-baked.edge.test:443:$GIP" -D "$HEADERS" \
+  -X POST https://bem-baked.edge.test/v1/generate -H 'Content-Type: application/json' \
+  -d '{"prompt": "The operator reconciled", "max_new_tokens": 12, "temperature": 0, "seed": 7}' \
+  | .venv/bin/python -m json.tool
+grep -i -E '^(HTTP/|strict-transport-security|x-content-type-options)' "$HEADERS"
+rm -f "$HEADERS"
 
 if [[ $KEEP -eq 1 ]]; then
   say "Everything keeps running: eval \"\$(.venv/bin/bem-devcluster env)\"; 'bem-devcluster down' stops it."

@@ -74,3 +74,46 @@ def test_the_build_script_pins_the_version_it_reports() -> None:
     text = edge.BUILD_SCRIPT.read_text()
     assert f'TRAEFIK_VERSION="${{TRAEFIK_VERSION:-{edge.version()}}}"' in text
     assert edge.TRAEFIK.tag == edge.version()
+
+
+def test_pinned_https_sends_the_name_and_verifies_it_against_the_edge_ca(tmp_path: Path) -> None:
+    """traffic.Pinned, against a TLS server on 127.0.0.1 holding the edge certificate: the
+    URL's host goes out as SNI and Host, and a name the certificate does not cover fails."""
+    import http.server
+    import ssl
+    import threading
+
+    from devcluster.traffic import Pinned, post
+
+    pki = generate_edge(tmp_path, edge.DOMAIN)
+    seen: list[tuple[str | None, str | None]] = []
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.crt("edge"), pki.key("edge"))
+    context.sni_callback = lambda sock, name, _ctx: seen.append(("sni", name)) and None
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            seen.append(("host", self.headers["Host"]))
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = b'{"ok": true}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        via = Pinned("127.0.0.1", str(pki.crt("ca")))
+        assert post(f"https://chat.{edge.DOMAIN}:{port}/v1/generate", {}, via=via) == \
+            (200, {"ok": True})
+        assert seen == [("sni", f"chat.{edge.DOMAIN}"), ("host", f"chat.{edge.DOMAIN}:{port}")]
+        status, body = post(f"https://chat.example.org:{port}/v1/generate", {}, via=via)
+        assert status == 0 and "CERTIFICATE_VERIFY_FAILED" in body["error"], body
+    finally:
+        server.shutdown()

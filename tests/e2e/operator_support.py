@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from devcluster import edge
 from devcluster.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,8 +29,6 @@ GATEWAY_API_SCRIPT = REPO / "devcluster" / "fetch-gateway-api.sh"
 HTTP_ROUTES = "httproutes.gateway.networking.k8s.io"
 # Traefik, the local cluster's Gateway: its Middleware CRD (spec.gateway.rateLimit), read from
 # its Go module as Traefik publishes it.
-TRAEFIK_MODULE = "github.com/traefik/traefik/v3@" + os.environ.get("TRAEFIK_VERSION", "v3.7.13")
-TRAEFIK_MIDDLEWARE_CRD = "docs/content/reference/dynamic-configuration/traefik.io_middlewares.yaml"
 MIDDLEWARES = "middlewares.traefik.io"
 RESYNC_SECONDS = 5  # the periodic check, short so retried problems clear quickly here
 T = TypeVar("T")
@@ -121,12 +120,9 @@ def remove_gateway_api(cluster: Any) -> None:
 
 
 def traefik_middleware_crd() -> Path:
-    """Traefik's own Middleware CRD (the real schema), from its module (go mod download)."""
-    out = subprocess.run(["go", "mod", "download", "-json", TRAEFIK_MODULE], capture_output=True,
-                         text=True, check=False, env={**os.environ, "GOFLAGS": "-mod=mod"})
-    assert out.returncode == 0, f"go mod download {TRAEFIK_MODULE} failed: {out.stderr[-500:]}"
-    crd = Path(json.loads(out.stdout)["Dir"]) / TRAEFIK_MIDDLEWARE_CRD
-    assert crd.is_file(), f"{TRAEFIK_MODULE} has no {TRAEFIK_MIDDLEWARE_CRD}"
+    """Traefik's own Middleware CRD (the real schema), as the local edge installs it."""
+    crd = edge.build_dir() / "crds" / "traefik.io_middlewares.yaml"
+    assert crd.is_file(), f"devcluster/build-edge.sh left no {crd}"
     return crd
 
 
