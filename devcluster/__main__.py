@@ -32,6 +32,16 @@ def _recorded(state_dir: Path) -> DevCluster | None:
     return DevCluster.from_state_dir(state_dir)
 
 
+def _with_real_node(state_dir: Path, command: str) -> DevCluster | None:
+    """The recorded cluster when it runs the real node; None, saying so, otherwise."""
+    cluster = _recorded(state_dir)
+    if cluster is None or not cluster.real_node:
+        print(f"bem-devcluster {command} needs a running cluster with the real node: "
+              "run `bem-devcluster up` first", file=sys.stderr)
+        return None
+    return cluster
+
+
 def _print_env(cluster: DevCluster) -> None:
     print(f"export KUBECONFIG={shlex.quote(str(cluster.kubeconfig))}")
     print(f"export PATH={shlex.quote(str(cluster.bins.bin_dir))}:\"$PATH\"")
@@ -95,10 +105,8 @@ def cmd_images(args: argparse.Namespace) -> int:
 def cmd_addons(args: argparse.Namespace) -> int:
     from devcluster import addons, images
 
-    cluster = _recorded(args.state_dir)
-    if cluster is None or not cluster.real_node:
-        print("bem-devcluster addons needs a running cluster with the real node: "
-              "run `bem-devcluster up` first", file=sys.stderr)
+    cluster = _with_real_node(args.state_dir, "addons")
+    if cluster is None:
         return 1
     report = images.ensure_all(realnode.NodeLayout(cluster.state_dir), addons.IMAGES)
     for ref, row in report.items():
@@ -112,10 +120,8 @@ def cmd_addons(args: argparse.Namespace) -> int:
 def cmd_edge(args: argparse.Namespace) -> int:
     from devcluster import edge
 
-    cluster = _recorded(args.state_dir)
-    if cluster is None or not cluster.real_node:
-        print("bem-devcluster edge needs a running cluster with the real node: "
-              "run `bem-devcluster up` first", file=sys.stderr)
+    cluster = _with_real_node(args.state_dir, "edge")
+    if cluster is None:
         return 1
     edge.install(cluster)
     print(f"Gateway {edge.NS}/{edge.GATEWAY}: https://<name>.{edge.DOMAIN} at "
