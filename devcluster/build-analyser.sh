@@ -8,7 +8,7 @@
 set -euo pipefail
 
 CYCLONUS_VERSION="${CYCLONUS_VERSION:-v0.5.6}"
-CACHE_ROOT="${BEM_DEVCLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bem-devcluster}"
+source "$(dirname "${BASH_SOURCE[0]}")/cache.sh"
 BIN_DIR="$CACHE_ROOT/analyser-cyclonus-${CYCLONUS_VERSION}"
 
 if [[ "${1:-}" == "--print-dir" ]]; then
@@ -16,16 +16,13 @@ if [[ "${1:-}" == "--print-dir" ]]; then
   exit 0
 fi
 
-mkdir -p "$BIN_DIR"
-exec 9>"$BIN_DIR/.lock"
-flock 9  # one build per machine at a time
+hold_lock "$BIN_DIR/.lock"
 if [[ ! -x "$BIN_DIR/cyclonus" ]]; then
   began=$SECONDS
   echo "building cyclonus ${CYCLONUS_VERSION}" >&2
-  # Go reports every module it fetches; those lines are left out, errors still show.
-  CGO_ENABLED=0 GOBIN="$BIN_DIR" nice -n 19 go install -trimpath -ldflags "-s -w" \
-    "github.com/mattfenwick/cyclonus/cmd/cyclonus@${CYCLONUS_VERSION}" \
-    2> >(grep -v '^go: downloading' >&2)
+  lower_priority
+  CGO_ENABLED=0 GOBIN="$BIN_DIR" go install -trimpath -ldflags "-s -w" \
+    "github.com/mattfenwick/cyclonus/cmd/cyclonus@${CYCLONUS_VERSION}"
   echo "built cyclonus in $(( SECONDS - began ))s" >&2
 fi
 echo "$BIN_DIR/cyclonus"

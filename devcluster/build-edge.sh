@@ -20,7 +20,7 @@ set -euo pipefail
 
 TRAEFIK_VERSION="${TRAEFIK_VERSION:-v3.7.13}"
 AUTH_FORK="github.com/containous/go-http-auth@v0.4.1-0.20200324110947-a37a7636d23e"
-CACHE_ROOT="${BEM_DEVCLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bem-devcluster}"
+source "$(dirname "${BASH_SOURCE[0]}")/cache.sh"
 DIR="$CACHE_ROOT/edge-traefik-${TRAEFIK_VERSION}"
 SRC="$DIR/src"
 
@@ -29,15 +29,7 @@ if [[ "${1:-}" == "--print-dir" || -x "$DIR/traefik" ]]; then
   exit 0
 fi
 
-# Go reports every module it fetches; those lines are left out, errors still show.
-go() { command go "$@" 2> >(grep -v '^go: downloading' >&2); }
-module_dir() {
-  go mod download -json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'
-}
-
-mkdir -p "$DIR"
-exec 9>"$DIR/.lock"
-flock 9  # one build per machine at a time
+hold_lock "$DIR/.lock"
 if [[ ! -x "$DIR/traefik" ]]; then
   began=$SECONDS
   echo "building traefik ${TRAEFIK_VERSION}" >&2
@@ -84,7 +76,8 @@ EOF
   go mod edit -replace "github.com/go-acme/lego/v5=$SRC/lego" \
     -replace "github.com/abbot/go-http-auth=${AUTH_FORK}"
 
-  nice -n 19 go build -trimpath \
+  lower_priority
+  go build -trimpath \
     -ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=${TRAEFIK_VERSION}" \
     -o "$DIR/.traefik" ./cmd/traefik
   rm -rf "$DIR/crds" && mkdir -p "$DIR/crds"

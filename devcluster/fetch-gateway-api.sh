@@ -6,19 +6,16 @@
 set -euo pipefail
 
 GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.6.3}"
-CACHE_ROOT="${BEM_DEVCLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bem-devcluster}"
+source "$(dirname "${BASH_SOURCE[0]}")/cache.sh"
 DIR="$CACHE_ROOT/gateway-api-${GATEWAY_API_VERSION}"
 
 if [[ "${1:-}" == "--print-dir" || -f "$DIR/.complete" ]]; then
   echo "$DIR"
   exit 0
 fi
-mkdir -p "$CACHE_ROOT"
-exec 9>"$CACHE_ROOT/.gateway-api.lock"
-flock 9  # one fetch per machine at a time
+hold_lock "$CACHE_ROOT/.gateway-api.lock"
 if [[ ! -f "$DIR/.complete" ]]; then
-  src="$(GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/gateway-api@${GATEWAY_API_VERSION}" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  src="$(module_dir "sigs.k8s.io/gateway-api@${GATEWAY_API_VERSION}")"
   rm -rf "$DIR"
   mkdir -p "$DIR"
   cp "$src"/config/crd/standard/*.yaml "$DIR/"
