@@ -375,6 +375,8 @@ class Controller:
         """One watch event (kopf's handlers): into the cache, and its BEMService queued."""
         self.connection.ok()  # a watch event: the API server is there
         key = self.cache.observe(event_type, body)
+        self.metrics.watch_events.labels(kind=body.get("kind", ""),
+                                         outcome="dropped" if key is None else "queued").inc()
         if key is None:
             if event_type == "DELETED" and kind_of(body) == BEMSERVICE.key:
                 self._warned.pop(key_of(body), None)

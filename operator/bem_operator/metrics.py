@@ -77,6 +77,11 @@ class OperatorMetrics:
             "bem_operator_child_applies_total",
             "Server-side applies of children: a settled BEMService costs none", ["kind"],
             registry=self.registry)
+        self.watch_events = Counter(
+            "bem_operator_watch_events_total",
+            "Watch events the operator took, by kind and outcome: queued (a BEMService needs a "
+            "reconcile) or dropped (its own write coming back, a status nothing reads, an old "
+            "event)", ["kind", "outcome"], registry=self.registry)
         self.queue_depth = Gauge(
             "bem_operator_workqueue_depth", "BEMServices waiting for a reconcile",
             registry=self.registry)

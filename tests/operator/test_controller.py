@@ -74,6 +74,23 @@ def test_own_writes_and_old_events_ask_for_nothing() -> None:
     assert cache.observe("MODIFIED", edited) == ("ns", "chat")
 
 
+def test_watch_events_are_counted_by_kind_and_whether_they_queued_a_reconcile() -> None:
+    from bem_operator.k8s import KubeApi
+    from bem_operator.settings import OperatorSettings
+
+    controller = Controller(KubeApi(None), OperatorSettings())  # type: ignore[arg-type]
+    controller.on_event("ADDED", child("Deployment", rv="5"))
+    controller.on_event("MODIFIED", child("Deployment", rv="5"))  # the same version again
+    controller.on_event("MODIFIED", child("Deployment", rv="4"))  # an old one
+    controller.on_event("ADDED", bems())
+
+    def count(kind: str, outcome: str) -> float | None:
+        return controller.metrics.registry.get_sample_value(
+            "bem_operator_watch_events_total", {"kind": kind, "outcome": outcome})
+    assert (count("Deployment", "queued"), count("Deployment", "dropped")) == (1, 2)
+    assert (count("BEMService", "queued"), count("BEMService", "dropped")) == (1, None)
+
+
 def test_a_bemservice_status_patch_asks_for_nothing_a_spec_change_does() -> None:
     cache = Cache()
     assert cache.observe("ADDED", bems(rv="3")) == ("ns", "chat")
