@@ -1,19 +1,22 @@
 """Benchmark: the operator vs a plain client applying the same objects (not a test).
 
     python bench/bench_operator.py [--count 200] [--replicas 2] [--idle-seconds 90]
-                                   [--timeout 900] [--kubeconfig PATH]
+                                   [--timeout 900] [--kubeconfig PATH] [--direct-extras]
 
 On a control plane with kwok nodes and no real node (started here and stopped at the end, or
 an existing one with --kubeconfig or BEM_DEVCLUSTER_KUBECONFIG), in one run, one after the other:
   direct:   create N BEMServices, render their children with the same pure builders and
-            server-side apply them from this process;
+            server-side apply them from this process (with --direct-extras, also the writes
+            the operator makes beside the children: the admin token Secret, a Pending and a
+            Ready status, the Ready Event; the ratio is then the operator's own cost);
   operator: start `python -m bem_operator`, create N BEMServices, let it work; then leave it
             idle with the N settled objects for --idle-seconds.
 Watches see every object: "created" is when all its children exist, "Ready" when its
 Deployment has rolled out (direct) or its status says Ready for its generation (operator).
 Prints, side by side: time to all created and to all Ready and their ratio operator/direct
 (target <= 1.2); the operator's API requests per BEMService created and per resync period
-(its bem_operator_api_requests_total, scraped before and after); the API server's requests per
+(its bem_operator_api_requests_total, scraped before and after) and the watch events it took
+per BEMService, by kind, with those that queued a reconcile; the API server's requests per
 BEMService in both phases (every client, kopf's requests included); the operator's RSS (target
 <= 150 MB) and idle CPU (target < 5% of one core) with its requests per 5 s over the idle
 window, where a periodic relist shows as a spike every resync period; and how long the
@@ -230,13 +233,21 @@ class Operator:
             time.sleep(0.2)
         raise SystemExit(f"The operator did not become live within {timeout:.0f}s")
 
-    def requests(self) -> Counter[tuple[str, str]]:
-        """Its bem_operator_api_requests_total by (verb, resource)."""
+    def counters(self, name: str, *labels: str) -> Counter[tuple[str, ...]]:
+        """One counter of its /metrics, by the values of `labels`."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
                                     timeout=10) as resp:
             text = resp.read().decode()
-        return Counter({(s.labels["verb"], s.labels["resource"]): s.value
-                        for s in _samples(text, "bem_operator_api_requests_total")})
+        return Counter({tuple(s.labels[label] for label in labels): s.value
+                        for s in _samples(text, name)})
+
+    def requests(self) -> Counter[tuple[str, ...]]:
+        """Its bem_operator_api_requests_total by (verb, resource)."""
+        return self.counters("bem_operator_api_requests_total", "verb", "resource")
+
+    def watch_events(self) -> Counter[tuple[str, ...]]:
+        """Its bem_operator_watch_events_total by (kind, outcome)."""
+        return self.counters("bem_operator_watch_events_total", "kind", "outcome")
 
     def proc_status_kib(self, key: str) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -314,8 +325,8 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
-def report(direct: Phase, operated: Phase, created_requests: Counter[tuple[str, str]],
-           totals: Counter[tuple[str, str]],
+def report(direct: Phase, operated: Phase, created_requests: Counter[tuple[str, ...]],
+           totals: Counter[tuple[str, ...]], events: Counter[tuple[str, ...]],
            idle: Idle, rss: tuple[float, float], throttled: dict[str, tuple[float, float]],
            resync: float, kopf_kinds: int, watch_timeout: int) -> None:
     n = direct.count
@@ -334,6 +345,14 @@ def report(direct: Phase, operated: Phase, created_requests: Counter[tuple[str, 
     total = sum(created_requests.values())
     print(f"\noperator API requests per BEMService created: {total / n:.2f}  "
           + ", ".join(f"{v} {r}: {c / n:.2f}" for (v, r), c in created_requests.most_common(8)))
+    by_kind: Counter[str] = Counter()
+    for (kind, _), c in events.items():
+        by_kind[kind] += c
+    queued = sum(c for (_, outcome), c in events.items() if outcome == "queued")
+    print(f"operator watch events per BEMService created: {sum(by_kind.values()) / n:.1f} "
+          f"({queued / n:.1f} queued a reconcile): "
+          + ", ".join(f"{k} {c / n:.1f} ({events[k, 'queued'] / n:.1f})"
+                      for k, c in by_kind.most_common()))
     watches = {verb: sum(c for (v, _), c in totals.items() if v == verb)
                for verb in ("LIST", "WATCH")}
     print(f"  kopf's own requests (counted through its login session) over the whole run: "
@@ -350,12 +369,35 @@ def report(direct: Phase, operated: Phase, created_requests: Counter[tuple[str, 
           "(target <= 150 MB)")
 
 
+def operator_writes(api: Any, live: dict[str, Any]) -> None:
+    """What the operator writes for a new BEMService beside its children: the admin token
+    Secret, a Pending and a Ready status (merge patches), the Ready Event."""
+    from bem_operator.builders import parse_bemservice
+    from bem_operator.builders.checkpoints import ADMIN_TOKEN_KEY, admin_secret_name
+    from bem_operator.builders.labels import child_metadata
+    from bem_operator.status import Observed, compute_status
+
+    spec, meta = parse_bemservice(live), live["metadata"]
+    api.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": child_metadata(spec, admin_secret_name(spec.name)),
+                "data": {ADMIN_TOKEN_KEY: "dG9rZW4="}})
+    pending = compute_status(Observed(generation=meta["generation"], selector="x"), None,
+                             "2026-01-01T00:00:00Z")
+    api.patch_status(meta["namespace"], meta["name"], pending)
+    api.patch_status(meta["namespace"], meta["name"], {**pending, "readyReplicas": 2})
+    api.post_event(live, "Normal", "Ready", f"BEMService {spec.name} is ready")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--idle-seconds", type=float, default=90.0)
     parser.add_argument("--settle-seconds", type=float, default=10.0)
+    parser.add_argument("--direct-extras", action="store_true",
+                        help="the direct side also makes the writes the operator must make "
+                             "(admin token Secret, two status patches, one Event), so the "
+                             "ratio shows the operator's own cost")
     parser.add_argument("--timeout", type=float, default=900.0, help="per phase")
     parser.add_argument("--kubeconfig", type=Path,
                         default=os.environ.get("BEM_DEVCLUSTER_KUBECONFIG") or None)
@@ -407,6 +449,8 @@ def bench(args: argparse.Namespace, cluster: Any) -> int:
             live, _ = api.apply(bemservice(ns_direct, name, args.replicas), manager="bench-direct")
             for child in build_children(live, options):
                 api.apply(child, manager="bench-direct")
+            if args.direct_extras:
+                operator_writes(api, live)
         direct, waited = Phase("direct", args.count), throttle.waited()
         run_phase(api_client, watch_client, direct, ns_direct, names, direct_submit,
                   CHILD_PATHS[0], deployment_ready, args.timeout)
@@ -417,12 +461,13 @@ def bench(args: argparse.Namespace, cluster: Any) -> int:
         operator = Operator(kubeconfig, ns_operator)
         operator.wait_live()
         operated, waited = Phase("operator", args.count), throttle.waited()
-        before = operator.requests()
+        before, events_before = operator.requests(), operator.watch_events()
         run_phase(api_client, watch_client, operated, ns_operator, names,
                   lambda name: api.apply(bemservice(ns_operator, name, args.replicas),
                                          manager="bench"),
                   BEMSERVICES, bems_ready, args.timeout)
         created_requests = operator.requests() - before
+        created_events = operator.watch_events() - events_before
         for c, w in throttle.waited().items():
             throttled.setdefault(c, [0.0]).append(w - waited.get(c, 0.0))
         print(f"operator: all Ready after {operated.all_ready():.1f}s; settling, then idle for "
@@ -431,8 +476,8 @@ def bench(args: argparse.Namespace, cluster: Any) -> int:
         idle = idle_window(operator, args.idle_seconds)
         rss = (operator.proc_status_kib("VmRSS") / 1024, operator.proc_status_kib("VmHWM") / 1024)
         settings = OperatorSettings.from_env(os.environ)
-        report(direct, operated, created_requests, operator.requests(), idle, rss,
-               {c: (v[0], v[-1]) for c, v in throttled.items()}, settings.resync_seconds,
+        report(direct, operated, created_requests, operator.requests(), created_events, idle,
+               rss, {c: (v[0], v[-1]) for c, v in throttled.items()}, settings.resync_seconds,
                1 + len(CHILD_RESOURCES) + len(WATCHED_RESOURCES), settings.watch_server_timeout)
         succeeded = True
     finally:
