@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bem-operator: {exc}", file=sys.stderr)
         return 2
     try:
-        api = KubeApi.from_environment(request_timeout=settings.request_timeout)
+        # The workers, and the periodic check and leader election beside them.
+        api = KubeApi.from_environment(request_timeout=settings.request_timeout,
+                                       connections=settings.workers + 2)
     except ConfigException as exc:
         print(f"bem-operator: found no cluster credentials ({exc}): run it in a pod with a "
               "service account, or point KUBECONFIG at a kubeconfig file", file=sys.stderr)

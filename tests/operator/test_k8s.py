@@ -77,3 +77,19 @@ def test_delete_with_uid_precondition_tolerates_gone_or_replaced() -> None:
     assert stub.calls[0][2]["preconditions"] == {"uid": "u1"}
     assert api.delete("policy/v1", "PodDisruptionBudget", "ns", "x", uid="u1") is False
     assert api.delete("policy/v1", "PodDisruptionBudget", "ns", "x", uid="u1") is False
+
+
+def test_the_client_keeps_a_connection_per_thread_that_sends(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    # $KUBECONFIG is read when the client is imported: point its default there instead
+    monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION",
+                        str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    api = KubeApi.from_environment(connections=18)
+    assert api._api.rest_client.pool_manager.connection_pool_kw["maxsize"] == 18
