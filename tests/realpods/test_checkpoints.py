@@ -137,7 +137,8 @@ def show_start_lists(cluster: Any, ns: str) -> None:
         became = [line for line in logs.splitlines() if "Became ready" in line]
         figure(f"gap diagnosis: pod {name} created {pod['metadata']['creationTimestamp']}, "
                f"restarts {restarts}: {became}")
-    meta = get_json(cluster, "configmap", f"{SERVICE}-checkpoints", "-n", ns)["metadata"]
+    meta = get_json(cluster, "configmap", f"{SERVICE}-checkpoints", "-n", ns,
+                    "--show-managed-fields")["metadata"]
     writes = [(m.get("manager"), m.get("time")) for m in meta.get("managedFields", [])]
     figure(f"gap diagnosis: start list rv {meta['resourceVersion']}, written {writes}")
 
