@@ -56,12 +56,18 @@ def log(msg: str) -> None:
 
 
 # ---- binaries -----------------------------------------------------------------------------
-def _script(*args: str, quiet: bool = False) -> str:
-    out = subprocess.run(["bash", str(BUILD_SCRIPT), *args], text=True,
+def run_script(script: Path, *args: str, quiet: bool = False) -> str:
+    """Runs one of devcluster's build or fetch scripts; returns the last line it printed (the
+    directory or binary it made)."""
+    out = subprocess.run(["bash", str(script), *args], text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL if quiet else None)
     if out.returncode != 0:
-        raise RuntimeError(f"build-addons.sh {' '.join(args)} failed ({out.returncode})")
+        raise RuntimeError(f"{script.name} {' '.join(args)} failed ({out.returncode})")
     return out.stdout.strip().splitlines()[-1]
+
+
+def _script(*args: str, quiet: bool = False) -> str:
+    return run_script(BUILD_SCRIPT, *args, quiet=quiet)
 
 
 def bin_dir() -> Path:
@@ -87,11 +93,12 @@ def source(name: str) -> Path:
     return path
 
 
-def version_of(script_var: str) -> str:
-    for line in BUILD_SCRIPT.read_text().splitlines():
+def version_of(script_var: str, script: Path = BUILD_SCRIPT) -> str:
+    """The default a build script gives `script_var` (the one place naming a version)."""
+    for line in script.read_text().splitlines():
         if line.startswith(f'{script_var}="${{{script_var}:-'):
             return line.split(":-", 1)[1].split("}", 1)[0]
-    raise RuntimeError(f"{script_var} not found in {BUILD_SCRIPT}")
+    raise RuntimeError(f"{script_var} not found in {script}")
 
 
 KEDA_VERSION = version_of("KEDA_VERSION")

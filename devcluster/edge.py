@@ -19,7 +19,6 @@ unprivileged), as its Gateway provider requires.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,22 +46,19 @@ if TYPE_CHECKING:
     from devcluster.cluster import DevCluster
 
 
-def _script(script: Path, *args: str) -> Path:
-    out = subprocess.run(["bash", str(script), *args], check=True, text=True,
-                         stdout=subprocess.PIPE)
-    return Path(out.stdout.strip().splitlines()[-1])
-
-
 def version() -> str:
-    for line in BUILD_SCRIPT.read_text().splitlines():
-        if line.startswith('TRAEFIK_VERSION="${TRAEFIK_VERSION:-'):
-            return line.split(":-", 1)[1].split("}", 1)[0]
-    raise RuntimeError(f"TRAEFIK_VERSION not found in {BUILD_SCRIPT}")
+    return addons.version_of("TRAEFIK_VERSION", BUILD_SCRIPT)
 
 
 def build_dir() -> Path:
     """Traefik's binary and CRDs (a Go build of minutes, once per version)."""
-    return _script(BUILD_SCRIPT)
+    return Path(addons.run_script(BUILD_SCRIPT))
+
+
+def gateway_api_dir() -> Path:
+    """Gateway API's standard-channel files (its CRDs, and the ValidatingAdmissionPolicy that
+    guards their upgrades), fetched once per version."""
+    return Path(addons.run_script(GATEWAY_API_SCRIPT))
 
 
 TRAEFIK = images.Image("bem-traefik", "docker/static-binary.Dockerfile", None,
@@ -77,8 +73,8 @@ def ca_file(cluster: DevCluster) -> Path:
 
 
 def crds() -> list[dict[str, Any]]:
-    gateway_api = _script(GATEWAY_API_SCRIPT)
-    files = [*sorted(gateway_api.glob("*.yaml")), *sorted((build_dir() / "crds").glob("*.yaml"))]
+    files = [*sorted(gateway_api_dir().glob("*.yaml")),
+             *sorted((build_dir() / "crds").glob("*.yaml"))]
     return [doc for path in files for doc in addons.load_docs(path.read_text())]
 
 

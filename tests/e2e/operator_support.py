@@ -24,11 +24,9 @@ CHECKPOINT_CRD = REPO / "crds" / "bemcheckpoint.yaml"
 RBAC = REPO / "manifests" / "rbac.yaml"
 # KEDA's own CRDs, from the KEDA module the add-on build downloads (devcluster/build-addons.sh).
 ADDONS_SCRIPT = REPO / "devcluster" / "build-addons.sh"
-# Gateway API's standard CRDs, from its Go module (devcluster/fetch-gateway-api.sh).
-GATEWAY_API_SCRIPT = REPO / "devcluster" / "fetch-gateway-api.sh"
 HTTP_ROUTES = "httproutes.gateway.networking.k8s.io"
-# Traefik, the local cluster's Gateway: its Middleware CRD (spec.gateway.rateLimit), read from
-# its Go module as Traefik publishes it.
+# Traefik, the local cluster's Gateway: its Middleware CRD (spec.gateway.rateLimit), as the
+# local edge installs it.
 MIDDLEWARES = "middlewares.traefik.io"
 RESYNC_SECONDS = 5  # the periodic check, short so retried problems clear quickly here
 T = TypeVar("T")
@@ -89,10 +87,7 @@ def install_keda_crd(cluster: Any) -> None:
 def gateway_api_crds() -> list[Path]:
     """Gateway API's standard-channel CRDs as the project ships them (fetched once per version;
     its ValidatingAdmissionPolicy, which guards every CRD write, is left out)."""
-    out = subprocess.run(["bash", str(GATEWAY_API_SCRIPT)], capture_output=True, text=True,
-                         check=False)
-    assert out.returncode == 0, f"{GATEWAY_API_SCRIPT.name} failed: {out.stderr.strip()[-500:]}"
-    crds = [path for path in sorted(Path(out.stdout.strip()).glob("*.yaml"))
+    crds = [path for path in sorted(edge.gateway_api_dir().glob("*.yaml"))
             if all(doc["kind"] == "CustomResourceDefinition"
                    for doc in yaml.safe_load_all(path.read_text()) if doc)]
     assert any(path.name.endswith("_httproutes.yaml") for path in crds), crds
