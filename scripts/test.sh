@@ -19,8 +19,16 @@ if [[ "$tier" == all ]]; then
   bash scripts/setup.sh all
 fi
 .venv/bin/lint-imports
+# The figures the cluster tiers measure (tests/realpods/support.py figure()), told again at
+# the end: a passing test's own output is not shown.
+export BEM_TEST_FIGURES="$PWD/.devcluster/test-figures.log"
+mkdir -p .devcluster && : > "$BEM_TEST_FIGURES"
 began=$SECONDS
 rc=0
 .venv/bin/python -m pytest -n "${BEM_TEST_WORKERS:-2}" --dist loadgroup --durations=20 "$@" || rc=$?
+if [[ -s "$BEM_TEST_FIGURES" ]]; then
+  echo "[test] figures measured by the tests:" >&2
+  sed 's/^/  /' "$BEM_TEST_FIGURES" >&2
+fi
 echo "[test] pytest finished in $(( SECONDS - began ))s (exit $rc)" >&2
 exit "$rc"

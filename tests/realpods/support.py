@@ -4,6 +4,7 @@ devcluster.traffic's (the demo and the autoscaling benchmark use them too)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -36,7 +37,12 @@ def baked_service(name: str, **spec: Any) -> dict[str, Any]:
 
 
 def figure(text: str) -> None:
+    """A measured figure: in the test's output, and in $BEM_TEST_FIGURES (scripts/test.sh
+    shows them all at the end, passing tests' included)."""
     print(f"[figure] {text}", file=sys.stderr, flush=True)
+    if path := os.environ.get("BEM_TEST_FIGURES"):
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(f"{os.environ.get('PYTEST_CURRENT_TEST', '').split(' ')[0]}: {text}\n")
 
 
 def apply(cluster: Any, namespace: str, obj: dict[str, Any] | str) -> None:
