@@ -24,6 +24,7 @@ from bem_operator.leader import (LeaderElector, LeaderSettings, LeaderSettingsEr
 from bem_operator.metrics import LeaderMetrics
 from bem_operator.outage import ConnectionErrorFilter
 from bem_operator.settings import OperatorSettings, SettingsError
+from bem_operator.watches import Watches, served_kinds
 
 logger = logging.getLogger("bem_operator")
 
@@ -101,8 +102,15 @@ def main(argv: list[str] | None = None) -> int:
               "pod's network and service account", file=sys.stderr)
         return 2
 
-    register(registry, controller, _leading(controller, api, election),
-             unserved_kinds=unserved)
+    served = served_kinds(unserved)
+    # The watches hold a connection each, apart from the workers' pool.
+    watch_api = KubeApi.from_environment(request_timeout=settings.request_timeout,
+                                         connections=len(served) * max(1, len(settings.namespaces)))
+    watch_api.connection = controller.connection
+    watches = Watches(watch_api, served, settings.namespaces,
+                      timeout_seconds=settings.watch_server_timeout,
+                      read_timeout=settings.watch_client_timeout)
+    register(registry, controller, _leading(controller, api, watch_api, election), watches)
     kopf.run(
         registry=registry,
         standalone=True,  # no kopf peering objects: leader election is ours (leader.py)
@@ -113,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _leading(controller: Controller, api: KubeApi,
+def _leading(controller: Controller, api: KubeApi, watch_api: KubeApi,
              election: LeaderSettings) -> Callable[[], Awaitable[None]]:
     """What runs beside kopf's watches for the life of the process: the workers, at once
     without leader election; with it, only while this replica holds the Lease. Every write
@@ -128,7 +136,8 @@ def _leading(controller: Controller, api: KubeApi,
 
     if not election.enabled:
         return work
-    api.identify(election.identity, client_user_agent(election.identity))
+    for client in (api, watch_api):
+        client.identify(election.identity, client_user_agent(election.identity))
     elector = LeaderElector(api, election.lease_namespace, election.lease_name,
                             election.identity, metrics=LeaderMetrics(controller.metrics.registry))
     api.may_write = lambda: elector.is_leader

@@ -1,7 +1,8 @@
 """The operator's one event path: a cache of what the watches deliver, a work queue keyed by
 BEMService, and the workers that run the level-based reconcile (reconcile.py) off the loop.
 
-kopf's watches (handlers.py) hand every event to `Controller.on_event`: the cache takes it
+The watches (kopf's of the custom resources, handlers.py; the reflectors of the children and
+pods, watches.py) hand every event to `Controller.on_event`: the cache takes it
 and says which BEMService, if any, it concerns; that key is queued (at most once, never
 reconciled by two workers at once, a failure retried with a growing delay). The cache
 holds BEMServices by name and their children and runtime pods (owner-labelled, so the
@@ -33,6 +34,7 @@ from bem_operator.metrics import OperatorMetrics
 from bem_operator.outage import ConnectionState
 from bem_operator.reconcile import Reconciler, RetryableError
 from bem_operator.settings import OperatorSettings
+from bem_operator.watches import Watches
 
 Key = tuple[str, str]  # namespace, name
 KindKey = tuple[str, str]  # apiVersion, kind
@@ -175,14 +177,15 @@ class Cache:
             children.pop((*kind_of(body), body["metadata"]["name"]), None)
 
     def prune(self, kind: KindKey, present: set[tuple[str, str, str]],
-              listed_at: int | None) -> set[Key]:
-        """Drops the objects of `kind` a fresh list no longer has (deleted while a watch was
-        away: kopf's re-list after a reconnect reports no deletions); an object newer than
-        the list stays. Returns the BEMServices whose children went."""
+              listed_at: int | None, namespace: str | None = None) -> set[Key]:
+        """Drops the objects of `kind` (in `namespace`, or in all) a fresh list no longer
+        has (deleted while a watch was away: a re-list reports no deletions); an object
+        newer than the list stays. Returns the BEMServices whose children went."""
         def gone(body: Mapping[str, Any]) -> bool:
             meta = body["metadata"]
             version = _version(body)
-            return (meta.get("namespace", ""), meta["name"], meta.get("uid", "")) not in present \
+            return (namespace is None or meta.get("namespace") == namespace) \
+                and (meta.get("namespace", ""), meta["name"], meta.get("uid", "")) not in present \
                 and listed_at is not None and version is not None and version <= listed_at
         touched: set[Key] = set()
         with self._lock:
@@ -370,9 +373,17 @@ class Controller:
         self._outages_seen = 0
         self._relists_due = 0  # periodic checks that list again after an outage
         self._checks = 0
+        self.watches: Watches | None = None  # the children's and pods' (watches.py)
+
+    def watch(self, watches: Watches) -> None:
+        """Starts the watches of the children and pods, feeding this controller (called on
+        the loop, once, whether or not this replica leads)."""
+        self.watches = watches
+        watches.start(self, asyncio.get_running_loop())
 
     def on_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """One watch event (kopf's handlers): into the cache, and its BEMService queued."""
+        """One watch event (kopf's handlers, the reflectors; a listed object has no type):
+        into the cache, and its BEMService queued."""
         self.connection.ok()  # a watch event: the API server is there
         key = self.cache.observe(event_type, body)
         self.metrics.watch_events.labels(kind=body.get("kind", ""),
@@ -385,6 +396,20 @@ class Controller:
             if kind_of(body) == BEMSERVICE.key:
                 self.queue.add(key, "spec")
             else:  # a burst of child and pod events (a rollout) is one reconcile
+                self.queue.add(key, "child", self.settings.child_event_delay_seconds)
+
+    def on_list(self, kind: KindKey, namespace: str | None, items: list[dict[str, Any]],
+                listed_at: str) -> None:
+        """A reflector's list: each object as if watched, then what the list lacks dropped
+        (deleted while its watch was away), its BEMService queued."""
+        for body in items:
+            self.on_event(None, body)
+        present = {(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""))
+                   for meta in (body.get("metadata") or {} for body in items)}
+        at = int(listed_at) if listed_at.isdigit() else None
+        for key in self.cache.prune(kind, present, at, namespace):
+            logger.info("Found a child of BEMService %s/%s deleted while a watch was away", *key)
+            if self.queue is not None:
                 self.queue.add(key, "child", self.settings.child_event_delay_seconds)
 
     @property
@@ -415,6 +440,8 @@ class Controller:
 
     async def close(self) -> None:
         await self.stop_leading()
+        if self.watches is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.watches.stop)
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def _work(self) -> None:
@@ -492,21 +519,24 @@ class Controller:
 
     async def _sync_cache(self) -> None:
         """Waits until a list of every kind the reconcile reads is in the cache (client-go's
-        WaitForCacheSync). kopf's watches make their first lists beside the start of leading,
+        WaitForCacheSync). The watches make their first lists beside the start of leading,
         in no order: a reconcile that saw a BEMService but not yet its BEMCheckpoints would
-        unload them from every pod and empty the start list its new pods mount. Retried
-        until the API server answers; the watches keep the cache current after it."""
+        unload them from every pod and empty the start list its new pods mount. kopf's kinds
+        are listed here, retried until the API server answers; each reflector's first list
+        is its own (retried by it)."""
         loop = asyncio.get_running_loop()
         delay = 0.5
         while True:
             try:
                 await loop.run_in_executor(self.executor, self.sync_cache)
-                return
+                break
             except ApiError as exc:
                 logger.warning("Failed to list what the operator reconciles (%s); "
                                "retrying in %.0fs before reconciling", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+        if self.watches is not None:
+            await self.watches.wait_synced()
 
     def _listed_kinds(self) -> list[tuple[Any, str | None]]:
         """Each kind the reconcile reads, with the label selector it is watched by."""
@@ -514,9 +544,12 @@ class Controller:
                 *((kind, OWNER_LABEL) for kind in CHILD_REGISTRY if self.api.serves(kind))]
 
     def sync_cache(self) -> None:
-        """Lists every kind the reconcile reads into the cache (blocking)."""
+        """Lists into the cache every kind the reconcile reads that no reflector lists
+        (blocking): all of them without reflectors (tests of the controller alone)."""
+        reflected = {kind.key for kind in self.watches.kinds} if self.watches else set()
         for kind, selector in self._listed_kinds():
-            self.cache.fill(self.api.list_objects(kind, selector, self.settings.namespaces))
+            if kind.key not in reflected:
+                self.cache.fill(self.api.list_objects(kind, selector, self.settings.namespaces))
 
     def relist(self) -> None:
         """Drops from the cache what the API server no longer has (blocking)."""

@@ -1,34 +1,37 @@
-"""kopf handlers: declarations only. kopf is the watch layer (lists, watches, reconnects);
-every event goes to the controller (controller.py), which does the rest. No handler here
-makes kopf write to an object: no finalizers, no progress or diff-base annotations."""
+"""kopf handlers: declarations only. kopf runs the operator (startup, login, cleanup, the
+liveness endpoint) and watches the two custom resources; the children and pods, nearly all
+the events, are watched by the reflectors (watches.py), started here. Every event goes to
+the controller (controller.py), which does the rest. No handler here makes kopf write to an
+object: no finalizers, no progress or diff-base annotations."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
 
-from bem_operator.builders.kinds import CHILD_REGISTRY
-from bem_operator.constants import CHECKPOINT_PLURAL, GROUP, OWNER_LABEL, PLURAL, VERSION
+from bem_operator.constants import CHECKPOINT_PLURAL, GROUP, PLURAL, VERSION
 from bem_operator.controller import Controller
-from bem_operator.kopf_config import WATCHED_RESOURCES, configure
+from bem_operator.kopf_config import configure
 from bem_operator.metrics import counted_kopf_session
+from bem_operator.watches import Watches
 
 BEMSERVICES = (GROUP, VERSION, PLURAL)
 
 
 def register(registry: kopf.OperatorRegistry, controller: Controller,
-             lead: Callable[[], Awaitable[None]], unserved_kinds: Collection[str] = ()) -> None:
-    """Registers every handler of the operator in `registry`, bound to `controller`; `lead`
-    runs from startup for the life of the operator (leader election, then the workers). No
-    watch of a child kind in `unserved_kinds`, those whose optional CRD the cluster does not
-    serve (kopf would warn about it otherwise)."""
+             lead: Callable[[], Awaitable[None]], watches: Watches | None = None) -> None:
+    """Registers every handler of the operator in `registry`, bound to `controller`; at
+    startup `watches` (the children's and pods') start, and `lead` runs for the life of the
+    operator (leader election, then the workers)."""
     tasks: list[asyncio.Task[None]] = []
 
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings, controller.settings)
+        if watches is not None:
+            controller.watch(watches)
         # The watches start once the startup handlers return: leading runs beside them.
         tasks.append(asyncio.create_task(lead(), name="lead"))
 
@@ -52,12 +55,3 @@ def register(registry: kopf.OperatorRegistry, controller: Controller,
     kopf.on.event(*BEMSERVICES, id="watch-bemservices", registry=registry)(on_event)
     kopf.on.event(GROUP, VERSION, CHECKPOINT_PLURAL, id="watch-bemcheckpoints",
                   registry=registry)(on_event)
-    for child in CHILD_REGISTRY:
-        if child.optional_crd and child.kind in unserved_kinds:
-            continue
-        kopf.on.event(child.group, child.version, child.plural,
-                      labels={OWNER_LABEL: kopf.PRESENT},
-                      id=f"watch-{child.plural}", registry=registry)(on_event)
-    for group, version, plural in WATCHED_RESOURCES:
-        kopf.on.event(group, version, plural, labels={OWNER_LABEL: kopf.PRESENT},
-                      id=f"watch-{plural}", registry=registry)(on_event)

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -127,10 +127,12 @@ class KubeApi:
         configuration.connection_pool_maxsize = connections
         return cls(client.ApiClient(configuration), request_timeout=request_timeout)
 
-    def request(self, method: str, path: str, *, body: Any = None,
-                query: list[tuple[str, str]] | None = None,
-                content_type: str = "application/json",
-                accept: str = "application/json") -> tuple[int, dict[str, Any] | None]:
+    def _send(self, method: str, path: str, *, body: Any = None,
+              query: list[tuple[str, str]] | None = None,
+              content_type: str = "application/json", accept: str = "application/json",
+              timeout: float | tuple[float, float] | None = None) -> Any:
+        """Sends one request; returns its response unread (its `.response` is urllib3's,
+        whose body can be streamed). A transport failure is ApiError 0."""
         if method != "GET" and not self.may_write() and not path.startswith(_ELECTION_PATH):
             raise NotLeading()
         headers = {"Accept": accept, "Content-Type": content_type}
@@ -139,33 +141,97 @@ class KubeApi:
             header_params=headers, body=body, auth_settings=["BearerToken"])
         count_request(method, url)
         try:
-            response = self._api.call_api(method, url, header_params=headers, body=body,
-                                          _request_timeout=self._timeout)
-            raw = response.read()
-        except client.ApiException as exc:  # transport-level failure (TLS, retries spent)
+            return self._api.call_api(method, url, header_params=headers, body=body,
+                                      _request_timeout=timeout or self._timeout)
+        except Exception as exc:
+            raise self._transport_error(exc, method, path) from exc
+
+    def _transport_error(self, exc: Exception, method: str, path: str) -> ApiError:
+        """The ApiError of a request that got no answer (TLS, retries spent, urllib3's
+        connection errors, timeouts, OSError); anything else is a bug, raised as it is."""
+        if isinstance(exc, client.ApiException):
             self.connection.lost(f"{method} {path}: {exc.reason}")
-            raise ApiError(exc.status or 0, str(exc.reason)) from exc
-        except Exception as exc:  # urllib3's connection errors, timeouts, OSError
-            if not isinstance(exc, OSError) and "urllib3" not in type(exc).__module__:
-                raise
-            self.connection.lost(f"{type(exc).__name__} on {method} {path}")
-            raise ApiError(0, f"{type(exc).__name__}: {exc}") from exc
-        if response.status in (502, 503, 504):
-            self.connection.lost(f"HTTP {response.status} on {method} {path}", "server")
+            return ApiError(exc.status or 0, str(exc.reason))
+        if not isinstance(exc, OSError) and "urllib3" not in type(exc).__module__:
+            raise exc
+        self.connection.lost(f"{type(exc).__name__} on {method} {path}")
+        return ApiError(0, f"{type(exc).__name__}: {exc}")
+
+    def _answered(self, status: int, raw: bytes, reason: str) -> dict[str, Any] | None:
+        """Tells the connection state of an answer; returns its JSON body, or raises the
+        ApiError of a refusal."""
+        if status in (502, 503, 504):
+            self.connection.lost(f"HTTP {status}", "server")
         else:
             self.connection.ok()
-            if response.status >= 400 and response.status != 404:  # 404: "absent", an answer
-                self.connection.record_error(error_kind(response.status))
+            if status >= 400 and status != 404:  # 404: "absent", an answer
+                self.connection.record_error(error_kind(status))
         try:
             data = json.loads(raw) if raw else None
         except ValueError:  # e.g. "404 page not found" from an unknown API group
             data = None
-        if response.status >= 400:
+        if status >= 400:
             message = data.get("message") if isinstance(data, dict) else None
-            raise ApiError(response.status, str(message or raw[:200] or response.reason))
+            raise ApiError(status, str(message or raw[:200] or reason))
         if data is not None and not isinstance(data, dict):
-            raise ApiError(response.status, f"expected a JSON object from {path}")
-        return response.status, data
+            raise ApiError(status, "expected a JSON object")
+        return data
+
+    def request(self, method: str, path: str, *, body: Any = None,
+                query: list[tuple[str, str]] | None = None,
+                content_type: str = "application/json",
+                accept: str = "application/json") -> tuple[int, dict[str, Any] | None]:
+        response = self._send(method, path, body=body, query=query,
+                              content_type=content_type, accept=accept)
+        try:
+            raw = response.read()
+        except Exception as exc:
+            raise self._transport_error(exc, method, path) from exc
+        return response.status, self._answered(response.status, raw, response.reason)
+
+    def watch(self, kind: Any, label_selector: str | None, namespace: str | None,
+              resource_version: str, timeout_seconds: int, read_timeout: float,
+              opened: Callable[[Any], None] = lambda response: None
+              ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """One watch of a kind (by label, in a namespace or all) from `resource_version`,
+        with bookmarks, until the server ends it after `timeout_seconds`: yields (type,
+        object) as each event arrives, objects with their apiVersion and kind. An ERROR
+        event raises its ApiError (410: the version is gone, list again). `opened` gets the
+        response, whose `.response.shutdown()` ends the watch from another thread."""
+        query = [("watch", "true"), ("allowWatchBookmarks", "true"),
+                 ("resourceVersion", resource_version), ("timeoutSeconds", str(timeout_seconds))]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        path = object_path(kind.api_version, kind.kind, namespace)
+        response = self._send("GET", path, query=query, timeout=(self._timeout, read_timeout))
+        opened(response)
+        ended = False  # by the server: the connection can serve another request
+        try:
+            if response.status != 200:
+                self._answered(response.status, response.read(), response.reason)
+                raise ApiError(response.status, f"watch of {kind.plural} answered "
+                                                f"{response.status}")
+            self.connection.ok()
+            for line in response.response:  # urllib3 yields each line as its chunk arrives
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                event_type, obj = event.get("type", ""), event.get("object") or {}
+                if event_type == "ERROR":
+                    raise ApiError(int(obj.get("code") or 500), str(obj.get("message", "")))
+                obj.setdefault("apiVersion", kind.api_version)
+                obj.setdefault("kind", kind.kind)
+                yield event_type, obj
+            ended = True
+        except ApiError:
+            raise
+        except Exception as exc:
+            raise self._transport_error(exc, "WATCH", path) from exc
+        finally:
+            if ended:
+                response.response.release_conn()
+            else:  # stopped midway: what is left unread makes the connection unusable
+                response.response.close()
 
     def apply(self, obj: Mapping[str, Any], *, manager: str = FIELD_MANAGER,
               force: bool = True) -> tuple[dict[str, Any], bool]:
@@ -205,21 +271,36 @@ class KubeApi:
             raise
         return True
 
+    def _list_one(self, kind: Any, label_selector: str | None, namespace: str | None,
+                  accept: str = "application/json") -> tuple[str, list[dict[str, Any]]]:
+        """Every object of a kind (by label) in a namespace (None: all), and the list's
+        resourceVersion as the server wrote it."""
+        query = [("labelSelector", label_selector)] if label_selector else []
+        _, data = self.request("GET", object_path(kind.api_version, kind.kind, namespace),
+                               query=query, accept=accept)
+        version = str(((data or {}).get("metadata") or {}).get("resourceVersion", ""))
+        return version, list((data or {}).get("items") or [])
+
     def _list(self, kind: Any, label_selector: str | None, namespaces: tuple[str, ...],
               accept: str = "application/json") -> tuple[int | None, list[dict[str, Any]]]:
         """Every object of a kind (by label, in `namespaces` or all), and the list's
         resourceVersion (the oldest one when several namespaces are listed)."""
-        query = [("labelSelector", label_selector)] if label_selector else []
         items: list[dict[str, Any]] = []
         versions: list[int] = []
         for namespace in namespaces or (None,):
-            _, data = self.request("GET", object_path(kind.api_version, kind.kind, namespace),
-                                   query=query, accept=accept)
-            version = str(((data or {}).get("metadata") or {}).get("resourceVersion", ""))
+            version, listed = self._list_one(kind, label_selector, namespace, accept)
             versions.append(int(version) if version.isdigit() else -1)
-            items.extend((data or {}).get("items") or [])
+            items.extend(listed)
         oldest = min(versions) if versions else -1
         return (oldest if oldest >= 0 else None), items
+
+    def list_to_watch(self, kind: Any, label_selector: str | None, namespace: str | None
+                      ) -> tuple[str, list[dict[str, Any]]]:
+        """Every object of a kind (by label) in a namespace (None: all), whole, with its
+        apiVersion and kind, and the resourceVersion a watch of what follows starts from."""
+        version, items = self._list_one(kind, label_selector, namespace)
+        return version, [{**item, "apiVersion": kind.api_version, "kind": kind.kind}
+                         for item in items]
 
     def list_present(self, kind: Any, label_selector: str | None,
                      namespaces: tuple[str, ...] = ()) -> tuple[int | None, set[tuple[str, str, str]]]:

@@ -1,4 +1,5 @@
-"""kopf settings: watch timeouts, no writes of kopf's own, server-side child filtering."""
+"""kopf settings: watch timeouts, no writes of kopf's own. kopf watches only the custom
+resources; the children and pods have their own watches (watches.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -6,18 +7,7 @@ from typing import cast
 
 import kopf
 
-from bem_operator.builders.kinds import CHILD_REGISTRY, READ_REGISTRY
-from bem_operator.constants import OWNER_LABEL
 from bem_operator.settings import OperatorSettings
-
-# group, version, plural of every child kind the operator watches by its owner label
-CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = tuple(
-    (child.group, child.version, child.plural) for child in CHILD_REGISTRY)
-# group, version, plural of what the operator only reads, by the same owner label: the
-# runtime pods, whose container states say whether the model loaded (status.pod_findings).
-WATCHED_RESOURCES: tuple[tuple[str, str, str], ...] = tuple(
-    (kind.group, kind.version, kind.plural) for kind in READ_REGISTRY if kind.watched)
-
 
 class NoDiffBase(kopf.DiffBaseStorage):
     """kopf builds a diff base (a deep copy of the object) for every event, for change
@@ -51,6 +41,3 @@ def configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) 
     kopf_settings.posting.loggers = False
     kopf_settings.persistence.diffbase_storage = NoDiffBase()
     kopf_settings.posting.reporting_component = "bem-operator"
-    for group, version, plural in CHILD_RESOURCES + WATCHED_RESOURCES:
-        # Filter child watches in the API server: only our labelled objects reach us.
-        kopf_settings.watching.label_selectors[group, version, plural] = OWNER_LABEL

@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from bem_operator.builders import build_children
-from bem_operator.builders.kinds import BEMCHECKPOINT, BEMSERVICE, CHILD_REGISTRY, READ_REGISTRY
+from bem_operator.builders.kinds import BEMCHECKPOINT, BEMSERVICE, CHILD_REGISTRY, POD, READ_REGISTRY
 from bem_operator.handlers import BEMSERVICES
 from bem_operator.k8s import object_path
-from bem_operator.kopf_config import CHILD_RESOURCES, WATCHED_RESOURCES
+from bem_operator.watches import WATCHED_KINDS
 
 from .support import CHART, MANIFESTS, by_kind, load_yaml_docs, rule_set
 
@@ -64,8 +64,7 @@ def test_rules_grant_exactly_what_the_registry_needs(source: str) -> None:
 
 
 def test_watches_and_paths_come_from_the_registry() -> None:
-    assert CHILD_RESOURCES == tuple((c.group, c.version, c.plural) for c in CHILD_REGISTRY)
-    assert WATCHED_RESOURCES == (("", "v1", "pods"),)  # runtime pods: read-only, for status
+    assert WATCHED_KINDS == (*CHILD_REGISTRY, POD)  # runtime pods: read-only, for status
     assert BEMSERVICES == (BEMSERVICE.group, BEMSERVICE.version, BEMSERVICE.plural)
     for kind in (*CHILD_REGISTRY, *READ_REGISTRY, BEMSERVICE, BEMCHECKPOINT):
         assert object_path(kind.api_version, kind.kind, "ns").endswith(f"/ns/{kind.plural}")

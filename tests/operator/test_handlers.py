@@ -6,10 +6,12 @@ from typing import Any
 import kopf
 import pytest
 
+from bem_operator.builders.kinds import CHILD_REGISTRY
 from bem_operator.controller import Controller
 from bem_operator.handlers import register
 from bem_operator.k8s import KubeApi
 from bem_operator.settings import OperatorSettings
+from bem_operator.watches import served_kinds
 
 
 async def lead() -> None:
@@ -27,17 +29,20 @@ def handler_ids(registry: kopf.OperatorRegistry) -> set[str]:
     return {str(h.id) for h in handlers}
 
 
-@pytest.mark.parametrize("monitors", [True, False])
-def test_handlers_cover_parent_causes_child_and_pod_watches(monitors: bool) -> None:
+def test_kopf_watches_only_the_custom_resources() -> None:
     registry = kopf.OperatorRegistry()
-    register(registry, controller(), lead,
-             unserved_kinds=() if monitors else ("ServiceMonitor",))
-    ids = handler_ids(registry)
-    assert {"watch-deployments", "watch-services", "watch-horizontalpodautoscalers",
-            "watch-poddisruptionbudgets"} <= ids
-    assert ("watch-servicemonitors" in ids) is monitors
-    assert "watch-pods" in ids  # runtime pods say whether the model loaded
-    assert "watch-bemservices" in ids
+    register(registry, controller(), lead)
+    assert handler_ids(registry) == {"watch-bemservices", "watch-bemcheckpoints"}
+
+
+@pytest.mark.parametrize("monitors", [True, False])
+def test_reflectors_cover_every_served_child_kind_and_the_pods(monitors: bool) -> None:
+    plurals = {kind.plural for kind in served_kinds(() if monitors else ("ServiceMonitor",))}
+    assert {"deployments", "services", "horizontalpodautoscalers", "poddisruptionbudgets",
+            "configmaps", "networkpolicies"} <= plurals
+    assert ("servicemonitors" in plurals) is monitors
+    assert "pods" in plurals  # runtime pods say whether the model loaded
+    assert len(served_kinds(())) == len(CHILD_REGISTRY) + 1
 
 
 def test_no_handler_asks_kopf_for_a_finalizer() -> None:
