@@ -157,11 +157,12 @@ class KubeApi:
         self.connection.lost(f"{type(exc).__name__} on {method} {path}")
         return ApiError(0, f"{type(exc).__name__}: {exc}")
 
-    def _answered(self, status: int, raw: bytes, reason: str) -> dict[str, Any] | None:
+    def _answered(self, method: str, path: str, status: int, raw: bytes,
+                  reason: str) -> dict[str, Any] | None:
         """Tells the connection state of an answer; returns its JSON body, or raises the
         ApiError of a refusal."""
         if status in (502, 503, 504):
-            self.connection.lost(f"HTTP {status}", "server")
+            self.connection.lost(f"HTTP {status} on {method} {path}", "server")
         else:
             self.connection.ok()
             if status >= 400 and status != 404:  # 404: "absent", an answer
@@ -174,7 +175,7 @@ class KubeApi:
             message = data.get("message") if isinstance(data, dict) else None
             raise ApiError(status, str(message or raw[:200] or reason))
         if data is not None and not isinstance(data, dict):
-            raise ApiError(status, "expected a JSON object")
+            raise ApiError(status, f"expected a JSON object from {path}")
         return data
 
     def request(self, method: str, path: str, *, body: Any = None,
@@ -187,7 +188,8 @@ class KubeApi:
             raw = response.read()
         except Exception as exc:
             raise self._transport_error(exc, method, path) from exc
-        return response.status, self._answered(response.status, raw, response.reason)
+        return response.status, self._answered(method, path, response.status, raw,
+                                               response.reason)
 
     def watch(self, kind: Any, label_selector: str | None, namespace: str | None,
               resource_version: str, timeout_seconds: int, read_timeout: float,
@@ -208,7 +210,7 @@ class KubeApi:
         ended = False  # by the server: the connection can serve another request
         try:
             if response.status != 200:
-                self._answered(response.status, response.read(), response.reason)
+                self._answered("WATCH", path, response.status, response.read(), response.reason)
                 raise ApiError(response.status, f"watch of {kind.plural} answered "
                                                 f"{response.status}")
             self.connection.ok()
