@@ -501,7 +501,8 @@ class Controller:
         request (its children are compared with the cache). One request a period tells an
         outage (and its end) even when nothing changes. After an outage, and every
         `relist_seconds`, the cache is also checked against a list of names (metadata only,
-        one request per kind): a watch that was away reports no deletions."""
+        one request per kind) for kopf's kinds: its watch that was away reports no
+        deletions (the reflectors find theirs with each list)."""
         loop = asyncio.get_running_loop()
         if not await loop.run_in_executor(self.executor, self.api.reachable):
             return  # logged once by the connection state; the next period tries again
@@ -539,17 +540,18 @@ class Controller:
             await self.watches.wait_synced()
 
     def _listed_kinds(self) -> list[tuple[Any, str | None]]:
-        """Each kind the reconcile reads, with the label selector it is watched by."""
-        return [(BEMSERVICE, None), (BEMCHECKPOINT, None), (POD, OWNER_LABEL),
-                *((kind, OWNER_LABEL) for kind in CHILD_REGISTRY if self.api.serves(kind))]
+        """Each kind the reconcile reads that no reflector watches (every one without
+        reflectors: tests of the controller alone), with its label selector. A reflector
+        lists its own kind and finds its deletions itself (watches.py)."""
+        reflected = {kind.key for kind in self.watches.kinds} if self.watches else set()
+        kinds = [(BEMSERVICE, None), (BEMCHECKPOINT, None), (POD, OWNER_LABEL),
+                 *((kind, OWNER_LABEL) for kind in CHILD_REGISTRY if self.api.serves(kind))]
+        return [(kind, selector) for kind, selector in kinds if kind.key not in reflected]
 
     def sync_cache(self) -> None:
-        """Lists into the cache every kind the reconcile reads that no reflector lists
-        (blocking): all of them without reflectors (tests of the controller alone)."""
-        reflected = {kind.key for kind in self.watches.kinds} if self.watches else set()
+        """Lists into the cache the kinds no reflector lists (blocking)."""
         for kind, selector in self._listed_kinds():
-            if kind.key not in reflected:
-                self.cache.fill(self.api.list_objects(kind, selector, self.settings.namespaces))
+            self.cache.fill(self.api.list_objects(kind, selector, self.settings.namespaces))
 
     def relist(self) -> None:
         """Drops from the cache what the API server no longer has (blocking)."""

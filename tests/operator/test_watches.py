@@ -187,3 +187,19 @@ async def test_an_error_waits_a_growing_delay(status: int) -> None:
     reflector.stop()
     await loop.run_in_executor(None, reflector.join, 5)
     assert delays == [0.5, 1.0, 2.0]
+
+
+def test_the_controller_lists_only_the_kinds_no_reflector_watches() -> None:
+    """At start and in the periodic check the controller lists kopf's kinds itself; a kind
+    with a reflector is listed (and its deletions found) by the reflector alone."""
+    class Api(KubeApi):
+        def serves(self, child: Any) -> bool:
+            return True
+
+    controller = Controller(Api(None), OperatorSettings())  # type: ignore[arg-type]
+    everything = {kind.plural for kind, _ in controller._listed_kinds()}
+    assert {"bemservices", "bemcheckpoints", "pods", "deployments"} <= everything
+    controller.watches = Watches(controller.api, (DEPLOYMENT, POD), (), timeout_seconds=5,
+                                 read_timeout=10)
+    listed = {kind.plural for kind, _ in controller._listed_kinds()}
+    assert listed == everything - {"pods", "deployments"}
