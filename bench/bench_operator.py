@@ -425,7 +425,7 @@ def main() -> int:
 
 def bench(args: argparse.Namespace, cluster: Any) -> int:
     from bem_operator.builders import BuildOptions, build_children
-    from bem_operator.k8s import KubeApi
+    from bem_operator.k8s import KubeApi, Transport, credentials
     from bem_operator.watches import WATCHED_KINDS
     from bem_operator.settings import OperatorSettings
     from kubernetes import client, config
@@ -445,7 +445,9 @@ def bench(args: argparse.Namespace, cluster: Any) -> int:
         configuration.connection_pool_maxsize = pool
         clients.append(client.ApiClient(configuration))
     api_client, watch_client = clients
-    api, options = KubeApi(api_client), BuildOptions(service_monitor_available=False)
+    os.environ["KUBECONFIG"] = str(kubeconfig)  # the direct side's client, as the operator's
+    api = KubeApi(Transport(credentials(), connections=SUBMITTERS * 2))
+    options = BuildOptions(service_monitor_available=False)
     suffix, names = str(int(time.time())), [f"svc-{i:04d}" for i in range(args.count)]
     ns_direct, ns_operator = f"bench-direct-{suffix}", f"bench-operator-{suffix}"
     throttle = Throttle(kubeconfig.parent)  # a devcluster's kubeconfig sits in its state dir

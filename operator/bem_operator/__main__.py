@@ -12,13 +12,19 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 
+if __name__ == "__main__" and "kubernetes" not in sys.modules:
+    # kopf imports the official client's generated models whenever that package is installed
+    # (11 MB, to accept its objects in kopf.adopt() and the like); nothing here uses them. The
+    # image does not install it; a development environment does, for the tests, and the
+    # operator started there should weigh what it weighs in its image.
+    sys.modules["kubernetes"] = None  # type: ignore[assignment]
+
 import kopf
-from kubernetes.config import ConfigException
 
 from bem_operator.builders.kinds import CHILD_REGISTRY
 from bem_operator.controller import Controller
 from bem_operator.handlers import register
-from bem_operator.k8s import ApiError, KubeApi
+from bem_operator.k8s import ApiError, CredentialsError, KubeApi
 from bem_operator.leader import (LeaderElector, LeaderSettings, LeaderSettingsError,
                                  client_user_agent)
 from bem_operator.metrics import LeaderMetrics
@@ -69,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         # The workers, and the periodic check and leader election beside them.
         api = KubeApi.from_environment(request_timeout=settings.request_timeout,
                                        connections=settings.workers + 2)
-    except ConfigException as exc:
-        print(f"bem-operator: found no cluster credentials ({exc}): run it in a pod with a "
-              "service account, or point KUBECONFIG at a kubeconfig file", file=sys.stderr)
+    except CredentialsError as exc:
+        print(f"bem-operator: {exc}: run it in a pod with a service account, or point "
+              "KUBECONFIG at a kubeconfig file", file=sys.stderr)
         return 2
     kopf.configure(verbose=settings.log_level == "DEBUG",
                    quiet=settings.log_level in ("WARNING", "ERROR"))

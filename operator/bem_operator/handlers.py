@@ -13,6 +13,7 @@ import kopf
 
 from bem_operator.constants import CHECKPOINT_PLURAL, GROUP, PLURAL, VERSION
 from bem_operator.controller import Controller
+from bem_operator.k8s import credentials
 from bem_operator.kopf_config import configure
 from bem_operator.metrics import counted_kopf_session
 from bem_operator.watches import Watches
@@ -37,10 +38,10 @@ def register(registry: kopf.OperatorRegistry, controller: Controller,
 
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
-        # A fresh registry has none of kopf's default login handlers: use the same client,
+        # A fresh registry has none of kopf's default login handlers: the same credentials
+        # as the operator's own requests (read again when kopf logs in again after a 401),
         # through a session that counts kopf's requests in bem_operator_api_requests_total.
-        info = kopf.login_via_client(**kwargs)
-        return None if info is None else counted_kopf_session(info)
+        return counted_kopf_session(credentials().info)
 
     @kopf.on.cleanup(registry=registry)
     async def stop(**_: Any) -> None:

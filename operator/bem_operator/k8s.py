@@ -1,28 +1,36 @@
 """The only module that talks to the Kubernetes API server.
 
-Plain REST over the official client's connection handling: server-side apply
-with our own field manager, get, delete with a uid precondition, status patch,
-and the few look-ups the reconcile needs. Blocking calls: run them off the loop.
+Plain REST over urllib3's connection pool, with the credentials kopf reads for its own
+session: server-side apply with our own field manager, get, delete with a uid precondition,
+status patch, streaming watches, and the few look-ups the reconcile needs. Blocking calls:
+run them off the loop. (No official client: kopf imports its generated models whenever the
+package is installed, 11 MB of the operator's 67 MB at start, and nothing here needs them.)
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
+import os
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
-from kubernetes import client, config
+import kopf
+import urllib3
+import yaml
 
 from bem_operator.builders.kinds import BEMSERVICE, SERVICE_MONITOR, ChildKind, plural_of
 from bem_operator.constants import FIELD_MANAGER, HANDOVER_MANAGER
 from bem_operator.outage import ConnectionState, error_kind
 
-__all__ = ["ApiError", "KubeApi", "NotLeading", "count_request", "object_path", "request_counts"]
+__all__ = ["ApiError", "Credentials", "CredentialsError", "KubeApi", "NotLeading", "Transport",
+           "count_request", "credentials", "object_path", "request_counts"]
 logger = logging.getLogger(__name__)
 EVENT_MESSAGE_LIMIT = 1024
 # Leader election's own writes (the Lease) are the only ones a standby sends.
@@ -30,6 +38,9 @@ _ELECTION_PATH = "/apis/coordination.k8s.io/"
 # A list of metadata only (names, uids, versions): what a check of presence needs.
 _METADATA_LIST = ("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,"
                   "application/json")
+# What a pod's service account mounts (the token is rotated by the kubelet).
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+TOKEN_REREAD_SECONDS = 60.0  # client-go reads a rotated token file again each minute
 
 # Every request this process's API clients made, by (verb, resource); metrics.py exports it as
 # bem_operator_api_requests_total. Process-wide, like the one client, so nothing is wired.
@@ -57,6 +68,101 @@ def count_request(method: str, url: str) -> None:
 def request_counts() -> dict[tuple[str, str], int]:
     with _REQUESTS_LOCK:
         return dict(_REQUESTS)
+
+
+class CredentialsError(Exception):
+    """No usable credentials: the message says where they were looked for and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    info: kopf.ConnectionInfo  # server, CA, token or client certificate: kopf's own type
+    token_file: Path | None = None  # a service account's, read again as it rotates
+
+
+def credentials() -> Credentials:
+    """How to reach the API server, for our requests and kopf's alike. In a pod: its service
+    account, at the address in $KUBERNETES_SERVICE_HOST/_PORT (client-go's in-cluster config:
+    no DNS needed). Elsewhere: $KUBECONFIG or ~/.kube/config, read by kopf (tokens, client
+    certificates, basic auth; not exec or auth-provider plugins)."""
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT")
+    token_file = SERVICE_ACCOUNT_DIR / "token"
+    if host and port and token_file.is_file():
+        ca, namespace = SERVICE_ACCOUNT_DIR / "ca.crt", SERVICE_ACCOUNT_DIR / "namespace"
+        host = f"[{host}]" if ":" in host else host  # an IPv6 address
+        return Credentials(kopf.ConnectionInfo(
+            server=f"https://{host}:{port}", ca_path=str(ca) if ca.is_file() else None,
+            token=token_file.read_text().strip() or None,
+            default_namespace=namespace.read_text().strip() if namespace.is_file() else None),
+            token_file)
+    try:
+        info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+    except (OSError, KeyError, TypeError, yaml.YAMLError, kopf.LoginError) as exc:
+        raise CredentialsError(f"cannot read the kubeconfig ({type(exc).__name__}: {exc}): "
+                               "fix $KUBECONFIG or ~/.kube/config") from None
+    if info is None:
+        raise CredentialsError(f"found no service account ({token_file} with "
+                               "$KUBERNETES_SERVICE_HOST) and no kubeconfig ($KUBECONFIG or "
+                               "~/.kube/config)")
+    if not info.server:
+        raise CredentialsError("the kubeconfig's current context names a cluster with no "
+                               "server: set clusters[].cluster.server")
+    if not (info.token or info.certificate_path or info.certificate_data or info.username):
+        raise CredentialsError(
+            "the kubeconfig's current user has no token, client certificate or password (an "
+            "exec or auth-provider plugin is not run here): give it a token, e.g. from "
+            "`kubectl create token <service-account>`, or a client certificate")
+    return Credentials(info)
+
+
+class Transport:
+    """HTTP(S) to one API server over urllib3's pool: the credentials' TLS context and
+    Authorization header on every request. A pool of `connections` keeps one open per thread
+    that sends at once (a request beyond the pool would pay a new TLS handshake)."""
+
+    def __init__(self, creds: Credentials, connections: int = 10,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        info = creds.info
+        self.server = info.server.rstrip("/")
+        self.user_agent = "bem-operator"
+        self._authorization = info.as_http_headers()
+        self._token_file, self._clock = creds.token_file, clock
+        self._token_read = clock()
+        tls: dict[str, Any] = {}
+        if self.server.startswith("https:"):
+            tls["ssl_context"] = info.as_ssl_context()
+            if info.insecure:
+                tls.update(cert_reqs="CERT_NONE", assert_hostname=False)
+        self.pool = urllib3.PoolManager(num_pools=1, maxsize=connections,
+                                        retries=urllib3.Retry(3, redirect=False), **tls)
+
+    def _headers(self) -> dict[str, str]:
+        """The Authorization header, with the token file read again when a minute old."""
+        now = self._clock()
+        if self._token_file is not None and now - self._token_read >= TOKEN_REREAD_SECONDS:
+            self._token_read = now
+            try:
+                token = self._token_file.read_text().strip()
+            except OSError as exc:  # keep the last one; the API server says when it expires
+                logger.warning("Failed to read the service account token again: %s", exc)
+            else:
+                if token:
+                    self._authorization = {"Authorization": f"Bearer {token}"}
+        return {**self._authorization, "User-Agent": self.user_agent}
+
+    def send(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
+             timeout: float | tuple[float, float], stream: bool = False) -> Any:
+        """One request to `url` (path and query); the response read whole, or unread when
+        `stream` (iterate it by line; `release_conn()` or `close()` it after)."""
+        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        return self.pool.request(method, self.server + url, body=body,
+                                 headers={**headers, **self._headers()},
+                                 timeout=urllib3.Timeout(connect=connect, read=read),
+                                 preload_content=not stream, redirect=False)
+
+    def close(self) -> None:
+        self.pool.clear()
 
 
 class ApiError(Exception):
@@ -94,9 +200,9 @@ def object_path(api_version: str, kind: str, namespace: str | None,
 class KubeApi:
     """A thin blocking client; one instance is shared by worker threads."""
 
-    def __init__(self, api_client: client.ApiClient, request_timeout: float = 30.0,
+    def __init__(self, transport: Transport, request_timeout: float = 30.0,
                  discovery_ttl: float = 60.0) -> None:
-        self._api = api_client
+        self._transport = transport
         self._timeout = request_timeout
         self._discovery_ttl = discovery_ttl
         self._discovered: dict[tuple[str, str], tuple[float, bool]] = {}
@@ -111,47 +217,39 @@ class KubeApi:
     def identify(self, identity: str, user_agent: str) -> None:
         """Names this replica in the events it posts and in every request (the audit log)."""
         self.identity = identity
-        self._api.user_agent = user_agent
+        self._transport.user_agent = user_agent
 
     @classmethod
     def from_environment(cls, request_timeout: float = 30.0, connections: int = 10) -> KubeApi:
-        """In-cluster credentials in a pod, the kubeconfig ($KUBECONFIG) elsewhere. Keeps up to
-        `connections` open (one per thread that sends requests at once): the client's default
-        (5 per CPU) is less than the workers on a small node, and a connection beyond the pool
-        is closed after one request, so the next one pays a new TLS handshake."""
-        configuration = client.Configuration()
-        try:
-            config.load_incluster_config(client_configuration=configuration)
-        except config.ConfigException:
-            config.load_kube_config(client_configuration=configuration)
-        configuration.connection_pool_maxsize = connections
-        return cls(client.ApiClient(configuration), request_timeout=request_timeout)
+        """The service account's credentials in a pod, the kubeconfig elsewhere (credentials());
+        keeps up to `connections` open, one per thread that sends at once. Raises
+        CredentialsError."""
+        return cls(Transport(credentials(), connections), request_timeout=request_timeout)
+
+    def close(self) -> None:
+        self._transport.close()
 
     def _send(self, method: str, path: str, *, body: Any = None,
               query: list[tuple[str, str]] | None = None,
               content_type: str = "application/json", accept: str = "application/json",
-              timeout: float | tuple[float, float] | None = None) -> Any:
-        """Sends one request; returns its response unread (its `.response` is urllib3's,
-        whose body can be streamed). A transport failure is ApiError 0."""
+              timeout: float | tuple[float, float] | None = None, stream: bool = False) -> Any:
+        """Sends one request (a JSON body); returns urllib3's response, read whole (`.data`)
+        or, when `stream`, unread. A transport failure is ApiError 0."""
         if method != "GET" and not self.may_write() and not path.startswith(_ELECTION_PATH):
             raise NotLeading()
-        headers = {"Accept": accept, "Content-Type": content_type}
-        method, url, headers, body, _ = self._api.param_serialize(
-            method=method, resource_path=path, query_params=query or [],
-            header_params=headers, body=body, auth_settings=["BearerToken"])
+        url = f"{path}?{urlencode(query)}" if query else path
         count_request(method, url)
+        payload = None if body is None else json.dumps(body).encode()
         try:
-            return self._api.call_api(method, url, header_params=headers, body=body,
-                                      _request_timeout=timeout or self._timeout)
+            return self._transport.send(method, url, {"Accept": accept,
+                                                      "Content-Type": content_type},
+                                        payload, timeout or self._timeout, stream=stream)
         except Exception as exc:
             raise self._transport_error(exc, method, path) from exc
 
     def _transport_error(self, exc: Exception, method: str, path: str) -> ApiError:
         """The ApiError of a request that got no answer (TLS, retries spent, urllib3's
         connection errors, timeouts, OSError); anything else is a bug, raised as it is."""
-        if isinstance(exc, client.ApiException):
-            self.connection.lost(f"{method} {path}: {exc.reason}")
-            return ApiError(exc.status or 0, str(exc.reason))
         if not isinstance(exc, OSError) and "urllib3" not in type(exc).__module__:
             raise exc
         self.connection.lost(f"{type(exc).__name__} on {method} {path}")
@@ -184,11 +282,7 @@ class KubeApi:
                 accept: str = "application/json") -> tuple[int, dict[str, Any] | None]:
         response = self._send(method, path, body=body, query=query,
                               content_type=content_type, accept=accept)
-        try:
-            raw = response.read()
-        except Exception as exc:
-            raise self._transport_error(exc, method, path) from exc
-        return response.status, self._answered(method, path, response.status, raw,
+        return response.status, self._answered(method, path, response.status, response.data,
                                                response.reason)
 
     def watch(self, kind: Any, label_selector: str | None, namespace: str | None,
@@ -199,13 +293,14 @@ class KubeApi:
         with bookmarks, until the server ends it after `timeout_seconds`: yields (type,
         object) as each event arrives, objects with their apiVersion and kind. An ERROR
         event raises its ApiError (410: the version is gone, list again). `opened` gets the
-        response, whose `.response.shutdown()` ends the watch from another thread."""
+        response, whose `.shutdown()` ends the watch from another thread."""
         query = [("watch", "true"), ("allowWatchBookmarks", "true"),
                  ("resourceVersion", resource_version), ("timeoutSeconds", str(timeout_seconds))]
         if label_selector:
             query.append(("labelSelector", label_selector))
         path = object_path(kind.api_version, kind.kind, namespace)
-        response = self._send("GET", path, query=query, timeout=(self._timeout, read_timeout))
+        response = self._send("GET", path, query=query, timeout=(self._timeout, read_timeout),
+                              stream=True)
         opened(response)
         ended = False  # by the server: the connection can serve another request
         try:
@@ -214,7 +309,7 @@ class KubeApi:
                 raise ApiError(response.status, f"watch of {kind.plural} answered "
                                                 f"{response.status}")
             self.connection.ok()
-            for line in response.response:  # urllib3 yields each line as its chunk arrives
+            for line in response:  # urllib3 yields each line as its chunk arrives
                 if not line.strip():
                     continue
                 event = json.loads(line)
@@ -231,9 +326,9 @@ class KubeApi:
             raise self._transport_error(exc, "WATCH", path) from exc
         finally:
             if ended:
-                response.response.release_conn()
+                response.release_conn()
             else:  # stopped midway: what is left unread makes the connection unusable
-                response.response.close()
+                response.close()
 
     def apply(self, obj: Mapping[str, Any], *, manager: str = FIELD_MANAGER,
               force: bool = True) -> tuple[dict[str, Any], bool]:

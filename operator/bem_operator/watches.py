@@ -78,7 +78,7 @@ class Reflector:
         response = self._response
         if response is not None:
             try:
-                response.response.shutdown()  # wakes the thread blocked on its read
+                response.shutdown()  # wakes the thread blocked on its read
             except Exception:  # already closed, or an older urllib3
                 logger.debug("Closing the %s stream", self.name, exc_info=True)
 

@@ -9,16 +9,17 @@ to a closed port), not faked.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
-from kubernetes import client, config
 from operator_support import RBAC
 
-from bem_operator.k8s import ApiError, KubeApi
+from bem_operator.k8s import ApiError, KubeApi, Transport, credentials
 from bem_operator.leader import LeaderElector
 from bem_operator.metrics import LeaderMetrics
 from devcluster.processes import free_port
@@ -45,19 +46,14 @@ class CountingApi(KubeApi):
 
     calls = 0
 
-    def __init__(self, api_client: client.ApiClient, **kwargs: Any) -> None:
-        super().__init__(api_client, **kwargs)
-        self.configuration = api_client.configuration
-
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         self.calls += 1
         return super().request(method, path, **kwargs)
 
 
 def api_for(kubeconfig: Path) -> CountingApi:
-    configuration = client.Configuration()
-    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    return CountingApi(client.ApiClient(configuration), request_timeout=5)
+    with mock.patch.dict(os.environ, {"KUBECONFIG": str(kubeconfig)}):
+        return CountingApi(Transport(credentials()), request_timeout=5)
 
 
 @dataclass
@@ -97,7 +93,7 @@ class Candidate:
 
     def break_client(self) -> None:
         """Sends this candidate's requests to a port nothing listens on."""
-        self.api.configuration.host = f"https://127.0.0.1:{free_port()}"
+        self.api._transport.server = f"https://127.0.0.1:{free_port()}"
 
     def sample(self, name: str, **labels: str) -> float:
         return self.elector.metrics.registry.get_sample_value(name, labels) or 0.0

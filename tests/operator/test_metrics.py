@@ -9,9 +9,8 @@ from collections.abc import Iterator
 
 import kopf
 import pytest
-from kubernetes import client
 
-from bem_operator.k8s import KubeApi
+from bem_operator.k8s import Credentials, KubeApi, Transport
 from bem_operator.metrics import OperatorMetrics, counted_kopf_session
 
 
@@ -78,8 +77,7 @@ def test_api_requests_are_counted_by_verb_and_resource(local_server: str) -> Non
                ("WATCH", "pods"))
     before = {s: value(metrics, "bem_operator_api_requests_total", verb=s[0], resource=s[1])
               for s in samples}
-    configuration = client.Configuration(host=local_server)
-    api = KubeApi(client.ApiClient(configuration))
+    api = KubeApi(Transport(Credentials(kopf.ConnectionInfo(server=local_server))))
     api.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": "n"}})
     api.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "b", "namespace": "n"}})
     api.get("bem.ai/v1alpha1", "BEMService", "n", "a")

@@ -58,7 +58,7 @@ class ScriptedApi:
         if not self.watches:
             self.idle.set()
             stop = threading.Event()
-            opened(type("R", (), {"response": type("U", (), {"shutdown": stop.set})()})())
+            opened(type("R", (), {"shutdown": stop.set})())
             stop.wait(10)
             return
         script = self.watches.pop(0)
