@@ -150,6 +150,7 @@ class Phase:
     created: dict[str, float] = field(default_factory=dict)
     ready: dict[str, float] = field(default_factory=dict)
     requests: float = 0.0  # the API server's, every client
+    machine_busy: float = 0.0  # the machine's CPUs busy over the phase, in cores
 
     def all_created(self) -> float:
         return max(self.created.values())
@@ -170,6 +171,7 @@ def run_phase(api_client: Any, watch_client: Any, phase: Phase, namespace: str, 
     for w in watchers:
         w.start()
     before = apiserver_requests(api_client)
+    busy_before = machine_cpu()
     t0 = time.monotonic()
     try:
         with concurrent.futures.ThreadPoolExecutor(SUBMITTERS) as pool:
@@ -191,6 +193,17 @@ def run_phase(api_client: Any, watch_client: Any, phase: Phase, namespace: str, 
         phase.created[n] = max(s[n] for s in seen) - t0
         phase.ready[n] = max(ready_watch.ready[n] - t0, phase.created[n])
     phase.requests = apiserver_requests(api_client) - before
+    busy_after = machine_cpu()
+    phase.machine_busy = (busy_after[0] - busy_before[0]) / (busy_after[1] - busy_before[1])
+
+
+def machine_cpu() -> tuple[float, float]:
+    """Seconds of CPU busy on the whole machine (every process: API server, etcd, kwok, the
+    controllers, the operator, this bench) and seconds of wall time, from /proc."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (sum(fields[:8]) - idle) / ticks, time.monotonic()
 
 
 def apiserver_requests(api_client: Any) -> float:
@@ -341,6 +354,8 @@ def report(direct: Phase, operated: Phase, created_requests: Counter[tuple[str, 
     print(f"{'API server requests/obj':26s}{direct.requests / n:10.1f}"
           f"{operated.requests / n:10.1f}{operated.requests / direct.requests:8.2f}"
           "  (every client)")
+    print(f"{'machine CPU busy (cores)':26s}{direct.machine_busy:10.2f}"
+          f"{operated.machine_busy:10.2f}  of {os.cpu_count()}")
     for component, (d, o) in throttled.items():
         print(f"{component + ' throttled (s)':26s}{d:10.1f}{o:10.1f}")
     total = sum(created_requests.values())
