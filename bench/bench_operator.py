@@ -252,12 +252,18 @@ class Operator:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
                                     timeout=10) as resp:
             text = resp.read().decode()
-        return Counter({tuple(s.labels[label] for label in labels): s.value
-                        for s in _samples(text, name)})
+        counts: Counter[tuple[str, ...]] = Counter()
+        for sample in _samples(text, name):  # summed over the labels not asked for
+            counts[tuple(sample.labels[label] for label in labels)] += sample.value
+        return counts
 
     def requests(self) -> Counter[tuple[str, ...]]:
         """Its bem_operator_api_requests_total by (verb, resource)."""
         return self.counters("bem_operator_api_requests_total", "verb", "resource")
+
+    def reconciles(self) -> Counter[tuple[str, ...]]:
+        """Its bem_operator_reconciles_total by trigger (spec, child, resync, retry)."""
+        return self.counters("bem_operator_reconciles_total", "trigger")
 
     def watch_events(self) -> Counter[tuple[str, ...]]:
         """Its bem_operator_watch_events_total by (kind, outcome)."""
@@ -340,7 +346,8 @@ def pct(values: list[float], q: float) -> float:
 
 
 def report(direct: Phase, operated: Phase, created_requests: Counter[tuple[str, ...]],
-           totals: Counter[tuple[str, ...]], events: Counter[tuple[str, ...]], busy_cpu: float,
+           totals: Counter[tuple[str, ...]], events: Counter[tuple[str, ...]],
+           reconciles: Counter[tuple[str, ...]], busy_cpu: float,
            idle: Idle, rss: tuple[float, float], throttled: dict[str, tuple[float, float]],
            resync: float, watched_kinds: int, watch_timeout: int) -> None:
     n = direct.count
@@ -369,6 +376,8 @@ def report(direct: Phase, operated: Phase, created_requests: Counter[tuple[str, 
           f"({queued / n:.1f} queued a reconcile): "
           + ", ".join(f"{k} {c / n:.1f} ({events[k, 'queued'] / n:.1f})"
                       for k, c in by_kind.most_common()))
+    print(f"operator reconciles per BEMService created: {sum(reconciles.values()) / n:.1f} ("
+          + ", ".join(f"trigger {t} {c / n:.1f}" for (t,), c in reconciles.most_common()) + ")")
     watches = {verb: sum(c for (v, _), c in totals.items() if v == verb)
                for verb in ("LIST", "WATCH")}
     print(f"  the operator's lists and watches over the whole run: LIST {watches['LIST']}, "
@@ -490,6 +499,7 @@ def bench(args: argparse.Namespace, cluster: Any) -> int:
         operator.wait_live()
         operated, waited = Phase("operator", args.count), throttle.waited()
         before, events_before = operator.requests(), operator.watch_events()
+        reconciles_before = operator.reconciles()
         cpu_before = operator.cpu_seconds()
         run_phase(api_client, watch_client, operated, ns_operator, names,
                   lambda name: api.apply(bemservice(ns_operator, name, args.replicas),
@@ -498,6 +508,7 @@ def bench(args: argparse.Namespace, cluster: Any) -> int:
         created_requests = operator.requests() - before
         busy_cpu = operator.cpu_seconds() - cpu_before
         created_events = operator.watch_events() - events_before
+        created_reconciles = operator.reconciles() - reconciles_before
         for c, w in throttle.waited().items():
             throttled.setdefault(c, [0.0]).append(w - waited.get(c, 0.0))
         print(f"operator: all Ready after {operated.all_ready():.1f}s; settling, then idle for "
@@ -506,7 +517,8 @@ def bench(args: argparse.Namespace, cluster: Any) -> int:
         idle = idle_window(operator, args.idle_seconds)
         rss = (operator.proc_status_kib("VmRSS") / 1024, operator.proc_status_kib("VmHWM") / 1024)
         settings = OperatorSettings.from_env(os.environ)
-        report(direct, operated, created_requests, operator.requests(), created_events, busy_cpu,
+        report(direct, operated, created_requests, operator.requests(), created_events,
+               created_reconciles, busy_cpu,
                idle, rss, {c: (v[0], v[-1]) for c, v in throttled.items()}, settings.resync_seconds,
                2 + len(WATCHED_KINDS), settings.watch_server_timeout)
         succeeded = True
