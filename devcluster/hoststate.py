@@ -11,6 +11,7 @@ baseline; `diff()` says what still differs (the teardown tests assert it is empt
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shlex
 import shutil
@@ -89,7 +90,10 @@ def kubepods_cgroups() -> list[str]:
         for hierarchy in CGROUP_ROOT.iterdir():
             pods = hierarchy / KUBEPODS
             if pods.is_dir():
-                found += sorted(str(d) for d in pods.rglob("*") if d.is_dir())
+                # os.walk skips a cgroup removed while it walks (by the kubelet, or a sweep of
+                # a dead owner's node in another process), where rglob raised.
+                found += [os.path.join(root, name) for root, dirs, _ in os.walk(pods)
+                          for name in dirs]
                 found.append(str(pods))
     return sorted(found)
 
