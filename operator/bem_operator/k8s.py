@@ -26,7 +26,7 @@ import urllib3
 import yaml
 
 from bem_operator.builders.kinds import BEMSERVICE, SERVICE_MONITOR, ChildKind, plural_of
-from bem_operator.constants import FIELD_MANAGER, HANDOVER_MANAGER
+from bem_operator.constants import FIELD_MANAGER
 from bem_operator.outage import ConnectionState, error_kind
 
 __all__ = ["ApiError", "Credentials", "CredentialsError", "KubeApi", "NotLeading", "Transport",
@@ -161,9 +161,6 @@ class Transport:
                                  timeout=urllib3.Timeout(connect=connect, read=read),
                                  preload_content=not stream, redirect=False)
 
-    def close(self) -> None:
-        self.pool.clear()
-
 
 class ApiError(Exception):
     """The API server refused a request; `status` is the HTTP code."""
@@ -225,9 +222,6 @@ class KubeApi:
         keeps up to `connections` open, one per thread that sends at once. Raises
         CredentialsError."""
         return cls(Transport(credentials(), connections), request_timeout=request_timeout)
-
-    def close(self) -> None:
-        self._transport.close()
 
     def _send(self, method: str, path: str, *, body: Any = None,
               query: list[tuple[str, str]] | None = None,

@@ -15,7 +15,8 @@ from builders_factory import make_bems
 
 from bem_operator.builders.kinds import HTTP_ROUTE, SCALED_OBJECT, TRAEFIK_MIDDLEWARE, ChildKind
 from bem_operator.controller import Cache
-from bem_operator.k8s import FIELD_MANAGER, HANDOVER_MANAGER, ApiError
+from bem_operator.constants import FIELD_MANAGER, HANDOVER_MANAGER
+from bem_operator.k8s import ApiError
 from bem_operator.reconcile import (Reconciler, Result, RetryableError, difference, holds,
                                     owns_field)
 
