@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,11 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "writes"
 BEMSERVICE = ("bem.ai/v1alpha1", "BEMService")
 BEMCHECKPOINT = ("bem.ai/v1alpha1", "BEMCheckpoint")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def condition(i: int) -> list[dict[str, str]]:
@@ -65,6 +58,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     sys.path[:0] = [str(REPO), str(REPO / "operator")]
+    from bench_operator import install_crds, process_cpu_seconds
     from devcluster import processes
     from devcluster.cluster import DevCluster
     from bem_operator.k8s import KubeApi, Transport, credentials
@@ -73,14 +67,7 @@ def main() -> int:
     try:
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
         api = KubeApi(Transport(credentials()))
-
-        def kubectl(*a: str) -> None:
-            subprocess.run([str(cluster.kubectl_bin), f"--kubeconfig={cluster.kubeconfig}", *a],
-                           check=True, capture_output=True, text=True)
-        for crd in ("bemservice", "bemcheckpoint"):
-            kubectl("apply", "--server-side", "-f", str(REPO / "crds" / f"{crd}.yaml"))
-        kubectl("wait", "--for=condition=Established", "crd/bemservices.bem.ai",
-                "crd/bemcheckpoints.bem.ai")
+        kubectl = install_crds(cluster.kubectl_bin, Path(cluster.kubeconfig))
         kubectl("create", "namespace", NAMESPACE)
         kinds = writes(api)
         kinds["BEMService spec apply"](0)
@@ -92,11 +79,11 @@ def main() -> int:
         costs: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
         for _ in range(args.rounds):
             for label, write in kinds.items():
-                before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                before = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
                 for i in range(args.writes):
                     write(i)
                 costs[label].append(tuple(  # type: ignore[arg-type]
-                    1000 * (cpu_seconds(pid) - before[name]) / args.writes
+                    1000 * (process_cpu_seconds(pid) - before[name]) / args.writes
                     for name, pid in pids.items()))
         base = sum(a + e for a, e in costs["ConfigMap apply"]) / args.rounds
         print(f"\n{'write':28s}{'apiserver ms':>14s}{'etcd ms':>9s}{'vs ConfigMap':>14s}"

@@ -197,6 +197,24 @@ def run_phase(api_client: Any, watch_client: Any, phase: Phase, namespace: str, 
     phase.machine_busy = (busy_after[0] - busy_before[0]) / (busy_after[1] - busy_before[1])
 
 
+def install_crds(kubectl: Path | str, kubeconfig: Path) -> Callable[..., Any]:
+    """Applies both CRDs and waits until they are served; returns the kubectl runner."""
+    def run(*args: str) -> Any:
+        return subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", *args],
+                              check=True, capture_output=True, text=True)
+    for crd in CRDS:
+        run("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    run("wait", "--for=condition=Established", "crd/bemservices.bem.ai",
+        "crd/bemcheckpoints.bem.ai", "--timeout=60s")
+    return run
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds a process has used (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def machine_cpu() -> tuple[float, float]:
     """Seconds of CPU busy on the whole machine (every process: API server, etcd, kwok, the
     controllers, the operator, this bench) and seconds of wall time, from /proc."""
@@ -276,8 +294,7 @@ class Operator:
         raise SystemExit(f"No {key} in /proc: RSS needs Linux")
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        return process_cpu_seconds(self.proc.pid)
 
     def stop(self, succeeded: bool) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -456,12 +473,7 @@ def bench(args: argparse.Namespace, cluster: Any) -> int:
 
     kubeconfig = Path(args.kubeconfig or cluster.kubeconfig)
     kubectl = cluster.kubectl_bin if cluster else "kubectl"
-    run = lambda *a: subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", *a],  # noqa: E731
-                                    check=True, capture_output=True, text=True)
-    for crd in CRDS:  # the operator watches BEMCheckpoints too (none here)
-        run("apply", "--server-side", "--force-conflicts", "-f", str(crd))
-    run("wait", "--for=condition=Established", "crd/bemservices.bem.ai",
-        "crd/bemcheckpoints.bem.ai", "--timeout=60s")
+    run = install_crds(kubectl, kubeconfig)  # the operator watches BEMCheckpoints too
     clients = []
     for pool in (SUBMITTERS * 2, 2 * len(CHILD_PATHS) + 2):  # requests; watch streams
         configuration = client.Configuration()
